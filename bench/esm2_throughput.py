@@ -1,0 +1,365 @@
+"""ESM-2 inference throughput on one GPU: the original style, common alternatives, and ours.
+
+Methods, all on the same protein set (shaped like translated 500-base chunks) and random weights
+of one ESM-2 architecture (default esm2_t36_3B):
+
+  a. original  fair-esm ESM2.forward, fp32, 2048-token batches from fair-esm's length-sorted
+               batching, BatchConverter (truncation 1024); representations to the CPU, then a
+               per-protein mean (as VirNucPro's extraction did)
+  b. fair16    the same with model.half(); representations cast to fp32 on the GPU first
+  c. hf-sdpa   transformers EsmModel, attn_implementation="sdpa", bf16, padded batches of
+               ~128k tokens (padding included) in random order; masked mean on the GPU
+  d. packed    this project: packed batches (token budget), bf16, varlen attention, segment mean
+  e. packed+compile  (with --compile) d with the element-wise work compiled
+
+Timed per method: host-side token tensors -> device -> forward -> pooled (n, dim) on the host
+(tokenization is not timed for any). Warm-up batches first, then batches for >= --seconds,
+synchronised at the end (CUDA events and wall clock). Model FLOPs count real tokens only:
+
+  FLOPs = 2 * P_nonembedding * tokens + sum over proteins and layers of 4 * L^2 * dim
+
+(L = tokens of the protein incl. BOS/EOS; 4 * L * dim per token per layer for QK^T and AV).
+MFU = model FLOP/s / the bf16 dense matmul rate measured here (8192^3), for every method.
+
+    python bench/esm2_throughput.py --out bench/results/esm2_throughput.json
+    python bench/esm2_throughput.py --model-size 8M --quick     # CPU smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+import mfu  # noqa: E402
+from esm2_fidelity_gpu import chunk_proteins  # noqa: E402
+
+from virnuc_core.models.esm2 import REFERENCE_TOKENS_PER_BATCH, ESMEncoder, Tokenizer  # noqa: E402
+from virnuc_core.models.esm2_load import ESM2_ARCH, random_model  # noqa: E402
+from virnuc_core.packing import make_batch, pack_ffd  # noqa: E402
+
+
+def sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def time_batches(step, batches, seconds, warmup=2):
+    """Run ``step`` over ``batches`` (cycled) for >= ``seconds``; returns (seconds, batches run)."""
+    for b in batches[:warmup]:
+        step(b)
+    sync()
+    t0 = time.perf_counter()
+    step(batches[warmup % len(batches)])
+    sync()
+    per_batch = max(time.perf_counter() - t0, 1e-6)
+    count = max(3, math.ceil(seconds / per_batch))
+    order = [batches[i % len(batches)] for i in range(warmup, warmup + count)]
+    start, end = (
+        (torch.cuda.Event(enable_timing=True) for _ in range(2))
+        if torch.cuda.is_available()
+        else (None, None)
+    )
+    t0 = time.perf_counter()
+    if start is not None:
+        start.record()
+    for b in order:
+        step(b)
+    if end is not None:
+        end.record()
+    sync()
+    wall = time.perf_counter() - t0
+    gpu = start.elapsed_time(end) / 1000 if start is not None else wall
+    return max(wall, gpu), order
+
+
+class Work:
+    """What one batch holds: real tokens, sum of squared lengths, proteins."""
+
+    def __init__(self, payload, lengths):
+        self.payload = payload
+        self.tokens = int(sum(lengths))
+        self.sq = int(sum(n * n for n in lengths))
+        self.n = len(lengths)
+
+
+def shuffled(work, seed):
+    """Batches in a random order, so that a timed prefix is a fair sample of the set."""
+    return [work[i] for i in np.random.default_rng(seed).permutation(len(work))]
+
+
+def fair_batches(alphabet, seqs, truncation=1024):
+    import esm
+
+    convert = alphabet.get_batch_converter(truncation_seq_length=truncation)
+    ds = esm.data.FastaBatchedDataset([str(i) for i in range(len(seqs))], seqs)
+    out = []
+    for idx in ds.get_batch_indices(REFERENCE_TOKENS_PER_BATCH, extra_toks_per_seq=1):
+        _, strs, toks = convert([(str(i), seqs[i]) for i in idx])
+        lengths = (toks != alphabet.padding_idx).sum(1).tolist()
+        out.append(Work((toks, [min(truncation, len(s)) for s in strs]), lengths))
+    return out
+
+
+def hf_batches(tokens, pad_idx, budget, seed):
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(tokens))
+    groups, cur, width = [], [], 0
+    for i in order:
+        w = max(width, len(tokens[i]))
+        if cur and w * (len(cur) + 1) > budget:
+            groups.append(cur)
+            cur, w = [], len(tokens[i])
+        cur.append(i)
+        width = w
+    groups.append(cur)
+    out = []
+    for g in groups:
+        lengths = [len(tokens[i]) for i in g]
+        ids = torch.full((len(g), max(lengths)), pad_idx, dtype=torch.int64)
+        for r, i in enumerate(g):
+            ids[r, : lengths[r]] = torch.from_numpy(tokens[i])
+        out.append(Work((ids.pin_memory() if torch.cuda.is_available() else ids, lengths), lengths))
+    return out
+
+
+def build_hf(arch, device):
+    from transformers import EsmConfig, EsmModel
+
+    d = arch["embed_dim"]
+    cfg = EsmConfig(
+        vocab_size=33,
+        hidden_size=d,
+        num_hidden_layers=arch["num_layers"],
+        num_attention_heads=arch["attention_heads"],
+        intermediate_size=4 * d,
+        position_embedding_type="rotary",
+        token_dropout=True,
+        mask_token_id=32,
+        pad_token_id=1,
+        max_position_embeddings=1026,
+        emb_layer_norm_before=False,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        layer_norm_eps=1e-5,
+        attn_implementation="sdpa",
+    )
+    with torch.device(device):
+        model = EsmModel(cfg, add_pooling_layer=False)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    model = model.to(dtype).eval()
+    assert model.config._attn_implementation == "sdpa", model.config._attn_implementation
+    return model
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--model-size", default="3B", choices=sorted(ESM2_ARCH))
+    ap.add_argument("--n", type=int, default=20000, help="proteins in the set")
+    ap.add_argument("--seconds", type=float, default=15.0, help="timed seconds per method")
+    ap.add_argument("--token-budget", type=int, default=65536, help="ours: tokens per packed batch")
+    ap.add_argument("--hf-tokens", type=int, default=131072, help="HF: padded tokens per batch")
+    ap.add_argument("--backend", default="auto", help="ours: attention backend")
+    ap.add_argument("--compile", action="store_true", help="also time ours with compile=True")
+    ap.add_argument("--methods", nargs="*", default=["original", "fair16", "hf-sdpa", "packed"])
+    ap.add_argument("--fair-subset", type=int, default=6000, help="proteins batched for a/b")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quick", action="store_true", help="small set, 1 s per method (smoke run)")
+    ap.add_argument("--out", help="write the results here as JSON")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.n, args.seconds, args.token_budget, args.hf_tokens = 200, 1.0, 4096, 8192
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    name, arch = ESM2_ARCH[args.model_size]
+    methods = list(args.methods) + (["packed+compile"] if args.compile else [])
+
+    peak = mfu.measure_matmul_tflops(torch.bfloat16, n=8192 if cuda else 512)
+    print(f"bf16 matmul rate: {peak:.1f} TFLOP/s" + ("" if cuda else " (CPU: fp32, meaningless)"))
+    seqs = chunk_proteins(args.n, args.seed)
+    t0 = time.perf_counter()
+    fair, alphabet = random_model(args.seed, device, **arch)
+    print(f"{name}: random weights built on {device} in {time.perf_counter() - t0:.1f} s")
+    dim, layers = arch["embed_dim"], arch["num_layers"]
+    p_nonemb = sum(
+        p.numel()
+        for n, p in fair.named_parameters()
+        if n.startswith(("layers.", "emb_layer_norm_after"))
+    )
+
+    def flops(work):
+        return sum(2.0 * p_nonemb * w.tokens + 4.0 * dim * layers * w.sq for w in work)
+
+    results = []
+
+    def record(method, desc, seconds, work):
+        toks = sum(w.tokens for w in work)
+        f = flops(work)
+        row = {
+            "method": method,
+            "tokens_per_s": toks / seconds,
+            "proteins_per_s": sum(w.n for w in work) / seconds,
+            "model_tflops": f / seconds / 1e12,
+            "mfu": f / seconds / 1e12 / peak,
+            "timed_s": seconds,
+            "timed_batches": len(work),
+            "timed_proteins": sum(w.n for w in work),
+            "timed_tokens": toks,
+            "description": desc,
+        }
+        results.append(row)
+        print(
+            f"  {method}: {row['tokens_per_s']:,.0f} tokens/s, MFU {row['mfu']:.3f} "
+            f"({row['timed_proteins']} proteins in {seconds:.1f} s)"
+        )
+
+    last = layers
+    if "original" in methods or "fair16" in methods:
+        subset = seqs[: args.fair_subset]  # fair-esm's tokenizer is slow; same distribution
+        work = shuffled(fair_batches(alphabet, subset), args.seed)
+
+        def fair_step(w, half=False):
+            toks, keep = w.payload
+            with torch.no_grad():
+                rep = fair(toks.to(device, non_blocking=True), repr_layers=[last])[
+                    "representations"
+                ][last]
+            rep = (rep.float() if half else rep).to("cpu")
+            return [rep[i, 1 : k + 1].mean(0).clone() for i, k in enumerate(keep)]
+
+        if "original" in methods:
+            sec, done = time_batches(fair_step, work, args.seconds)
+            record(
+                "original",
+                "fair-esm fp32, 2048-token length-sorted batches (subset timed)",
+                sec,
+                done,
+            )
+        if "fair16" in methods and cuda:
+            fair.half()
+            sec, done = time_batches(lambda w: fair_step(w, True), work, args.seconds)
+            record("fair16", "fair-esm fp16 (model.half()), 2048-token batches", sec, done)
+            fair.float()
+
+    ours = {}
+    for m in [m for m in methods if m.startswith("packed")]:
+        enc = ESMEncoder(
+            fair,
+            alphabet,
+            spec=name,
+            device=device,
+            precision="bf16" if cuda else "fp32",
+            backend=args.backend,
+            compile=m.endswith("compile"),
+        )
+        tokens = enc.tokenize(seqs)
+        work = []
+        for idx in pack_ffd([len(t) for t in tokens], args.token_budget):
+            b = make_batch([tokens[i] for i in idx])
+            work.append(Work(b.pin_memory() if cuda else b, [len(tokens[i]) for i in idx]))
+        work = shuffled(work, args.seed)
+
+        def packed_step(w, enc=enc):
+            return enc.embed_packed(w.payload.to(device, non_blocking=True)).cpu()
+
+        sec, done = time_batches(packed_step, work, args.seconds, warmup=3)
+        record(
+            m,
+            f"packed bf16, token budget {args.token_budget}, backend {enc.backend}"
+            + (", compiled" if enc.compiled else ""),
+            sec,
+            done,
+        )
+        ours[m] = enc.backend
+        del enc
+    fair = None  # free the fp32 weights before the HF model is built
+    gc.collect()
+    if cuda:
+        torch.cuda.empty_cache()
+
+    if "hf-sdpa" in methods:
+        model = build_hf(arch, device)
+        work = hf_batches(
+            Tokenizer(alphabet)(seqs), alphabet.padding_idx, args.hf_tokens, args.seed
+        )
+
+        def hf_step(w):
+            ids, lengths = w.payload
+            ids = ids.to(device, non_blocking=True)
+            mask = ids.ne(alphabet.padding_idx)
+            with torch.no_grad():
+                h = model(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+            pos = torch.arange(ids.shape[1], device=device)
+            weight = mask & (pos >= 1) & (pos < mask.sum(1, keepdim=True) - 1)
+            weight = weight.float()
+            return (
+                (h.float() * weight[..., None]).sum(1) / weight.sum(1, keepdim=True).clamp_min(1)
+            ).cpu()
+
+        sec, done = time_batches(hf_step, work, args.seconds)
+        record(
+            "hf-sdpa",
+            f"transformers EsmModel sdpa bf16, ~{args.hf_tokens} padded tokens/batch, random order",
+            sec,
+            done,
+        )
+        del model
+
+    mfu.print_table(
+        results,
+        ["method", "tokens_per_s", "proteins_per_s", "model_tflops", "mfu", "timed_proteins"],
+    )
+    by = {r["method"]: r for r in results}
+    speedups = {
+        m: by[m]["tokens_per_s"] / by["original"]["tokens_per_s"] for m in by if "original" in by
+    }
+    if speedups:
+        print("speed-up over the original:", {k: round(v, 2) for k, v in speedups.items()})
+    lengths = [len(s) for s in seqs]
+    payload = {
+        "bench": "esm2_throughput",
+        "machine": mfu.machine_info(),
+        "model": name,
+        "architecture": arch,
+        "weights": f"random, seed {args.seed}",
+        "nonembedding_parameters": p_nonemb,
+        "flops_definition": "2 * nonembedding_parameters * real_tokens + sum over proteins of "
+        "layers * 4 * L^2 * dim (QK^T and AV; L = tokens incl. BOS/EOS); padding never counted",
+        "mfu_definition": "model FLOP/s / measured bf16 dense matmul rate (8192^3), all methods",
+        "timing": "host token tensors -> device -> forward -> pooled embeddings on the host; "
+        "tokenization not timed; warm-up batches excluded; each method's batches are made as "
+        "that method makes them, then processed in a random order (a timed prefix is a fair "
+        "sample); original/fair16 batch the first --fair-subset proteins",
+        "bf16_matmul_tflops": peak,
+        "n_proteins": len(seqs),
+        "fair_subset": min(args.fair_subset, len(seqs)),
+        "protein_lengths": {
+            "min": min(lengths),
+            "max": max(lengths),
+            "mean": float(np.mean(lengths)),
+        },
+        "seconds_per_method": args.seconds,
+        "token_budget": args.token_budget,
+        "hf_tokens_per_batch": args.hf_tokens,
+        "packed_backends": ours,
+        "results": results,
+        "speedup_over_original": speedups,
+    }
+    mfu.write_json(args.out, payload)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

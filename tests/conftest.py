@@ -1,0 +1,20 @@
+"""Shared fixtures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden" / "chunk_translate"
+
+
+@pytest.fixture
+def golden_dir() -> Path:
+    """The golden chunk/translate files made by the original VirNucPro (../shared beside the repo)."""
+    if not (GOLDEN / "input.fa").is_file():
+        pytest.fail(
+            f"golden files not found at {GOLDEN}: the tests need the project's shared/ folder "
+            "checked out beside the repository (../shared/golden/chunk_translate)"
+        )
+    return GOLDEN

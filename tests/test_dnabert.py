@@ -1,0 +1,208 @@
+"""DNABERT-S: loading from a Hugging Face-layout folder, tokenizer, packed path vs reference."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from virnuc_core.attention import alibi_slopes
+from virnuc_core.models import dnabert
+from virnuc_core.models.dnabert_load import DnaTokenizer, expected_shapes, resolve_folder
+from virnuc_core.models.dnabert_tiny import (
+    FULL_CONFIG,
+    TINY_CONFIG,
+    random_dna,
+    random_state_dict,
+    write_folder,
+)
+from virnuc_core.packing import make_batch
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return write_folder(tmp_path_factory.mktemp("dnabert_tiny"))
+
+
+@pytest.fixture(scope="module")
+def enc(folder):
+    return dnabert.load(str(folder))
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def token_mix(enc, seed: int, long: int, short: int) -> list[np.ndarray]:
+    """Tokenised random DNA: ``long`` sequences of 512+ tokens, ``short`` of 2-100 tokens, and
+    hand-made 1-token and [CLS][SEP] sequences (via ids, as no string tokenises to 1 token)."""
+    rng = np.random.default_rng(seed)
+    seqs = random_dna(rng, long, 1900, 2300) + random_dna(rng, short, 0, 300)
+    toks = enc.tokenize(seqs)
+    assert all(len(t) >= 512 for t in toks[:long])
+    cls_, sep = enc.tokenizer.cls_id, enc.tokenizer.sep_id
+    toks += [np.array([cls_]), np.array([7]), np.array([cls_, sep])]
+    order = rng.permutation(len(toks))
+    return [toks[i] for i in order]
+
+
+@pytest.mark.parametrize("backend", ["loop", "padded"])
+def test_packed_matches_reference(enc, backend):
+    toks = token_mix(enc, seed=1, long=3, short=25)
+    enc.backend = backend  # bypass choose_backend: on CPU it resolves everything to 'loop'
+    try:
+        out = enc.embed_packed(make_batch(toks))
+    finally:
+        enc.backend = "loop"
+    assert out.dtype == torch.float32 and out.shape == (len(toks), enc.dim)
+    cos = cosines(out.numpy(), enc.reference_embed_ids(toks))
+    assert cos.min() >= 0.99999, (backend, cos.min())
+
+
+def test_packed_matches_reference_flex(enc):
+    # Eager FlexAttention on the CPU materialises T x T scores: keep this batch small.
+    toks = token_mix(enc, seed=2, long=1, short=4)
+    enc.backend = "flex"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            out = enc.embed_packed(make_batch(toks))
+    finally:
+        enc.backend = "loop"
+    cos = cosines(out.numpy(), enc.reference_embed_ids(toks))
+    assert cos.min() >= 0.99999, cos.min()
+
+
+def test_reference_embed_is_mean_of_all_tokens(enc):
+    seqs = random_dna(np.random.default_rng(3), 3, 50, 400)
+    ref = enc.reference_embed(seqs)
+    toks = enc.tokenize(seqs)
+    for i, ids in enumerate(toks):
+        hidden = dnabert.reference_hidden(enc._reference_weights(), enc.cfg, torch.as_tensor(ids))
+        np.testing.assert_allclose(ref[i], hidden.mean(0).numpy(), rtol=1e-6, atol=1e-6)
+    # context independence: a sequence embeds the same alone and packed with others
+    alone = enc.embed_packed(make_batch(toks[:1])).numpy()
+    packed = enc.embed_packed(make_batch(toks)).numpy()
+    np.testing.assert_allclose(alone[0], packed[0], rtol=1e-5, atol=1e-5)
+
+
+def test_alibi_slopes_12_heads():
+    want = [2.0**-k for k in range(1, 9)] + [2.0**-k for k in (0.5, 1.5, 2.5, 3.5)]
+    np.testing.assert_allclose(dnabert._ref_slopes(12), want, rtol=1e-12)
+    np.testing.assert_allclose(alibi_slopes(12).numpy(), want, rtol=1e-6)
+    np.testing.assert_allclose(dnabert._ref_slopes(8), [2.0**-k for k in range(1, 9)])
+
+
+def test_tokenizer_matches_transformers(folder, enc):
+    from transformers import PreTrainedTokenizerFast
+
+    hf = PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"))
+    seqs = random_dna(np.random.default_rng(4), 40, 0, 1500) + ["ACGTNNACGT", "acgt", "A"]
+    ours = enc.tokenize(seqs)
+    for s, ids in zip(seqs, ours, strict=True):
+        assert ids.dtype == np.int64
+        theirs = hf(s, return_tensors="pt")["input_ids"][0].numpy()
+        np.testing.assert_array_equal(ids, theirs)
+        assert ids[0] == enc.tokenizer.cls_id and ids[-1] == enc.tokenizer.sep_id
+
+
+def test_tokenizer_without_post_processor_adds_specials(folder, tmp_path):
+    spec = json.loads((folder / "tokenizer.json").read_text())
+    spec["post_processor"] = None
+    (tmp_path / "tokenizer.json").write_text(json.dumps(spec))
+    bare = DnaTokenizer.from_file(tmp_path / "tokenizer.json")
+    full = DnaTokenizer.from_file(folder / "tokenizer.json")
+    seqs = ["ACGTACGTTTGA", "G"]
+    for a, b in zip(bare(seqs), full(seqs), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_tiny_spec_equals_tiny_folder(enc):
+    tiny = dnabert.load("tiny")
+    toks = enc.tokenize(random_dna(np.random.default_rng(5), 4, 10, 300))
+    assert [t.tolist() for t in tiny.tokenize(["ACGTTGCA"])] == [
+        t.tolist() for t in enc.tokenize(["ACGTTGCA"])
+    ]
+    b = make_batch(toks)
+    np.testing.assert_array_equal(tiny.embed_packed(b).numpy(), enc.embed_packed(b).numpy())
+    assert tiny.weights_digest == enc.weights_digest
+
+
+def test_contract_attributes(enc):
+    assert enc.name == "dnabert" and enc.dim == TINY_CONFIG.hidden_size
+    assert enc.device == torch.device("cpu") and enc.dtype == torch.float32
+    assert enc.backend == "loop"
+    d = enc.describe()
+    assert all(isinstance(v, str | int | float) for v in d.values())
+    assert d["precision"] == "fp32" and d["dim"] == enc.dim
+    # reduced precision is a GPU thing: on the CPU fp32 is used
+    assert dnabert.load("tiny", precision="bf16").dtype == torch.float32
+
+
+def test_bin_with_prefix_and_extra_keys_loads(tmp_path, enc):
+    state = random_state_dict(TINY_CONFIG, seed=0)
+    h = TINY_CONFIG.hidden_size
+    state["cls.predictions.transform.dense.weight"] = torch.zeros(h, h)
+    state["cls.predictions.decoder.bias"] = torch.zeros(TINY_CONFIG.vocab_size)
+    state["pooler.dense.weight"] = torch.zeros(h, h)
+    folder = write_folder(tmp_path / "m", state=state, fmt="bin", prefix="bert.")
+    other = dnabert.load(str(folder))
+    b = make_batch(enc.tokenize(["ACGTACGGATTACA", "TTGACCA"]))
+    np.testing.assert_array_equal(other.embed_packed(b).numpy(), enc.embed_packed(b).numpy())
+
+
+def test_wrong_key_names_fail_clearly(tmp_path):
+    state = random_state_dict(TINY_CONFIG, seed=0)
+    state["encoder.layer.1.attention.self.qkv.weight"] = state.pop(
+        "encoder.layer.1.attention.self.Wqkv.weight"
+    )
+    folder = write_folder(tmp_path / "m", state=state)
+    with pytest.raises(ValueError) as err:
+        dnabert.load(str(folder))
+    msg = str(err.value)
+    assert "missing keys" in msg and "encoder.layer.1.attention.self.Wqkv.weight" in msg
+    assert "encoder.layer.1.attention.self.qkv.weight" in msg  # named as unexpected
+
+
+def test_wrong_shapes_fail_clearly(tmp_path):
+    state = random_state_dict(TINY_CONFIG, seed=0)
+    state["encoder.layer.0.mlp.gated_layers.weight"] = torch.zeros(
+        TINY_CONFIG.intermediate_size, 96
+    )
+    folder = write_folder(tmp_path / "m", state=state)
+    with pytest.raises(ValueError, match=r"encoder\.layer\.0\.mlp\.gated_layers\.weight: expected"):
+        dnabert.load(str(folder))
+
+
+def test_incomplete_folder_fails(tmp_path, folder):
+    (tmp_path / "config.json").write_text((folder / "config.json").read_text())
+    with pytest.raises(FileNotFoundError, match="tokenizer.json"):
+        dnabert.load(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        dnabert.load(str(tmp_path / "nope"))
+
+
+def test_hub_name_goes_through_snapshot_download(monkeypatch, folder):
+    import huggingface_hub
+
+    calls = []
+
+    def fake(repo_id, allow_patterns=None, **kw):
+        calls.append((repo_id, allow_patterns))
+        return str(folder)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake)
+    assert resolve_folder("zhihan1996/DNABERT-S") == folder
+    assert calls[0][0] == "zhihan1996/DNABERT-S" and "tokenizer.json" in calls[0][1]
+
+
+def test_full_size_shapes_are_dnabert_s():
+    shapes = expected_shapes(FULL_CONFIG)
+    assert len(shapes) == 4 + 12 * 11
+    n = sum(math.prod(s) for s in shapes.values()) + 768 * 768 + 768  # + pooler
+    assert 116e6 < n < 118e6  # "DNABERT-2-117M"

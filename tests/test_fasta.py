@@ -1,0 +1,249 @@
+"""FASTA intake (validation, gzip, line endings), the frames index and the shard split."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pytest
+from Bio import SeqIO
+
+from virnuc_core.fasta import (
+    INDEX_COLUMNS,
+    FastaError,
+    FastaWriter,
+    read_fasta,
+    read_index,
+    read_sequences,
+    write_fasta,
+    write_frames,
+)
+from virnuc_core.frames import select_frames
+from virnuc_core.shards import read_shard, split_strides, write_shard
+
+
+def write(tmp_path, text, name="in.fa"):
+    path = tmp_path / name
+    data = text.encode() if isinstance(text, str) else text
+    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    return path
+
+
+def records(path):
+    return [(r.id, r.seq, r.line) for r in read_fasta(path)]
+
+
+# -- bad input: one case each; the message names the file, the line and the record -----------
+
+BAD = {
+    "empty file": ("", 1, None, "file is empty"),
+    "no records": ("\n  \n\n", 3, None, "no FASTA records"),
+    "text before header": ("\nACGT\n>r1\nACGT\n", 2, None, "before the first header"),
+    "header without id": (">r1\nACGT\n>\nACGT\n", 3, None, "header has no id"),
+    "header of spaces": (">r1\nACGT\n>   \nACGT\n", 3, None, "header has no id"),
+    "empty sequence": (">r1\n>r2\nACGT\n", 1, "r1", "no sequence"),
+    "empty last sequence": (">r1\nACGT\n>r2 desc\n\n", 3, "r2", "no sequence"),
+    "star": (">r1\nACGT\nAC*T\n", 3, "r1", "'*' at column 3 is not an IUPAC"),
+    "digit": (">r1\nACGT\n>r2\nACG1\n", 4, "r2", "'1' at column 4"),
+    "gap": (">r1\nAC-GT\n", 2, "r1", "'-' at column 3"),
+    "protein letter": (">r1\nACGTE\n", 2, "r1", "'E' at column 5"),
+    "inner space": (">r1\nACG T\n", 2, "r1", "' ' at column 4"),
+    "non-ascii": (">r1\nACGTé\n", 2, "r1", "byte 0xc3 at column 5"),
+    "duplicate id": (">r1 a\nACGT\n>r2\nAC\n>r1 b\nGG\n", 5, "r1", "duplicate id (first at line 1)"),
+}
+
+
+@pytest.mark.parametrize("case", BAD, ids=list(BAD))
+def test_bad_input_names_file_line_record(tmp_path, case):
+    text, line, record, problem = BAD[case]
+    path = write(tmp_path, text)
+    with pytest.raises(FastaError) as err:
+        list(read_fasta(path))
+    message = str(err.value)
+    assert str(path) in message
+    assert f"line {line}," in message
+    assert problem in message
+    assert (f"record {record!r}" if record else "no record") in message
+    assert (err.value.line, err.value.record) == (line, record)
+
+
+def test_bad_gzip_is_a_fasta_error(tmp_path):
+    data = gzip.compress(b">r1\n" + b"ACGT\n" * 50_000)
+    path = write(tmp_path, data[: len(data) // 2])  # truncated
+    with pytest.raises(FastaError, match=r"in\.fa: line \d+, record 'r1': cannot read the file"):
+        list(read_fasta(path))
+
+
+def test_missing_file_is_not_hidden(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        list(read_fasta(tmp_path / "nope.fa"))
+
+
+def test_error_comes_while_streaming(tmp_path):
+    """Records before the bad one are yielded first: the file is never read whole."""
+    path = write(tmp_path, ">r1\nACGT\n>r2\nAC*\n")
+    reader = read_fasta(path)
+    assert next(reader).id == "r1"
+    with pytest.raises(FastaError, match="line 4"):
+        next(reader)
+
+
+# -- good input -------------------------------------------------------------------------------
+
+
+def test_ids_sequences_lines(tmp_path):
+    text = ">r1 some description\nACGT\nacgn\n\n>r2\tx\nRYSWKMBDHVU\n"
+    assert records(write(tmp_path, text)) == [("r1", "ACGTacgn", 1), ("r2", "RYSWKMBDHVU", 5)]
+
+
+def test_crlf_and_blank_lines(tmp_path):
+    text = "\r\n>r1 d\r\nACGT\r\n\r\nAC\r\n>r2\r\nGG\r\n\r\n"
+    assert records(write(tmp_path, text)) == [("r1", "ACGTAC", 2), ("r2", "GG", 6)]
+
+
+@pytest.mark.parametrize("name", ["in.fa.gz", "in.fa"])  # gzip told by magic bytes, not name
+def test_gzip(tmp_path, name):
+    text = ">r1\nACGT\n>r2\nacgt\n"
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(text.encode()))
+    assert records(path) == [("r1", "ACGT", 1), ("r2", "acgt", 3)]
+
+
+def test_plain_file_named_gz(tmp_path):
+    path = tmp_path / "plain.fa.gz"
+    path.write_text(">r1\nACGT\n")
+    assert records(path) == [("r1", "ACGT", 1)]
+
+
+def test_matches_biopython_on_golden_input(golden_dir):
+    ours = [(r.id, r.seq) for r in read_fasta(golden_dir / "input.fa")]
+    bio = [(r.id, str(r.seq)) for r in SeqIO.parse(golden_dir / "input.fa", "fasta")]
+    assert ours == bio
+
+
+def test_write_fasta_round_trip(tmp_path):
+    path = tmp_path / "out" / "x.fa"
+    write_fasta(path, ["a", "b"], ["ACGT", "GG"])
+    assert path.read_text() == ">a\nACGT\n>b\nGG\n"
+    assert records(path) == [("a", "ACGT", 1), ("b", "GG", 3)]
+
+
+def test_writer_offsets_with_non_ascii_ids(tmp_path):
+    path = tmp_path / "x.fa"
+    with open(path, "wb") as handle:
+        writer = FastaWriter(handle)
+        first = writer.write(["ñandú", "b"], ["ACGT", "GG"])
+        second = writer.write(["ç"], ["TTT"])
+    offsets = np.concatenate([first, second])
+    assert read_sequences(path, offsets, [4, 2, 3]) == ["ACGT", "GG", "TTT"]
+
+
+# -- the frames index -------------------------------------------------------------------------
+
+
+def index_stage(tmp_path, source, size=500, **kw):
+    out = tmp_path / "results" / "sample"
+    paths = out / "frames.fa", out / "proteins.faa", out / "frames.index.tsv"
+    counts = write_frames(read_fasta(source), size, *paths, **kw)
+    return counts, paths
+
+
+@pytest.mark.parametrize("batch_bases", [1 << 20, 600])
+def test_write_frames_outputs_and_index(golden_dir, tmp_path, batch_bases):
+    counts, (frames_fa, proteins_faa, index_tsv) = index_stage(
+        tmp_path, golden_dir / "input.fa", batch_bases=batch_bases
+    )
+    inputs = list(read_fasta(golden_dir / "input.fa"))
+    want = select_frames([r.id for r in inputs], [r.seq for r in inputs], 500)
+    assert counts.as_dict() == {"reads": 200, "chunks": want.chunks, "frames": len(want.ids)}
+
+    nt = [(r.id, str(r.seq)) for r in SeqIO.parse(frames_fa, "fasta")]
+    aa = [(r.id, str(r.seq)) for r in SeqIO.parse(proteins_faa, "fasta")]
+    assert nt == list(zip(want.ids, want.nucleotides, strict=True))
+    assert aa == list(zip(want.ids, want.proteins, strict=True))
+    assert index_tsv.read_text().split("\n", 1)[0] == "\t".join(INDEX_COLUMNS)
+
+    index = read_index(index_tsv)
+    assert len(index) == len(want.ids)
+    assert list(index.ids) == want.ids
+    assert index.nt_length.tolist() == [len(s) for s in want.nucleotides]
+    assert index.aa_length.tolist() == [len(s) for s in want.proteins]
+    # A shard job reads only its own records, in any order.
+    pick = np.random.default_rng(0).permutation(len(index))[: len(index) // 3]
+    got = read_sequences(frames_fa, index.nt_offset[pick], index.nt_length[pick])
+    assert got == [want.nucleotides[i] for i in pick]
+    got = read_sequences(proteins_faa, index.aa_offset[pick], index.aa_length[pick])
+    assert got == [want.proteins[i] for i in pick]
+
+
+def test_write_frames_leaves_nothing_on_bad_input(tmp_path):
+    good = "".join(f">r{i}\n{'ATG' * 200}\n" for i in range(50))
+    source = write(tmp_path, good + ">bad\nATG*\n")
+    with pytest.raises(FastaError, match="'bad'"):
+        index_stage(tmp_path, source, size=300, batch_bases=1000)  # some batches written first
+    assert [p.name for p in (tmp_path / "results" / "sample").iterdir()] == []
+
+
+def test_write_frames_keeps_an_old_output_on_failure(tmp_path):
+    source = write(tmp_path, ">a\nATGATG\n")
+    _, paths = index_stage(tmp_path, source)
+    before = [p.read_bytes() for p in paths]
+    write(tmp_path, ">a\nATGATG\n>a\nAT\n")
+    with pytest.raises(FastaError, match="duplicate"):
+        index_stage(tmp_path, source)
+    assert [p.read_bytes() for p in paths] == before
+
+
+def test_read_sequences_detects_a_wrong_offset(tmp_path):
+    path = write(tmp_path, ">a\nACGT\n")
+    assert read_sequences(path, [3], [4]) == ["ACGT"]
+    with pytest.raises(ValueError, match="offset 2"):
+        read_sequences(path, [2], [4])
+
+
+def test_read_index_rejects_other_files(tmp_path):
+    path = write(tmp_path, "a\tb\n", name="x.tsv")
+    with pytest.raises(ValueError, match="not a frames index"):
+        read_index(path)
+
+
+def test_empty_index(tmp_path):
+    source = write(tmp_path, ">a\nNNNNNNNA\n")  # every codon dropped: all proteins empty
+    counts, (frames_fa, _, index_tsv) = index_stage(tmp_path, source)
+    assert counts.as_dict() == {"reads": 1, "chunks": 1, "frames": 0}
+    assert frames_fa.read_bytes() == b""
+    assert len(read_index(index_tsv)) == 0
+
+
+# -- shards -----------------------------------------------------------------------------------
+
+
+def test_split_strides():
+    lengths = np.array([5, 1, 5, 3, 1, 9, 3])
+    shards = split_strides(lengths, 3)
+    # sorted stably by length: records 1 4 3 6 0 2 5 -> dealt 0 1 2 0 1 2 0
+    assert [s.tolist() for s in shards] == [[1, 5, 6], [0, 4], [2, 3]]
+    assert sorted(np.concatenate(shards).tolist()) == list(range(7))
+
+
+def test_split_strides_balances_lengths():
+    lengths = np.random.default_rng(1).integers(10, 170, size=10_000)
+    totals = [lengths[s].sum() for s in split_strides(lengths, 4)]
+    assert max(totals) - min(totals) < 170
+
+
+def test_split_strides_more_shards_than_records(tmp_path):
+    shards = split_strides(np.array([4, 2]), 4)
+    assert [s.tolist() for s in shards] == [[1], [0], [], []]
+    write_shard(tmp_path / "s3.txt", shards[3])
+    assert read_shard(tmp_path / "s3.txt").tolist() == []
+    with pytest.raises(ValueError):
+        split_strides(np.array([1]), 0)
+
+
+def test_shard_file_round_trip(tmp_path):
+    path = tmp_path / "shards" / "shard_0.txt"
+    write_shard(path, np.array([0, 7, 42]))
+    assert path.read_text() == "0\n7\n42\n"
+    assert read_shard(path).dtype == np.int64
+    assert read_shard(path).tolist() == [0, 7, 42]

@@ -1,0 +1,148 @@
+"""GPU slot claiming, tested without a GPU by injecting the device count."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import queue
+import signal
+import time
+
+import pytest
+
+from virnuc_core.gpu import DeviceClaim, GpuClaimTimeout, claim_device
+
+CTX = mp.get_context("fork")
+NO_SCHEDULER: dict[str, str] = {}
+
+
+def _holder(lock_dir, n_gpus, barrier, out, release, timeout=10.0):
+    """Claim a slot (after the barrier), report it, hold it until ``release`` is set."""
+    if barrier is not None:
+        barrier.wait()
+    kw = dict(n_gpus=n_gpus, environ=NO_SCHEDULER, poll=0.05, timeout=timeout)
+    with claim_device(lock_dir, **kw) as c:
+        out.put((os.getpid(), c.index, c.device, time.monotonic()))
+        release.wait(30)
+
+
+def _start(lock_dir, n_gpus, out, barrier=None):
+    release = CTX.Event()
+    proc = CTX.Process(target=_holder, args=(lock_dir, n_gpus, barrier, out, release))
+    proc.start()
+    return proc, release
+
+
+def _stop(*procs):
+    for proc in procs:
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+    assert all(p.exitcode in (0, -signal.SIGKILL) for p in procs)
+
+
+def test_two_processes_get_different_slots(tmp_path):
+    for round_ in range(5):
+        lock_dir = tmp_path / f"locks{round_}"
+        out = CTX.Queue()
+        barrier = CTX.Barrier(2)
+        (a, ra), (b, rb) = _start(lock_dir, 2, out, barrier), _start(lock_dir, 2, out, barrier)
+        got = [out.get(timeout=10), out.get(timeout=10)]
+        assert sorted(g[1] for g in got) == [0, 1]
+        assert sorted(g[2] for g in got) == ["cuda:0", "cuda:1"]
+        for g in got:  # each lock file names its holder
+            assert f"pid {g[0]} " in (lock_dir / f"gpu{g[1]}.lock").read_text()
+        ra.set()
+        rb.set()
+        _stop(a, b)
+
+
+def test_third_waits_for_a_free_slot(tmp_path):
+    out = CTX.Queue()
+    a, ra = _start(tmp_path, 2, out)
+    b, rb = _start(tmp_path, 2, out)
+    holders = {out.get(timeout=10)[0]: None for _ in range(2)}
+    c, rc = _start(tmp_path, 2, out)
+    with pytest.raises(queue.Empty):
+        out.get(timeout=1.0)  # both slots busy: the third must wait
+    released_at = time.monotonic()
+    ra.set()  # release a's slot
+    pid, index, _, claimed_at = out.get(timeout=5)
+    assert pid == c.pid and pid not in holders
+    assert claimed_at >= released_at
+    a.join(10)
+    rb.set()
+    rc.set()
+    _stop(a, b, c)
+
+
+def _claim_and_sleep(lock_dir, out):
+    with claim_device(lock_dir, n_gpus=1, environ=NO_SCHEDULER, poll=0.05) as c:
+        out.put(c.index)
+        time.sleep(60)
+
+
+def test_sigkill_frees_the_slot(tmp_path):
+    out = CTX.Queue()
+    proc = CTX.Process(target=_claim_and_sleep, args=(tmp_path, out))
+    proc.start()
+    assert out.get(timeout=10) == 0
+    busy = claim_device(tmp_path, n_gpus=1, environ=NO_SCHEDULER, timeout=0.3, poll=0.05)
+    with pytest.raises(GpuClaimTimeout, match=f"pid {proc.pid} "), busy:  # held: not ours
+        pass
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join(10)
+    t0 = time.monotonic()
+    with claim_device(tmp_path, n_gpus=1, environ=NO_SCHEDULER, timeout=2, poll=0.05) as c:
+        assert c == DeviceClaim("cuda:0", 0, "lock", str(tmp_path / "gpu0.lock"))
+    assert time.monotonic() - t0 < 1.0
+
+
+def test_in_process_claims_and_release(tmp_path):
+    kw = dict(n_gpus=2, environ=NO_SCHEDULER, timeout=0.2, poll=0.05)
+    with claim_device(tmp_path, **kw) as c0, claim_device(tmp_path, **kw) as c1:
+        assert (c0.index, c1.index) == (0, 1)
+        assert str(c1) == "cuda:1"
+        with pytest.raises(GpuClaimTimeout, match="all 2 GPU slots"), claim_device(tmp_path, **kw):
+            pass
+    with claim_device(tmp_path, **kw) as again:
+        assert again.index == 0
+    assert (tmp_path / "gpu0.lock").read_text() == ""  # cleared on release
+
+
+@pytest.mark.parametrize("var", ["SLURM_JOB_ID", "CUDA_VISIBLE_DEVICES"])
+def test_scheduler_choice_takes_no_lock(tmp_path, monkeypatch, caplog, var):
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv(var, "3")
+    lock_dir = tmp_path / "locks"
+    with (
+        caplog.at_level(logging.INFO, logger="virnuc.gpu"),
+        claim_device(lock_dir, n_gpus=1) as c,
+        claim_device(lock_dir, n_gpus=1) as c2,  # a scheduled job never waits for a slot
+    ):
+        assert c == DeviceClaim("cuda:0", 0, "scheduler")
+        assert c2.device == "cuda:0"
+    assert not lock_dir.exists()
+    assert var in caplog.text
+
+
+def test_cpu_cases(tmp_path):
+    with claim_device(tmp_path / "a", n_gpus=0, environ=NO_SCHEDULER) as c:
+        assert c == DeviceClaim("cpu", None, "cpu")
+    with claim_device(tmp_path / "b", prefer_cuda=False, n_gpus=4, environ=NO_SCHEDULER) as c:
+        assert c.device == "cpu"
+    with claim_device(tmp_path / "c", environ={"SLURM_JOB_ID": "1"}, n_gpus=0) as c:
+        assert c.device == "cpu"  # a SLURM job without a GPU runs on the CPU
+    assert not any((tmp_path / d).exists() for d in "abc")
+
+
+def test_default_count_uses_torch(tmp_path):
+    torch = pytest.importorskip("torch")
+    with claim_device(tmp_path, environ=NO_SCHEDULER, timeout=1) as c:
+        if not torch.cuda.is_available():
+            assert c.device == "cpu"
+        else:
+            assert c.device.startswith("cuda:")

@@ -1,0 +1,175 @@
+"""Varlen attention over packed tokens: one function, backends chosen once per process.
+
+Backends (``attention_backend`` in the config; ``auto`` picks the first that applies):
+
+- ``flash``: the flash-attn package's varlen kernel (CUDA, when installed; ALiBi supported).
+- ``varlen``: PyTorch's built-in varlen flash attention (CUDA; no bias, so not for ALiBi).
+- ``flex``: PyTorch FlexAttention with a document mask and, for ALiBi, a score modification.
+- ``padded``: unpack to a dense (n, max_len) batch and run SDPA with an additive bias; exact,
+  and fast where sequences are short and of similar length.
+- ``loop``: one SDPA call per sequence with an explicit bias; correct and slow, the CPU fallback.
+
+All take q, k, v as (T, heads, head_dim) over the packed tokens and return (T, heads, head_dim).
+ALiBi here is the symmetric, non-causal form: score(i, j) -= slope[h] * |i - j|, with i and j
+positions inside one sequence, so relative distances never cross a sequence boundary.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import logging
+import math
+
+import torch
+import torch.nn.functional as F
+
+from virnuc_core.packing import PackedBatch
+
+log = logging.getLogger("virnuc.attention")
+
+BACKENDS = ("auto", "flash", "varlen", "flex", "padded", "loop")
+
+
+def alibi_slopes(n_heads: int) -> torch.Tensor:
+    """ALiBi head slopes (Press et al.): a geometric series; non-powers of two interleave."""
+
+    def power_of_two(n: int) -> list[float]:
+        start = 2 ** (-(2 ** -(math.log2(n) - 3)))
+        return [start * start**i for i in range(n)]
+
+    if math.log2(n_heads).is_integer():
+        slopes = power_of_two(n_heads)
+    else:
+        closest = 2 ** math.floor(math.log2(n_heads))
+        slopes = power_of_two(closest) + power_of_two(2 * closest)[0::2][: n_heads - closest]
+    return torch.tensor(slopes, dtype=torch.float32)
+
+
+@functools.cache
+def choose_backend(requested: str, device_type: str, alibi: bool) -> str:
+    """Resolve ``requested`` for this device and bias need; logged once per combination."""
+    if requested not in BACKENDS:
+        raise ValueError(f"attention_backend must be one of {BACKENDS}, got {requested!r}")
+    if device_type != "cuda":
+        chosen = "loop" if requested in ("auto", "flash", "varlen", "flex") else requested
+    elif requested != "auto":
+        chosen = requested
+    elif importlib.util.find_spec("flash_attn") is not None:
+        chosen = "flash"
+    else:
+        chosen = "padded" if alibi else "varlen"
+    if chosen == "varlen" and alibi:
+        raise ValueError("the 'varlen' backend has no bias input; use flash, flex or padded for ALiBi")
+    log.info("attention backend: %s (requested %s, device %s, alibi %s)", chosen, requested, device_type, alibi)
+    return chosen
+
+
+def varlen_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    batch: PackedBatch,
+    backend: str,
+    slopes: torch.Tensor | None = None,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """Attention within each packed sequence; ``slopes`` (heads,) turns on ALiBi."""
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    if backend == "flash":
+        return _flash(q, k, v, batch, slopes, scale)
+    if backend == "varlen":
+        from torch.nn.attention.varlen import varlen_attn
+
+        cu = batch.cu_seqlens
+        return varlen_attn(q, k, v, cu, cu, batch.max_seqlen, batch.max_seqlen, scale=scale)
+    if backend == "flex":
+        return _flex(q, k, v, batch, slopes, scale)
+    if backend == "padded":
+        return _padded(q, k, v, batch, slopes, scale)
+    if backend == "loop":
+        return _loop(q, k, v, batch, slopes, scale)
+    raise ValueError(f"unknown attention backend {backend!r}")
+
+
+def _flash(q, k, v, batch, slopes, scale):
+    from flash_attn import flash_attn_varlen_func
+
+    cu, m = batch.cu_seqlens, batch.max_seqlen
+    s = None if slopes is None else slopes.to(q.device, torch.float32)
+    return flash_attn_varlen_func(q, k, v, cu, cu, m, m, softmax_scale=scale, alibi_slopes=s)
+
+
+def _alibi_bias(slopes: torch.Tensor, length: int, device) -> torch.Tensor:
+    """(heads, L, L) additive bias -slope * |i - j|."""
+    pos = torch.arange(length, device=device)
+    dist = (pos[None, :] - pos[:, None]).abs().to(torch.float32)
+    return -slopes.to(device, torch.float32)[:, None, None] * dist
+
+
+def _loop(q, k, v, batch, slopes, scale):
+    out = torch.empty_like(q)
+    bounds = batch.cu_seqlens.tolist()
+    for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+        qi, ki, vi = (t[start:end].transpose(0, 1) for t in (q, k, v))  # (H, L, D)
+        bias = None if slopes is None else _alibi_bias(slopes, end - start, q.device).to(q.dtype)
+        oi = F.scaled_dot_product_attention(qi, ki, vi, attn_mask=bias, scale=scale)
+        out[start:end] = oi.transpose(0, 1)
+    return out
+
+
+def _padded_index(batch: PackedBatch) -> torch.Tensor:
+    """Flat index of each packed token in a dense (n * max_len) layout."""
+    return batch.seq_ids * batch.max_seqlen + batch.positions
+
+
+def _padded(q, k, v, batch, slopes, scale):
+    n, m = batch.num_seqs, batch.max_seqlen
+    heads, dim = q.shape[1], q.shape[2]
+    index = _padded_index(batch)
+
+    def dense(t):
+        buf = t.new_zeros(n * m, heads, dim)
+        buf[index] = t
+        return buf.view(n, m, heads, dim).transpose(1, 2)  # (n, H, m, D)
+
+    keep = torch.zeros(n * m, dtype=torch.bool, device=q.device)
+    keep[index] = True
+    # Padded keys get -inf; padded queries see real keys only and are dropped afterwards.
+    bias = torch.zeros(n, 1, 1, m, dtype=q.dtype, device=q.device)
+    bias.masked_fill_(~keep.view(n, 1, 1, m), float("-inf"))
+    if slopes is not None:
+        bias = bias + _alibi_bias(slopes, m, q.device).to(q.dtype)[None]
+    out = F.scaled_dot_product_attention(dense(q), dense(k), dense(v), attn_mask=bias, scale=scale)
+    return out.transpose(1, 2).reshape(n * m, heads, dim)[index]
+
+
+def _flex(q, k, v, batch, slopes, scale):
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    seq_ids, pos = batch.seq_ids, batch.positions
+    total = q.shape[0]
+
+    def same_sequence(b, h, qi, ki):
+        return seq_ids[qi] == seq_ids[ki]
+
+    score_mod = None
+    if slopes is not None:
+        s = slopes.to(q.device, torch.float32)
+
+        def score_mod(score, b, h, qi, ki):
+            return score - s[h] * (pos[qi] - pos[ki]).abs()
+
+    mask = create_block_mask(same_sequence, None, None, total, total, device=q.device)
+    qf, kf, vf = (t.transpose(0, 1)[None] for t in (q, k, v))  # (1, H, T, D)
+    out = _compiled_flex()(qf, kf, vf, score_mod=score_mod, block_mask=mask, scale=scale)
+    return out[0].transpose(0, 1)
+
+
+@functools.cache
+def _compiled_flex():
+    from torch.nn.attention.flex_attention import flex_attention
+
+    if torch.cuda.is_available():
+        return torch.compile(flex_attention, dynamic=True)
+    return flex_attention

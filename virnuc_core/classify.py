@@ -1,0 +1,512 @@
+"""The classifier step (spec §4): load the users' MLP safely, score frames, write the verdicts.
+
+Loading
+-------
+The users' ``300_model.pth`` / ``500_model.pth`` are whole pickled modules written by the original
+training script with ``torch.save(model)``, the class living in that script's ``__main__``.
+Unpickling such a file the ordinary way imports and calls whatever the pickle names, so it is
+never done here. :func:`load_classifier` reads the file through ``torch.load`` with our own
+``pickle_module`` whose Unpickler resolves globals from a fixed allow-list only:
+
+* the tensor rebuilders ``torch._utils._rebuild_tensor_v2`` / ``_rebuild_tensor`` /
+  ``_rebuild_parameter`` (through private wrappers), ``torch.UntypedStorage`` (as an inert marker
+  with ``dtype`` uint8, all torch.load reads of it; typed storage names such as ``torch
+  FloatStorage`` are turned into an inert ``StorageType`` by ``torch.load`` itself before they
+  reach us), ``collections.OrderedDict``, ``builtins.set``/``frozenset`` (``__builtin__.set``
+  under protocol 2; Python 2 names are mapped as pickle maps them, for the lookup only): what
+  torch 2.x (checked with 2.13, zip and legacy formats) writes for a module of
+  Linear/BatchNorm1d/Dropout;
+* the module classes (``*.MLPClassifier`` of any module, ``torch.nn.modules.linear.Linear``,
+  ``...batchnorm.BatchNorm1d``, ``...dropout.Dropout``, ``...activation.ReLU``) are mapped to
+  inert stand-in classes that only keep the state the pickle hands them. Nothing of ``__main__``
+  or ``torch.nn`` is looked up for them.
+
+Any other global is refused with :class:`UnsafeClassifierError` naming it; it is never imported,
+let alone called. TorchScript archives (which ``torch.load`` would hand to ``torch.jit.load``) are
+refused too. The parameters and buffers collected from the stand-ins are then loaded into our own
+:class:`MLPClassifier`. A plain state dict (``hidden_layer.weight`` ...), optionally wrapped in
+``{"state_dict": ...}`` / ``{"model_state_dict": ...}``, loads through the same path;
+``*.safetensors`` files through safetensors.
+
+Output formats
+--------------
+Both TSVs reproduce the original ``prediction.py`` of VirNucPro (github.com/Li-Jing-1997/VirNucPro,
+commit 0b7e6f1 writes the first file; the later version with ``determine_virus`` and
+``weights_only=False``, whose writing code broadinstitute/virnucpro-broad keeps unchanged, adds the
+second, which it names ``prediction_results_highestscore.csv`` although it is tab-separated):
+
+* ``prediction_results``: header ``Sequence_ID, Prediction, score1, score2`` (tab-separated); each
+  score is ``str()`` of the float32 softmax value as numpy prints it (shortest round-trip repr, e.g.
+  ``0.99912345``, ``1e-05``); Prediction comes from ``torch.max`` over the two probabilities, which
+  returns the first maximal index, so a tie is ``others``.
+* ``prediction_results_highestscore``: the original re-reads the first file with pandas, sets
+  ``Modified_ID = Sequence_ID.str[:-2]``, ``groupby("Modified_ID")`` (default ``sort=True``: groups
+  come out in **sorted** string order, not first appearance — reproduced here with ``sorted``),
+  ``Is_Virus = max(score2) >= max(score1)`` per group, written by ``DataFrame.to_csv(sep="\\t",
+  index=False)``: header ``Modified_ID, Is_Virus``, booleans as ``True`` / ``False``, fields quoted
+  the csv way (QUOTE_MINIMAL) when they hold a quote or a tab. Comparing the float32 scores gives
+  the same verdicts as comparing the re-read decimal strings (shortest repr keeps the order).
+"""
+
+from __future__ import annotations
+
+import _compat_pickle
+import collections
+import csv
+import io
+import math
+import os
+import pickle
+import types
+import warnings
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from virnuc_core.files import atomic_path, atomic_writer
+
+DNABERT_DIM = 768
+PRED_HEADER = "Sequence_ID\tPrediction\tscore1\tscore2\n"
+HIGHEST_HEADER = ("Modified_ID", "Is_Virus")
+LABELS = ("others", "virus")  # class 0, class 1
+
+
+class UnsafeClassifierError(pickle.UnpicklingError):
+    """The classifier file names a global outside the allow-list (it was not imported)."""
+
+
+class ClassifierFormatError(ValueError):
+    """The classifier file loaded safely but does not hold the expected MLP."""
+
+
+# --------------------------------------------------------------------------------------------
+# The network
+
+
+class MLPClassifier(nn.Module):
+    """Linear(D, H) -> BatchNorm1d(H) -> ReLU -> Dropout(0.5) -> Linear(H, 2), as the original."""
+
+    def __init__(
+        self, input_dim: int, hidden_dim: int = 512, num_class: int = 2, eps: float = 1e-5
+    ):
+        super().__init__()
+        self.hidden_layer = nn.Linear(input_dim, hidden_dim)
+        self.bn1 = nn.BatchNorm1d(hidden_dim, eps=eps)
+        self.output_layer = nn.Linear(hidden_dim, num_class)
+        self.dropout = nn.Dropout(0.5)
+
+    @property
+    def input_dim(self) -> int:
+        return self.hidden_layer.in_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.hidden_layer(x)
+        x = self.bn1(x)
+        x = F.relu(x)
+        x = self.dropout(x)
+        return self.output_layer(x)
+
+
+# --------------------------------------------------------------------------------------------
+# Allow-list unpickling
+
+
+class _StandIn:
+    """Inert stand-in for a pickled module class: keeps the state the pickle hands it, no more."""
+
+    _virnuc_name = "?"
+    dump_patches = False  # read by torch's legacy loader when the pickled class source differs
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> _StandIn:
+        obj = object.__new__(cls)
+        object.__setattr__(obj, "_virnuc_state", {})
+        return obj
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        slots = None
+        if isinstance(state, tuple) and len(state) == 2:
+            state, slots = state
+        merged: dict = {}
+        for part in (state, slots):
+            if part is None:
+                continue
+            if not isinstance(part, Mapping):
+                raise ClassifierFormatError(
+                    f"unexpected pickled state ({type(part).__name__}) for {self._virnuc_name}"
+                )
+            merged.update(part)
+        object.__setattr__(self, "_virnuc_state", merged)
+
+    def __repr__(self) -> str:
+        return f"<stand-in for {self._virnuc_name}>"
+
+
+def _stand_in(qualname: str) -> type:
+    return type(f"StandIn[{qualname}]", (_StandIn,), {"_virnuc_name": qualname})
+
+
+class _UntypedStorageRef:
+    """Stands for ``torch.UntypedStorage`` in a storage reference; torch.load reads only .dtype."""
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.uint8
+
+
+def _private_callable(fn: Any) -> Any:
+    """A fresh wrapper, so a pickle's BUILD on it can touch nothing of torch's own."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = fn.__name__
+    return call
+
+
+_MODULE_CLASSES = (
+    ("torch.nn.modules.linear", "Linear"),
+    ("torch.nn.modules.batchnorm", "BatchNorm1d"),
+    ("torch.nn.modules.dropout", "Dropout"),
+    ("torch.nn.modules.activation", "ReLU"),
+)
+_REBUILDERS = {
+    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_tensor"): torch._utils._rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
+}
+_IMMUTABLE_TYPES = {  # C types: a pickle cannot set attributes on them
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("builtins", "set"): set,
+    ("builtins", "frozenset"): frozenset,
+}
+
+
+class _AllowListUnpickler(pickle.Unpickler):
+    """Resolves globals from the allow-list only; never imports anything.
+
+    Everything it hands out that a pickle could mutate (BUILD sets attributes) is private to this
+    one load: fresh stand-in classes, fresh wrappers around torch's tensor rebuilders, a fresh
+    storage-type marker. The rest are immutable built-in types.
+    """
+
+    def __init__(self, file: Any, **kwargs: Any) -> None:
+        super().__init__(file, **kwargs)
+        table: dict[tuple[str, str], Any] = dict(_IMMUTABLE_TYPES)
+        table.update({key: _private_callable(fn) for key, fn in _REBUILDERS.items()})
+        table.update({key: _stand_in(".".join(key)) for key in _MODULE_CLASSES})
+        untyped = _UntypedStorageRef()
+        table[("torch", "UntypedStorage")] = table[("torch.storage", "UntypedStorage")] = untyped
+        self._virnuc_table = table
+
+    def find_class(self, module: str, name: str) -> Any:  # noqa: D401 - pickle API
+        # Protocol-2 pickles use Python 2 names (``__builtin__.set``, ``commands.Popen``); map them
+        # the way pickle's own find_class would, only to look them up here and to name them.
+        py3 = _compat_pickle.NAME_MAPPING.get((module, name))
+        if py3 is None:
+            py3 = (_compat_pickle.IMPORT_MAPPING.get(module, module), name)
+        table = self._virnuc_table
+        if py3 in table:
+            return table[py3]
+        if name == "MLPClassifier":
+            # The training script's own class (normally __main__.MLPClassifier): never looked up.
+            table[py3] = _stand_in(f"{py3[0]}.{name}")
+            return table[py3]
+        shown = f"'{py3[0]}.{py3[1]}'"
+        if py3 != (module, name):
+            shown += f" (pickled as '{module}.{name}')"
+        raise UnsafeClassifierError(
+            f"refusing global {shown}: not in the classifier allow-list "
+            "(it was neither imported nor called)"
+        )
+
+
+def _safe_pickle_load(file: Any, **kwargs: Any) -> Any:
+    return _AllowListUnpickler(file, **kwargs).load()
+
+
+# torch.load wants a module-like object with Unpickler and load (load: legacy format headers).
+_SAFE_PICKLE = types.ModuleType("virnuc_allowlist_pickle")
+_SAFE_PICKLE.Unpickler = _AllowListUnpickler  # type: ignore[attr-defined]
+_SAFE_PICKLE.load = _safe_pickle_load  # type: ignore[attr-defined]
+_SAFE_PICKLE.UnpicklingError = pickle.UnpicklingError  # type: ignore[attr-defined]
+
+
+def _torch_load_safely(raw: bytes, path: str) -> Any:
+    buf = io.BytesIO(raw)
+    if zipfile.is_zipfile(buf):
+        with zipfile.ZipFile(buf) as zf:
+            if any(n.rsplit("/", 1)[-1] == "constants.pkl" for n in zf.namelist()):
+                raise UnsafeClassifierError(
+                    f"{path} is a TorchScript archive; only torch.save'd modules or state dicts "
+                    "are accepted"
+                )
+    buf.seek(0)  # is_zipfile moved it
+    if os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "0").lower() in ("1", "y", "yes", "true"):
+        # torch.load would then reject any pickle_module, ours included.
+        raise RuntimeError(
+            f"cannot load {path}: TORCH_FORCE_WEIGHTS_ONLY_LOAD is set, which makes torch.load "
+            "refuse the allow-list unpickler used here; unset it for this step"
+        )
+    with warnings.catch_warnings():
+        # legacy format: the saved class source is compared with our stand-in's; irrelevant
+        warnings.simplefilter("ignore", torch.serialization.SourceChangeWarning)
+        warnings.filterwarnings("ignore", message="Couldn't retrieve source code for container")
+        return torch.load(
+            buf, map_location="cpu", pickle_module=_SAFE_PICKLE, weights_only=False, mmap=False
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# From loaded objects to tensors
+
+_LAYOUT = {
+    "hidden_layer": "torch.nn.modules.linear.Linear",
+    "bn1": "torch.nn.modules.batchnorm.BatchNorm1d",
+    "output_layer": "torch.nn.modules.linear.Linear",
+    "dropout": "torch.nn.modules.dropout.Dropout",
+}
+
+
+def _tensors_of(module: _StandIn, prefix: str, out: dict[str, torch.Tensor]) -> None:
+    state = module._virnuc_state
+    for group in ("_parameters", "_buffers"):
+        items = state.get(group) or {}
+        if not isinstance(items, Mapping):
+            raise ClassifierFormatError(f"{prefix or 'model'}: {group} is not a mapping")
+        for key, value in items.items():
+            if value is None:
+                continue
+            if not isinstance(value, torch.Tensor):
+                raise ClassifierFormatError(f"{prefix}{key} is a {type(value).__name__}")
+            out[f"{prefix}{key}"] = value.detach()
+
+
+def _from_module(root: _StandIn, path: str) -> tuple[dict[str, torch.Tensor], float]:
+    if not root._virnuc_name.endswith("MLPClassifier"):
+        raise ClassifierFormatError(f"{path}: top-level object is {root._virnuc_name}")
+    children = root._virnuc_state.get("_modules") or {}
+    if set(children) != set(_LAYOUT):
+        raise ClassifierFormatError(
+            f"{path}: MLPClassifier has submodules {sorted(children)}, expected {sorted(_LAYOUT)}"
+        )
+    tensors: dict[str, torch.Tensor] = {}
+    _tensors_of(root, "", tensors)
+    for name, expected_cls in _LAYOUT.items():
+        child = children[name]
+        if not isinstance(child, _StandIn) or child._virnuc_name != expected_cls:
+            raise ClassifierFormatError(
+                f"{path}: submodule {name} is {getattr(child, '_virnuc_name', type(child))}, "
+                f"expected {expected_cls}"
+            )
+        _tensors_of(child, f"{name}.", tensors)
+    bn_state = children["bn1"]._virnuc_state
+    if bn_state.get("track_running_stats") is False:
+        raise ClassifierFormatError(f"{path}: bn1 was built without running statistics")
+    eps = bn_state.get("eps", 1e-5)
+    if not isinstance(eps, float) or not eps > 0:
+        raise ClassifierFormatError(f"{path}: bn1.eps is {eps!r}")
+    return tensors, eps
+
+
+def _from_mapping(obj: Mapping, path: str) -> dict[str, torch.Tensor]:
+    for wrapper in ("model_state_dict", "state_dict"):
+        if wrapper in obj and isinstance(obj[wrapper], Mapping):
+            obj = obj[wrapper]
+            break
+    tensors = {}
+    for key, value in obj.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise ClassifierFormatError(
+                f"{path}: not a state dict of the MLP (entry {key!r} is {type(value).__name__})"
+            )
+        tensors[key.removeprefix("module.")] = value.detach()
+    return tensors
+
+
+def _expect_shape(tensors: dict[str, torch.Tensor], key: str, shape: tuple[int, ...], path: str):
+    if key not in tensors:
+        raise ClassifierFormatError(f"{path}: missing {key}")
+    t = tensors[key]
+    if tuple(t.shape) != shape:
+        raise ClassifierFormatError(f"{path}: {key} has shape {tuple(t.shape)}, expected {shape}")
+    if not t.is_floating_point() and key != "bn1.num_batches_tracked":
+        raise ClassifierFormatError(f"{path}: {key} has dtype {t.dtype}")
+
+
+def _build(tensors: dict[str, torch.Tensor], eps: float, path: str) -> MLPClassifier:
+    if "hidden_layer.weight" not in tensors or tensors["hidden_layer.weight"].dim() != 2:
+        raise ClassifierFormatError(f"{path}: no 2-d hidden_layer.weight; not the VirNucPro MLP")
+    hidden, in_dim = tensors["hidden_layer.weight"].shape
+    hidden, in_dim = int(hidden), int(in_dim)
+    expected = {
+        "hidden_layer.weight": (hidden, in_dim),
+        "hidden_layer.bias": (hidden,),
+        "bn1.weight": (hidden,),
+        "bn1.bias": (hidden,),
+        "bn1.running_mean": (hidden,),
+        "bn1.running_var": (hidden,),
+        "output_layer.weight": (2, hidden),
+        "output_layer.bias": (2,),
+    }
+    for key, shape in expected.items():
+        _expect_shape(tensors, key, shape, path)
+    extra = set(tensors) - set(expected) - {"bn1.num_batches_tracked"}
+    if extra:
+        raise ClassifierFormatError(f"{path}: unexpected entries {sorted(extra)}")
+    model = MLPClassifier(in_dim, hidden, 2, eps=eps)
+    state = {k: tensors[k].to(torch.float32) for k in expected}
+    nbt = tensors.get("bn1.num_batches_tracked")
+    state["bn1.num_batches_tracked"] = (
+        nbt.to(torch.long).reshape(()) if nbt is not None else torch.tensor(0, dtype=torch.long)
+    )
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def load_classifier(path: str | os.PathLike, expected_dim: int | None = None) -> MLPClassifier:
+    """Load the VirNucPro MLP from a whole-module pickle or a state dict, without running code.
+
+    ``expected_dim`` is the feature width the caller will feed (768 + ESM dim); a classifier of a
+    different input width is refused with both numbers in the message. Returned in eval mode on CPU.
+    """
+    path = os.fspath(path)
+    raw = Path(path).read_bytes()
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load as load_safetensors
+
+        obj: Any = load_safetensors(raw)
+    else:
+        obj = _torch_load_safely(raw, path)
+    if isinstance(obj, _StandIn):
+        tensors, eps = _from_module(obj, path)
+    elif isinstance(obj, Mapping):
+        tensors, eps = _from_mapping(obj, path), 1e-5
+    else:
+        raise ClassifierFormatError(
+            f"{path}: holds a {type(obj).__name__}, not an MLPClassifier module or a state dict"
+        )
+    model = _build(tensors, eps, path)
+    if expected_dim is not None and model.input_dim != expected_dim:
+        esm = expected_dim - DNABERT_DIM
+        raise ClassifierFormatError(
+            f"classifier {path} takes {model.input_dim}-wide input, but the features are "
+            f"{expected_dim} wide ({DNABERT_DIM} DNABERT-S + {esm} ESM); use a classifier trained "
+            "on this ESM model (3328 = 768 + 2560 for esm2_t36_3B_UR50D)"
+        )
+    return model
+
+
+def tiny_classifier(in_dim: int, hidden: int = 32, seed: int = 0) -> MLPClassifier:
+    """A seeded random classifier (non-trivial BN statistics) for demos and tests."""
+    gen = torch.Generator().manual_seed(seed)
+    model = MLPClassifier(in_dim, hidden, 2)
+    with torch.no_grad():
+        model.hidden_layer.weight.copy_(torch.randn(hidden, in_dim, generator=gen) / in_dim**0.5)
+        model.hidden_layer.bias.copy_(torch.randn(hidden, generator=gen) * 0.1)
+        model.bn1.weight.copy_(1.0 + 0.2 * torch.randn(hidden, generator=gen))
+        model.bn1.bias.copy_(0.1 * torch.randn(hidden, generator=gen))
+        model.bn1.running_mean.copy_(0.1 * torch.randn(hidden, generator=gen))
+        model.bn1.running_var.copy_(0.5 + torch.rand(hidden, generator=gen))
+        model.bn1.num_batches_tracked.fill_(100)
+        model.output_layer.weight.copy_(torch.randn(2, hidden, generator=gen) / hidden**0.5)
+        model.output_layer.bias.copy_(torch.randn(2, generator=gen) * 0.1)
+    return model.eval()
+
+
+def save_state(model: MLPClassifier, path: str | os.PathLike) -> None:
+    """Save the model's state dict (loadable by :func:`load_classifier`), atomically."""
+    with atomic_path(path) as tmp:
+        torch.save(model.state_dict(), tmp)
+
+
+# --------------------------------------------------------------------------------------------
+# Scoring and verdicts
+
+
+def predict_scores(model: MLPClassifier, features: np.ndarray, batch: int = 4096) -> np.ndarray:
+    """Softmax scores (N x 2, float32 like the original): column 0 = others, 1 = virus."""
+    features = np.asarray(features)
+    if features.ndim != 2 or features.shape[1] != model.input_dim:
+        raise ValueError(
+            f"features have shape {features.shape}; the classifier takes rows of "
+            f"{model.input_dim} values"
+        )
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    model.eval()
+    device = next(model.parameters()).device
+    out = np.empty((features.shape[0], 2), dtype=np.float32)
+    with torch.no_grad():
+        for start in range(0, features.shape[0], batch):
+            x = torch.from_numpy(np.ascontiguousarray(features[start : start + batch], np.float32))
+            probs = F.softmax(model(x.to(device)), dim=1)
+            out[start : start + len(x)] = probs.cpu().numpy()
+    return out
+
+
+def _is_virus(score1: Sequence[float], score2: Sequence[float]) -> bool:
+    """max(score2) >= max(score1), NaNs skipped as pandas' max does (all-NaN -> NaN -> False)."""
+    m1 = max((s for s in score1 if not math.isnan(s)), default=math.nan)
+    m2 = max((s for s in score2 if not math.isnan(s)), default=math.nan)
+    return bool(m2 >= m1)
+
+
+def chunk_verdicts(ids: Sequence[str], scores: np.ndarray) -> list[tuple[str, bool]]:
+    """(Modified_ID, Is_Virus) per chunk, groups keyed by id[:-2], in sorted order (pandas)."""
+    scores = np.asarray(scores, dtype=np.float32)
+    groups: dict[str, tuple[list[float], list[float]]] = {}
+    for seq_id, (s1, s2) in zip(ids, scores.tolist(), strict=True):
+        g = groups.setdefault(seq_id[:-2], ([], []))
+        g[0].append(s1)
+        g[1].append(s2)
+    return [(key, _is_virus(*groups[key])) for key in sorted(groups)]
+
+
+def _check_scores(ids: Sequence[str], scores: np.ndarray) -> np.ndarray:
+    scores = np.asarray(scores)
+    if scores.ndim != 2 or scores.shape[1] != 2:
+        raise ValueError(f"scores must be N x 2, got shape {scores.shape}")
+    if len(ids) != scores.shape[0]:
+        raise ValueError(f"{len(ids)} ids but {scores.shape[0]} score rows")
+    for seq_id in ids:
+        if any(c in seq_id for c in "\t\n\r"):
+            raise ValueError(f"sequence id {seq_id!r} holds a tab or newline")
+    # The original's probabilities are float32 tensors; its text is str() of those values.
+    return scores.astype(np.float32, copy=False)
+
+
+def write_predictions(
+    ids: Sequence[str],
+    scores: np.ndarray,
+    out_tsv: str | os.PathLike,
+    out_highest_tsv: str | os.PathLike,
+) -> None:
+    """Write prediction_results and prediction_results_highestscore exactly as the original."""
+    scores = _check_scores(ids, scores)
+    with atomic_writer(out_tsv) as pred, atomic_writer(out_highest_tsv) as highest:
+        pred.write(PRED_HEADER)
+        for seq_id, row in zip(ids, scores, strict=True):
+            label = LABELS[int(np.argmax(row))]  # first maximal index, as torch.max: tie -> others
+            pred.write(f"{seq_id}\t{label}\t{row[0]!s}\t{row[1]!s}\n")
+        text = io.StringIO()
+        writer = csv.writer(text, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+        writer.writerow(HIGHEST_HEADER)
+        for key, verdict in chunk_verdicts(ids, scores):
+            writer.writerow((key, "True" if verdict else "False"))
+        highest.write(text.getvalue())
+
+
+def classifier_for(spec: str, in_dim: int) -> MLPClassifier:
+    """The configured classifier: a file path, or ``tiny`` (the demo's seeded random one)."""
+    if spec == "tiny":
+        return tiny_classifier(in_dim)
+    return load_classifier(spec, expected_dim=in_dim)

@@ -1,0 +1,181 @@
+"""Which device an embedding job uses.
+
+Rules, in order (:func:`claim_device`):
+
+1. ``prefer_cuda=False`` or no CUDA GPU visible -> ``"cpu"``, no locks.
+2. A scheduler chose the GPU -- ``CUDA_VISIBLE_DEVICES`` is set, or ``SLURM_JOB_ID`` is -> the
+   first visible GPU, ``"cuda:0"``, no locks. The scheduler already isolated this job's GPU(s);
+   indexes would mean different physical GPUs in different jobs, so local locks would be wrong.
+3. Otherwise (a local run sharing the machine's GPUs between concurrent jobs) the job claims a
+   slot: one lock file per visible GPU, ``<lock_dir>/gpu<i>.lock``, taken with
+   ``flock(LOCK_EX | LOCK_NB)`` on a file descriptor held for the life of the claim. The kernel
+   drops the lock when the descriptor is closed, however the process ends (``kill -9`` too), so
+   a slot is never left taken by a dead job. Slots are tried in order; if all are busy the job
+   logs that it waits and polls (about every second) until ``timeout``, then raises
+   :class:`GpuClaimTimeout`. The lock file holds the holder's pid and host for humans; it is
+   never deleted (deleting a lock file others may be waiting on would break the exclusion).
+
+For local runs, do **not** set ``CUDA_VISIBLE_DEVICES`` in the workflow or its jobs: it would
+select rule 2 and every job would run on ``cuda:0``. Without it, slot ``i`` is torch device
+index ``i`` (``cuda:i``). Snakemake's ``--resources gpu=N`` keeps at most N jobs running; the
+slots decide which GPU each one gets. Jobs of separate workflows (or users) on one machine share
+slots only if they share ``lock_dir`` (see :func:`virnuc_core.settings.lock_dir`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger("virnuc.gpu")
+
+SCHEDULER_VARS = ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID")
+
+
+class GpuClaimTimeout(TimeoutError):
+    """Every GPU slot stayed busy for the whole timeout."""
+
+
+@dataclass(frozen=True)
+class DeviceClaim:
+    """The device a job runs on.
+
+    ``device`` is a torch device string (``"cuda:1"``, ``"cpu"``); ``index`` the CUDA device
+    index (``None`` on CPU); ``source`` says how it was chosen: ``"cpu"``, ``"scheduler"`` or
+    ``"lock"``; ``lock_path`` the held lock file (only for ``"lock"``).
+    """
+
+    device: str
+    index: int | None
+    source: str
+    lock_path: str | None = None
+
+    def __str__(self) -> str:
+        return self.device
+
+
+def count_cuda_devices() -> int:
+    """Visible CUDA devices according to torch (0 when CUDA is unavailable)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def scheduler_var(environ: Mapping[str, str] | None = None) -> str | None:
+    """The environment variable showing that a scheduler chose our GPU, or None."""
+    env = os.environ if environ is None else environ
+    return next((name for name in SCHEDULER_VARS if name in env), None)
+
+
+def _try_lock(path: Path) -> int | None:
+    """An fd holding an exclusive flock on ``path``, or None if someone else holds it."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError:  # a lock file made by another user: flock needs no write access
+        fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    with contextlib.suppress(OSError):  # for humans only; fails on a read-only fd
+        os.ftruncate(fd, 0)
+        note = f"pid {os.getpid()} host {socket.gethostname()} since {time.ctime()}\n"
+        os.pwrite(fd, note.encode(), 0)
+    return fd
+
+
+def _holders(paths: list[Path]) -> str:
+    out = []
+    for path in paths:
+        try:
+            text = path.read_text().strip() or "?"
+        except OSError:
+            text = "?"
+        out.append(f"{path.name}: {text}")
+    return "; ".join(out)
+
+
+def _wait_for_slot(paths: list[Path], timeout: float | None, poll: float) -> tuple[int, int]:
+    """(slot index, fd holding its lock): the first free slot, polling until ``timeout``."""
+    start = time.monotonic()
+    next_note = start
+    while True:
+        for index, path in enumerate(paths):
+            fd = _try_lock(path)
+            if fd is not None:
+                return index, fd
+        now = time.monotonic()
+        if timeout is not None and now - start >= timeout:
+            raise GpuClaimTimeout(
+                f"all {len(paths)} GPU slots in {paths[0].parent} stayed busy for {timeout:g} s "
+                f"({_holders(paths)})"
+            )
+        if now >= next_note:
+            log.info(
+                "all %d GPU slots in %s are busy; waiting (%s)",
+                len(paths),
+                paths[0].parent,
+                _holders(paths),
+            )
+            next_note = now + 60.0
+        time.sleep(poll if timeout is None else max(0.0, min(poll, start + timeout - now)))
+
+
+@contextlib.contextmanager
+def claim_device(
+    lock_dir: str | os.PathLike,
+    prefer_cuda: bool = True,
+    *,
+    n_gpus: int | None = None,
+    timeout: float | None = 3600.0,
+    poll: float = 1.0,
+    environ: Mapping[str, str] | None = None,
+) -> Iterator[DeviceClaim]:
+    """Choose this job's device (see the module docs) and hold it for the ``with`` block.
+
+    ``n_gpus``: visible CUDA devices; ``None`` asks torch (tests inject a number).
+    ``timeout``: seconds to wait for a free slot (``None``: forever). ``environ``: the
+    environment to inspect for a scheduler (default ``os.environ``).
+    """
+    if not prefer_cuda:
+        yield DeviceClaim("cpu", None, "cpu")
+        return
+    if n_gpus is None:
+        n_gpus = count_cuda_devices()
+    if n_gpus <= 0:
+        log.info("no CUDA device visible: using the CPU")
+        yield DeviceClaim("cpu", None, "cpu")
+        return
+    var = scheduler_var(environ)
+    if var is not None:
+        if n_gpus > 1:
+            log.warning("%s is set and %d GPUs are visible: using only cuda:0", var, n_gpus)
+        log.info("%s is set: using the scheduler's GPU, cuda:0", var)
+        yield DeviceClaim("cuda:0", 0, "scheduler")
+        return
+
+    lock_root = Path(lock_dir)
+    lock_root.mkdir(parents=True, exist_ok=True)
+    paths = [lock_root / f"gpu{i}.lock" for i in range(n_gpus)]
+    start = time.monotonic()
+    index, fd = _wait_for_slot(paths, timeout, poll)
+    path = paths[index]
+    waited = time.monotonic() - start
+    log.info("claimed GPU slot %d (%s) after %.1f s", index, path, waited)
+    try:
+        yield DeviceClaim(f"cuda:{index}", index, "lock", str(path))
+    finally:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+        os.close(fd)  # releases the flock

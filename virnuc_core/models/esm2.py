@@ -1,0 +1,388 @@
+"""ESM-2 over packed batches: the whole inference model in one file.
+
+Same maths as fair-esm's ``esm/model/esm2.py`` (embedding scale, token-dropout rescaling, pre-LN
+layers with rotary attention, erf GELU, ``emb_layer_norm_after`` on the last layer's output), laid
+out for packed batches: tokens of many proteins back to back, ``cu_seqlens`` saying where each
+starts, no padding anywhere. Attention goes through :func:`virnuc_core.attention.varlen_attention`.
+
+Weights come from a fair-esm model (built by fair-esm's own builder, see ``esm2_load.py``); q/k/v
+are fused into one projection at load, with fair-esm's ``q * head_dim**-0.5`` folded into the q
+rows so attention runs with ``scale=1``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from virnuc_core.attention import choose_backend, varlen_attention
+from virnuc_core.packing import PackedBatch, make_batch, pack_ffd, segment_mean
+
+log = logging.getLogger("virnuc.esm2")
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+MASK_RATIO_TRAIN = 0.15 * 0.8  # fair-esm's token-dropout constant
+REFERENCE_TOKENS_PER_BATCH = 2048  # the original VirNucPro / fair-esm extract.py batch size
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """fair-esm's rotary convention: (x1, x2) -> (-x2, x1) over the two halves of the last dim."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def pre_attention(x, cos, sin, ln_w, ln_b, w, b, heads: int, eps: float):
+    """LayerNorm, fused q/k/v projection, rotary on q and k: (T, dim) -> 3 x (T, heads, hd)."""
+    h = F.layer_norm(x, (x.shape[-1],), ln_w, ln_b, eps)
+    qkv = F.linear(h, w, b).unflatten(-1, (3, heads, -1))
+    qk = qkv[:, :2]
+    qk = qk * cos + rotate_half(qk) * sin  # q and k in one go; cos/sin (T, 1, 1, head_dim)
+    return qk[:, 0], qk[:, 1], qkv[:, 2]
+
+
+def post_attention(x, attn, out_w, out_b, ln_w, ln_b, fc1_w, fc1_b, fc2_w, fc2_b, eps: float):
+    """Output projection and residual, then the feed-forward block (erf GELU) and residual."""
+    x = x + F.linear(attn.flatten(1), out_w, out_b)
+    h = F.layer_norm(x, (x.shape[-1],), ln_w, ln_b, eps)
+    return x + F.linear(F.gelu(F.linear(h, fc1_w, fc1_b)), fc2_w, fc2_b)  # F.gelu: erf form
+
+
+@functools.cache
+def compiled_ops():
+    """The two functions above compiled once (weights are arguments: one graph for all layers)."""
+    return torch.compile(pre_attention, dynamic=True), torch.compile(post_attention, dynamic=True)
+
+
+class PackedLayer(nn.Module):
+    """One pre-LN transformer layer (fair-esm's ``TransformerLayer``) over packed tokens."""
+
+    def __init__(self, dim: int, heads: int, ffn_dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.heads, self.eps = heads, eps
+        self.attn_ln = nn.LayerNorm(dim, eps=eps)
+        self.qkv = nn.Linear(dim, 3 * dim)  # rows: q (pre-scaled), k, v
+        self.out = nn.Linear(dim, dim)
+        self.ffn_ln = nn.LayerNorm(dim, eps=eps)
+        self.fc1 = nn.Linear(dim, ffn_dim)
+        self.fc2 = nn.Linear(ffn_dim, dim)
+
+    def forward(self, x, cos, sin, batch: PackedBatch, backend: str, compiled: bool = False):
+        pre, post = compiled_ops() if compiled else (pre_attention, post_attention)
+        q, k, v = pre(
+            x,
+            cos,
+            sin,
+            self.attn_ln.weight,
+            self.attn_ln.bias,
+            self.qkv.weight,
+            self.qkv.bias,
+            self.heads,
+            self.eps,
+        )
+        attn = varlen_attention(q, k, v, batch, backend, scale=1.0)
+        return post(
+            x,
+            attn,
+            self.out.weight,
+            self.out.bias,
+            self.ffn_ln.weight,
+            self.ffn_ln.bias,
+            self.fc1.weight,
+            self.fc1.bias,
+            self.fc2.weight,
+            self.fc2.bias,
+            self.eps,
+        )
+
+
+class PackedESM2(nn.Module):
+    """fair-esm's ESM2 forward for packed batches, up to one representation layer."""
+
+    def __init__(
+        self, num_layers, dim, heads, alphabet, token_dropout=True, embed_scale=1.0, eps=1e-5
+    ):
+        super().__init__()
+        self.num_layers, self.dim, self.heads = num_layers, dim, heads
+        self.mask_idx = alphabet.mask_idx
+        self.token_dropout, self.embed_scale = token_dropout, float(embed_scale)
+        self.embed_tokens = nn.Embedding(len(alphabet), dim)
+        self.layers = nn.ModuleList(
+            PackedLayer(dim, heads, 4 * dim, eps) for _ in range(num_layers)
+        )
+        self.emb_layer_norm_after = nn.LayerNorm(dim, eps=eps)
+        head_dim = dim // heads
+        inv_freq = 1.0 / (10000 ** (torch.arange(0, head_dim, 2).float() / head_dim))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    @classmethod
+    def from_fair(cls, model, device, dtype) -> PackedESM2:
+        """Copy a fair-esm ``ESM2``'s weights (q/k/v fused, q pre-scaled) to device/dtype."""
+        ln_eps = model.emb_layer_norm_after.eps
+        with torch.device("meta"):
+            packed = cls(
+                model.num_layers,
+                model.embed_dim,
+                model.attention_heads,
+                model.alphabet,
+                model.token_dropout,
+                model.embed_scale,
+                ln_eps,
+            )
+        state = {"embed_tokens.weight": model.embed_tokens.weight}
+        for name in ("weight", "bias"):
+            state[f"emb_layer_norm_after.{name}"] = getattr(model.emb_layer_norm_after, name)
+        for i, layer in enumerate(model.layers):
+            a, p = layer.self_attn, f"layers.{i}."
+            for name in ("weight", "bias"):
+                state[p + f"qkv.{name}"] = torch.cat(
+                    [
+                        getattr(a.q_proj, name).float() * a.scaling,
+                        getattr(a.k_proj, name).float(),
+                        getattr(a.v_proj, name).float(),
+                    ]
+                )
+                for ours, theirs in (
+                    ("attn_ln", layer.self_attn_layer_norm),
+                    ("out", a.out_proj),
+                    ("ffn_ln", layer.final_layer_norm),
+                    ("fc1", layer.fc1),
+                    ("fc2", layer.fc2),
+                ):
+                    state[p + f"{ours}.{name}"] = getattr(theirs, name)
+        state = {k: v.detach().to(device=device, dtype=dtype) for k, v in state.items()}
+        packed.load_state_dict(state, strict=True, assign=True)
+        inv_freq = model.layers[0].self_attn.rot_emb.inv_freq.float()  # fair-esm's own buffer
+        packed.inv_freq = inv_freq.to(device)
+        return packed.eval().requires_grad_(False)
+
+    def embed(self, batch: PackedBatch) -> torch.Tensor:
+        """Token embedding with fair-esm's scale and token-dropout rescaling, per sequence."""
+        ids = batch.input_ids
+        x = self.embed_tokens(ids)
+        if self.embed_scale != 1.0:
+            x = x * self.embed_scale
+        if self.token_dropout:
+            is_mask = ids == self.mask_idx
+            x = x.masked_fill(is_mask[:, None], 0.0)
+            n = batch.num_seqs
+            masked = torch.zeros(n, device=ids.device).index_add_(0, batch.seq_ids, is_mask.float())
+            observed = masked / batch.lengths().float()  # padding never counted: there is none
+            scale = (1 - MASK_RATIO_TRAIN) / (1 - observed)
+            x = x * scale.to(x.dtype)[batch.seq_ids, None]
+        return x
+
+    def rotary(self, positions: torch.Tensor, dtype: torch.dtype):
+        """cos, sin (T, 1, 1, head_dim) for each token's position in its own sequence."""
+        freqs = positions.to(torch.float32)[:, None] * self.inv_freq[None, :]
+        emb = torch.cat((freqs, freqs), dim=-1)[:, None, None, :]
+        return emb.cos().to(dtype), emb.sin().to(dtype)
+
+    def forward(
+        self, batch: PackedBatch, repr_layer: int, backend: str, compiled=False
+    ) -> torch.Tensor:
+        """fair-esm's ``representations[repr_layer]`` for every packed token, (T, dim).
+
+        Layer 0 is the embedding output; the last layer's output has ``emb_layer_norm_after``
+        applied, intermediate ones are the raw residual stream (as fair-esm stores them).
+        Layers past ``repr_layer`` are not run.
+        """
+        x = self.embed(batch)
+        cos, sin = self.rotary(batch.positions, x.dtype)
+        for layer in self.layers[:repr_layer]:
+            x = layer(x, cos, sin, batch, backend, compiled)
+        if repr_layer == self.num_layers:
+            x = self.emb_layer_norm_after(x)
+        return x
+
+
+class Tokenizer:
+    """fair-esm's ESM-1b alphabet and BatchConverter truncation, one protein at a time, fast.
+
+    One-letter tokens go through an ASCII lookup table; anything else (``<mask>``, whitespace)
+    through fair-esm's own ``Alphabet.encode``. Characters fair-esm rejects raise ValueError.
+    """
+
+    def __init__(self, alphabet, truncation: int = 1024):
+        self.alphabet, self.truncation = alphabet, int(truncation)
+        self._lut = np.full(256, -1, dtype=np.int64)
+        for tok, idx in alphabet.tok_to_idx.items():
+            if len(tok) == 1:
+                self._lut[ord(tok)] = idx
+        self._bos, self._eos = np.array([alphabet.cls_idx]), np.array([alphabet.eos_idx])
+
+    def encode(self, seq: str) -> np.ndarray:
+        """Residue token ids, no specials, not truncated."""
+        ids = self._lut[np.frombuffer(seq.encode("ascii", "replace"), dtype=np.uint8)]
+        if ids.size and ids.min() >= 0:
+            return ids
+        try:
+            return np.asarray(self.alphabet.encode(seq), dtype=np.int64)
+        except KeyError as e:
+            raise ValueError(f"protein has a character not in the ESM-2 alphabet: {e}") from None
+
+    def __call__(self, seqs: list[str]) -> list[np.ndarray]:
+        """BOS + the first ``truncation`` residue tokens + EOS, for each protein."""
+        t = self.truncation
+        return [np.concatenate([self._bos, self.encode(s)[:t], self._eos]) for s in seqs]
+
+
+class ESMEncoder:
+    """ESM-2 protein embeddings: packed fast path and the fair-esm reference (v1) path."""
+
+    name = "esm"
+
+    def __init__(
+        self,
+        fair_model,
+        alphabet,
+        *,
+        spec: str,
+        device="cpu",
+        precision="fp32",
+        backend="auto",
+        repr_layer: int | None = None,
+        truncation: int = 1024,
+        compile: bool = False,
+        reference_factory=None,
+    ):
+        self.device = torch.device(device)
+        if precision == "auto":
+            precision = "bf16" if self.device.type == "cuda" else "fp32"
+        if precision not in DTYPES:
+            raise ValueError(f"precision must be one of {tuple(DTYPES)}, got {precision!r}")
+        if self.device.type != "cuda" and precision != "fp32":
+            log.info("ESM-2 on %s runs in fp32 (asked for %s)", self.device, precision)
+            precision = "fp32"
+        self.spec, self.precision, self.dtype = spec, precision, DTYPES[precision]
+        self.alphabet, self.truncation = alphabet, int(truncation)
+        self.num_layers, self.heads = fair_model.num_layers, fair_model.attention_heads
+        self.dim = fair_model.embed_dim
+        self.repr_layer = self.num_layers if repr_layer is None else int(repr_layer)
+        if not 0 <= self.repr_layer <= self.num_layers:
+            raise ValueError(f"repr_layer must be in 0..{self.num_layers}, got {self.repr_layer}")
+        self.backend = choose_backend(backend, self.device.type, False)
+        self.model = PackedESM2.from_fair(fair_model, self.device, self.dtype)
+        self.n_params = sum(p.numel() for p in fair_model.parameters())
+        # compile: fuse the element-wise work around the matmuls (attention stays eager)
+        self.compiled = bool(compile) and self.device.type == "cuda"
+        # The fp32 reference model: rebuilt on first use by ``reference_factory``, or, without
+        # one, ``fair_model`` itself (kept as it is: an fp32 model the caller owns).
+        self._reference = None if reference_factory else fair_model
+        self._reference_factory = reference_factory
+        self.tokenizer = Tokenizer(alphabet, truncation)
+
+    def tokenize(self, seqs: list[str]) -> list[np.ndarray]:
+        """BOS + the first ``truncation`` residue tokens + EOS, as fair-esm's BatchConverter."""
+        return self.tokenizer(seqs)
+
+    # -- fast path ---------------------------------------------------------------------------
+    def pool_weight(self, batch: PackedBatch) -> torch.Tensor:
+        """1 for residue tokens 1..min(len, truncation), 0 for BOS, EOS and the rest."""
+        last = batch.lengths()[batch.seq_ids] - 2  # position of the last residue
+        pos = batch.positions
+        return (pos >= 1) & (pos <= last) & (pos <= self.truncation)
+
+    @torch.inference_mode()
+    def embed_packed(self, batch: PackedBatch) -> torch.Tensor:
+        """(n, dim) float32 mean of layer ``repr_layer`` over each protein's residues."""
+        hidden = self.model(batch, self.repr_layer, self.backend, self.compiled)
+        return segment_mean(hidden, batch.seq_ids, self.pool_weight(batch), batch.num_seqs)
+
+    def embed(self, seqs: list[str], token_budget: int = 16384) -> np.ndarray:
+        """Convenience: tokenize, pack, embed; (n, dim) float32 in input order."""
+        tokens = self.tokenize(seqs)
+        out = np.zeros((len(seqs), self.dim), dtype=np.float32)
+        for idx in pack_ffd([len(t) for t in tokens], token_budget):
+            batch = make_batch([tokens[i] for i in idx]).to(self.device)
+            out[idx] = self.embed_packed(batch).cpu().numpy()
+        return out
+
+    # -- reference (v1) path -----------------------------------------------------------------
+    def reference_model(self):
+        """fair-esm's own ESM2 in fp32 on ``self.device`` (built on first use)."""
+        if self._reference is None:
+            self._reference = self._reference_factory()
+        self._reference = self._reference.to(self.device, torch.float32).eval()
+        return self._reference
+
+    @torch.inference_mode()
+    def reference_embed(self, seqs: list[str]) -> np.ndarray:
+        """The original VirNucPro path: fair-esm forward, fp32 (no TF32), padded batches of
+        <= 2048 tokens from fair-esm's batching, BatchConverter truncation, mean over 1..L."""
+        import esm
+
+        model, layer = self.reference_model(), self.repr_layer
+        convert = self.alphabet.get_batch_converter(truncation_seq_length=self.truncation)
+        dataset = esm.data.FastaBatchedDataset([str(i) for i in range(len(seqs))], list(seqs))
+        out = np.zeros((len(seqs), self.dim), dtype=np.float32)
+        tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        try:
+            for idx in dataset.get_batch_indices(REFERENCE_TOKENS_PER_BATCH, extra_toks_per_seq=1):
+                _, _, toks = convert([(str(i), seqs[i]) for i in idx])
+                rep = model(toks.to(self.device), repr_layers=[layer])["representations"][layer]
+                rep = rep.float().cpu()
+                n_res = (toks != self.alphabet.padding_idx).sum(1) - 2
+                for j, i in enumerate(idx):
+                    keep = min(self.truncation, int(n_res[j]))
+                    if keep > 0:
+                        out[i] = rep[j, 1 : keep + 1].mean(0).numpy()
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+        return out
+
+    def describe(self) -> dict[str, str | int | float]:
+        """Attributes recorded with the embeddings."""
+        import esm
+
+        return {
+            "model": self.spec,
+            "family": "esm2",
+            "num_layers": self.num_layers,
+            "dim": self.dim,
+            "heads": self.heads,
+            "parameters": self.n_params,
+            "repr_layer": self.repr_layer,
+            "precision": self.precision,
+            "attention_backend": self.backend,
+            "compiled": int(self.compiled),
+            "truncation": self.truncation,
+            "pooling": f"mean of layer {self.repr_layer} over residues "
+            f"1..min(len,{self.truncation}) (BOS/EOS excluded)",
+            "fair_esm_version": getattr(esm, "__version__", ""),
+            "torch_version": torch.__version__,
+        }
+
+
+def load(
+    spec: str,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    backend: str = "auto",
+    *,
+    repr_layer: int | None = None,
+    truncation: int = 1024,
+    compile: bool = False,
+) -> ESMEncoder:
+    """An :class:`ESMEncoder` for ``spec``: "tiny", a local fair-esm ``.pt`` path, or a fair-esm
+    model name (downloaded by fair-esm's hub URLs into torch's hub cache)."""
+    from virnuc_core.models.esm2_load import build_fair_model
+
+    fair_model, alphabet = build_fair_model(spec)
+    return ESMEncoder(
+        fair_model,
+        alphabet,
+        spec=spec,
+        device=device,
+        precision=precision,
+        backend=backend,
+        repr_layer=repr_layer,
+        truncation=truncation,
+        compile=compile,
+        reference_factory=lambda: build_fair_model(spec)[0],
+    )

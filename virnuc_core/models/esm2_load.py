@@ -1,0 +1,105 @@
+"""Loading ESM-2 weights safely and building fair-esm's model from them.
+
+fair-esm's own ``load_model_and_alphabet_local`` calls ``torch.load`` without ``weights_only``,
+which torch >= 2.6 refuses for the published checkpoints (their ``cfg["model"]`` is an
+``argparse.Namespace``). Here every file is read with ``weights_only=True`` and exactly
+``argparse.Namespace`` allow-listed, and the model is then built by fair-esm's builder
+(``esm.pretrained.load_model_and_alphabet_core``), key-name upgrades included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import pickle
+import warnings
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger("virnuc.esm2")
+
+HUB_MODEL_URL = "https://dl.fbaipublicfiles.com/fair-esm/models/{name}.pt"
+HUB_REGRESSION_URL = (
+    "https://dl.fbaipublicfiles.com/fair-esm/regression/{name}-contact-regression.pt"
+)
+TINY = {"num_layers": 2, "embed_dim": 64, "attention_heads": 4}  # the "tiny" model, seed 0
+ESM2_ARCH = {  # the published sizes (fair-esm model name -> architecture)
+    "8M": ("esm2_t6_8M_UR50D", {"num_layers": 6, "embed_dim": 320, "attention_heads": 20}),
+    "35M": ("esm2_t12_35M_UR50D", {"num_layers": 12, "embed_dim": 480, "attention_heads": 20}),
+    "150M": ("esm2_t30_150M_UR50D", {"num_layers": 30, "embed_dim": 640, "attention_heads": 20}),
+    "650M": ("esm2_t33_650M_UR50D", {"num_layers": 33, "embed_dim": 1280, "attention_heads": 20}),
+    "3B": ("esm2_t36_3B_UR50D", {"num_layers": 36, "embed_dim": 2560, "attention_heads": 40}),
+    "15B": ("esm2_t48_15B_UR50D", {"num_layers": 48, "embed_dim": 5120, "attention_heads": 40}),
+}
+
+
+def safe_load(path: str | Path) -> dict:
+    """``torch.load`` with ``weights_only=True`` and only ``argparse.Namespace`` allowed."""
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(
+            f"refusing to load {path}: it holds objects other than tensors, plain containers and "
+            f"argparse.Namespace, so it is not loaded (weights-only loading). Details: {e}"
+        ) from None
+
+
+def random_model(seed: int = 0, device: str | torch.device = "cpu", **arch):
+    """A random ESM-2 (fair-esm's ESM2 class and default init), the same for every call.
+
+    ``arch``: num_layers, embed_dim, attention_heads (default: the "tiny" model); built directly
+    on ``device`` (fast for big ones on a GPU). See ``ESM2_ARCH`` for the published sizes.
+    """
+    import esm
+
+    arch = {**TINY, **arch}
+    alphabet = esm.data.Alphabet.from_architecture("ESM-1b")
+    with torch.random.fork_rng(devices=[]), torch.device(device):
+        torch.manual_seed(seed)
+        model = esm.model.esm2.ESM2(alphabet=alphabet, token_dropout=True, **arch)
+    return model.eval(), alphabet
+
+
+def _from_data(name: str, model_data: dict, regression_data: dict | None):
+    import esm
+
+    if "cfg" not in model_data or "model" not in model_data:
+        raise ValueError(f"{name}: not an ESM-2 checkpoint (no 'cfg' / 'model' entries)")
+    if not name.startswith("esm2"):
+        name = f"esm2_{name}"  # fair-esm picks its ESM-2 builder by this prefix
+    with warnings.catch_warnings():  # contact-regression weights are not needed for embeddings
+        warnings.filterwarnings("ignore", message="Regression weights not found")
+        model, alphabet = esm.pretrained.load_model_and_alphabet_core(
+            name, model_data, regression_data
+        )
+    return model.eval(), alphabet
+
+
+def _hub_file(url: str) -> Path:
+    """Download ``url`` once into torch's hub cache (the place fair-esm's hub loader uses)."""
+    target = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        log.info("downloading %s", url)
+        torch.hub.download_url_to_file(url, str(target), progress=False)
+    return target
+
+
+def build_fair_model(spec: str):
+    """(fair-esm ESM2 in fp32 on the CPU, alphabet) for "tiny", a ``.pt`` path or a hub name."""
+    if spec == "tiny":
+        return random_model()
+    path = Path(spec).expanduser()
+    if path.suffix == ".pt" or path.exists():
+        if not path.is_file():
+            raise FileNotFoundError(f"ESM-2 checkpoint not found: {path}")
+        regression = Path(str(path.with_suffix("")) + "-contact-regression.pt")
+        reg = safe_load(regression) if regression.is_file() else None
+        return _from_data(path.stem, safe_load(path), reg)
+    if not spec.startswith("esm2_"):
+        raise ValueError(f"ESM-2 model spec must be 'tiny', a .pt path or an esm2_* name: {spec!r}")
+    model_data = safe_load(_hub_file(HUB_MODEL_URL.format(name=spec)))
+    reg = safe_load(_hub_file(HUB_REGRESSION_URL.format(name=spec)))
+    return _from_data(spec, model_data, reg)

@@ -1,0 +1,104 @@
+"""The validation steps: recompute a sample with the reference path; agreement of verdicts."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+
+import h5py
+import numpy as np
+import torch
+
+from virnuc_core import settings as knobs
+from virnuc_core.fasta import read_index, read_sequences
+from virnuc_core.files import atomic_path, atomic_writer
+from virnuc_core.embed_job import output_attrs
+from virnuc_core.gpu import claim_device
+from virnuc_core.models import load_encoder
+from virnuc_core.settings import EmbedSettings, ValidateSettings
+from virnuc_core.validate import (
+    Comparison,
+    ValidationFailed,
+    cosine_rows,
+    plot_histogram,
+    stratified_sample,
+    verdict_agreement,
+    write_comparison,
+)
+
+log = logging.getLogger("virnuc.validate")
+
+
+def validate_model(
+    settings: EmbedSettings,
+    checks: ValidateSettings,
+    merged: str,
+    sequences: str,
+    index: str,
+    outputs: dict[str, str],
+) -> Comparison:
+    """Compare the merged fast embeddings of a stratified sample with the reference path.
+
+    Writes ``outputs['table' | 'summary' | 'histogram' | 'reference']``; raises
+    :class:`ValidationFailed` (after writing nothing) when the thresholds are not met.
+    """
+    table = read_index(index)
+    records = stratified_sample(table.aa_length, checks.n, checks.seed)
+    kind = "aa" if settings.model == "esm" else "nt"
+    seqs = read_sequences(sequences, getattr(table, f"{kind}_offset")[records], getattr(table, f"{kind}_length")[records])
+    with h5py.File(merged, "r") as f:
+        fast = f["embeddings"][np.sort(records)]  # records are sorted already; h5py needs it
+    with claim_device(knobs.lock_dir()) as claim:
+        encoder = load_encoder(settings, claim.device, reference=True)
+        with torch.inference_mode():
+            ref = encoder.reference_embed(seqs)
+    ids = [table.ids[r] for r in records]
+    cmp = Comparison(
+        settings.model, records, ids, getattr(table, f"{kind}_length")[records],
+        cosine_rows(fast, ref), checks.mean_cosine, checks.min_cosine,
+    )
+    log.info("%s: %s", settings.model, json.dumps(cmp.summary()))
+    if not cmp.passed:
+        raise ValidationFailed(cmp.failure_message())
+    write_comparison(cmp, outputs["table"], outputs["summary"])
+    plot_histogram(cmp, outputs["histogram"])
+    with atomic_path(outputs["reference"]) as tmp, h5py.File(tmp, "w") as f:
+        f["records"] = records
+        f["embeddings"] = ref.astype(np.float32)
+        f.attrs.update(output_attrs(settings, encoder.describe(), torch.device(claim.device)))
+    return cmp
+
+
+def summarize(
+    features: str,
+    references: Sequence[str],
+    summaries: Sequence[str],
+    output: str,
+    classifier: str | None,
+) -> dict:
+    """Combine the per-model summaries; with a classifier, the verdict agreement v1 vs v2."""
+    result = {"models": [json.load(open(p)) for p in summaries]}
+    if classifier:
+        result["classifier_agreement"] = _agreement(features, references, classifier)
+    with atomic_writer(output) as out:
+        json.dump(result, out, indent=2)
+    return result
+
+
+def _agreement(features: str, references: Sequence[str], classifier: str) -> dict:
+    from virnuc_core.classify import classifier_for, predict_scores
+
+    refs = {}
+    for path in references:
+        with h5py.File(path, "r") as f:
+            refs[f.attrs["model"]] = (f["records"][()], f["embeddings"][()])
+    (rec_d, ref_d), (rec_e, ref_e) = refs["dnabert"], refs["esm"]
+    if not np.array_equal(rec_d, rec_e):
+        raise ValueError("the two models' validation samples differ; rerun validate_embeddings")
+    with h5py.File(features, "r") as f:
+        fast = np.concatenate([f["dnabert"][rec_d], f["esm"][rec_d]], axis=1)
+    model = classifier_for(classifier, fast.shape[1])
+    v2 = predict_scores(model, fast)
+    v1 = predict_scores(model, np.concatenate([ref_d, ref_e], axis=1))
+    return {"n": int(len(rec_d)), "agreement": verdict_agreement(v2, v1)}

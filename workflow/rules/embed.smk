@@ -1,0 +1,71 @@
+# Embed every shard with each model (one job per model and shard), then merge back to index order.
+
+
+def embed_input(wildcards):
+    seqs = "proteins.faa" if wildcards.model == "esm" else "frames.fa"
+    return {
+        "sequences": f"results/{wildcards.sample}/{seqs}",
+        "index": f"results/{wildcards.sample}/frames.index.tsv",
+        "shard": f"results/{wildcards.sample}/shards/shard_{wildcards.i}.txt",
+    }
+
+
+def embed_settings(wildcards, resources):
+    """The job's settings as JSON; the token budget comes from the attempt-scaled resource."""
+    return SETTINGS.embed(wildcards.model).replace_budget(resources.token_budget).to_json()
+
+
+rule embed_shard:
+    input:
+        unpack(embed_input),
+    output:
+        "results/{sample}/embeddings/{model}/shard_{i}.h5",
+    params:
+        settings=embed_settings,
+        # Resume state lives outside the declared outputs: Snakemake never deletes it.
+        work="results/{sample}/work/{model}/shard_{i}",
+    resources:
+        gpu=1,
+        # Halved on every retry, so a CUDA out-of-memory failure is retried with a smaller batch.
+        token_budget=lambda wc, attempt: SETTINGS.embed(wc.model, attempt).token_budget,
+    retries: config.get("embed_retries", 2)
+    log:
+        "logs/{sample}/embed_shard/{model}_{i}.log",
+    benchmark:
+        "benchmarks/{sample}/embed_shard/{model}_{i}.tsv"
+    conda:
+        ENV
+    shell:
+        "{PYTHON} {SCRIPTS}/embed_shard.py --settings {params.settings:q}"
+        " --sequences {input.sequences} --index {input.index} --shard {input.shard}"
+        " --work {params.work} --output {output} 2> {log}"
+
+
+rule merge_shards:
+    input:
+        shards=expand("results/{{sample}}/embeddings/{{model}}/shard_{i}.h5", i=SHARDS),
+        index="results/{sample}/frames.index.tsv",
+    output:
+        "results/{sample}/embeddings/{model}.h5",
+    log:
+        "logs/{sample}/merge_shards/{model}.log",
+    conda:
+        ENV
+    shell:
+        "{PYTHON} {SCRIPTS}/merge_shards.py --index {input.index} --output {output}"
+        " {input.shards} 2> {log}"
+
+
+rule features:
+    input:
+        dnabert="results/{sample}/embeddings/dnabert.h5",
+        esm="results/{sample}/embeddings/esm.h5",
+    output:
+        "results/{sample}/features.h5",
+    log:
+        "logs/{sample}/features.log",
+    conda:
+        ENV
+    shell:
+        "{PYTHON} {SCRIPTS}/merge_shards.py --features --dnabert {input.dnabert}"
+        " --esm {input.esm} --output {output} 2> {log}"

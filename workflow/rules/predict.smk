@@ -1,0 +1,18 @@
+# Classify every frame, then call each chunk viral or not (spec section 4).
+
+
+rule predict:
+    input:
+        features="results/{sample}/features.h5",
+    output:
+        frames="results/{sample}/prediction_results.tsv",
+        chunks="results/{sample}/prediction_results_highestscore.tsv",
+    params:
+        classifier=CLASSIFIER_ARG,
+    log:
+        "logs/{sample}/predict.log",
+    conda:
+        ENV
+    shell:
+        "{PYTHON} {SCRIPTS}/predict.py --features {input.features} {params.classifier}"
+        " --output {output.frames} --highest {output.chunks} 2> {log}"

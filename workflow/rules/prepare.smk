@@ -1,0 +1,38 @@
+# Chunk every read, keep the stop-free frames, and split them into length-balanced shards.
+
+
+rule index_fasta:
+    input:
+        sample_fasta,
+    output:
+        frames="results/{sample}/frames.fa",
+        proteins="results/{sample}/proteins.faa",
+        index="results/{sample}/frames.index.tsv",
+        counts="results/{sample}/frames.counts.json",
+    params:
+        chunk_length=config["chunk_length"],
+    log:
+        "logs/{sample}/index_fasta.log",
+    conda:
+        ENV
+    shell:
+        "{PYTHON} {SCRIPTS}/index_fasta.py --fasta {input} --chunk-length {params.chunk_length}"
+        " --frames {output.frames} --proteins {output.proteins} --index {output.index}"
+        " --counts {output.counts} 2> {log}"
+
+
+rule split_strides:
+    input:
+        index="results/{sample}/frames.index.tsv",
+    output:
+        expand("results/{{sample}}/shards/shard_{i}.txt", i=SHARDS),
+    params:
+        outdir=lambda wc: f"results/{wc.sample}/shards",
+        shards=config["shards"],
+    log:
+        "logs/{sample}/split_strides.log",
+    conda:
+        ENV
+    shell:
+        "{PYTHON} {SCRIPTS}/split_strides.py --index {input.index} --shards {params.shards}"
+        " --outdir {params.outdir} 2> {log}"
