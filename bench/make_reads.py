@@ -25,7 +25,11 @@ BASES = np.frombuffer(b"ACGT", np.uint8)
 KINDS = ("random", "coding", "open", "mixed")
 _STOPS = {"TAA", "TAG", "TGA"}
 _SENSE = np.array(
-    [list(c.encode()) for c in map("".join, itertools.product("ACGT", repeat=3)) if c not in _STOPS],
+    [
+        list(c.encode())
+        for c in map("".join, itertools.product("ACGT", repeat=3))
+        if c not in _STOPS
+    ],
     np.uint8,
 )
 # A stop in a reverse frame is TTA, CTA or TCA on the forward strand.
@@ -109,8 +113,16 @@ def make_reads(
 
 
 PRESETS = {
-    "demo": dict(n=40, min_len=150, max_len=1500, kind="mixed", seed=1, prefix="demo",
-                 lower=(4, 9), with_n=(6, 13)),
+    "demo": dict(
+        n=40,
+        min_len=150,
+        max_len=1500,
+        kind="mixed",
+        seed=1,
+        prefix="demo",
+        lower=(4, 9),
+        with_n=(6, 13),
+    ),
     "bench": dict(n=100_000, min_len=500, max_len=500, kind="random", seed=0, prefix="read"),
     "gpu": dict(n=100_000, min_len=150, max_len=1500, kind="open", seed=2, prefix="gpu"),
 }

@@ -18,12 +18,16 @@ def main() -> int:
     p.add_argument("--shard", required=True, help="shard_<i>.txt (record numbers)")
     p.add_argument("--work", required=True, help="checkpoint directory (outside the outputs)")
     p.add_argument("--output", required=True, help="the shard's HDF5 output")
+    p.add_argument("--token-budget", type=int, help="overrides the settings' (retries halve it)")
     p.add_argument("--workers", type=int, default=2, help="reader processes")
     a = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = EmbedSettings.from_json(a.settings)
+    if a.token_budget:
+        settings = settings.replace_budget(a.token_budget)
     try:
         run_embed_job(
-            EmbedSettings.from_json(a.settings), a.sequences, a.index, a.shard, a.work, a.output, a.workers
+            settings, a.sequences, a.index, a.shard, a.work, a.output, a.workers
         )
     except Interrupted as stop:
         logging.error("%s; progress committed, rerun to resume", stop)

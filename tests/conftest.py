@@ -11,7 +11,7 @@ GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden" / "chu
 
 @pytest.fixture
 def golden_dir() -> Path:
-    """The golden chunk/translate files made by the original VirNucPro (../shared beside the repo)."""
+    """Golden chunk/translate files made by the original VirNucPro (../shared beside the repo)."""
     if not (GOLDEN / "input.fa").is_file():
         pytest.fail(
             f"golden files not found at {GOLDEN}: the tests need the project's shared/ folder "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import pickle
 
 import numpy as np
 import pytest
@@ -29,6 +30,11 @@ def write(tmp_path, text, name="in.fa"):
     return path
 
 
+def pairs(path):
+    """(id, sequence) of a FASTA file, read by Biopython (an independent parser)."""
+    return [(r.id, str(r.seq)) for r in SeqIO.parse(path, "fasta")]
+
+
 def records(path):
     return [(r.id, r.seq, r.line) for r in read_fasta(path)]
 
@@ -49,7 +55,12 @@ BAD = {
     "protein letter": (">r1\nACGTE\n", 2, "r1", "'E' at column 5"),
     "inner space": (">r1\nACG T\n", 2, "r1", "' ' at column 4"),
     "non-ascii": (">r1\nACGTé\n", 2, "r1", "byte 0xc3 at column 5"),
-    "duplicate id": (">r1 a\nACGT\n>r2\nAC\n>r1 b\nGG\n", 5, "r1", "duplicate id (first at line 1)"),
+    "duplicate id": (
+        ">r1 a\nACGT\n>r2\nAC\n>r1 b\nGG\n",
+        5,
+        "r1",
+        "duplicate id (first at line 1)",
+    ),
 }
 
 
@@ -65,6 +76,7 @@ def test_bad_input_names_file_line_record(tmp_path, case):
     assert problem in message
     assert (f"record {record!r}" if record else "no record") in message
     assert (err.value.line, err.value.record) == (line, record)
+    assert str(pickle.loads(pickle.dumps(err.value))) == message
 
 
 def test_bad_gzip_is_a_fasta_error(tmp_path):
@@ -117,8 +129,7 @@ def test_plain_file_named_gz(tmp_path):
 
 def test_matches_biopython_on_golden_input(golden_dir):
     ours = [(r.id, r.seq) for r in read_fasta(golden_dir / "input.fa")]
-    bio = [(r.id, str(r.seq)) for r in SeqIO.parse(golden_dir / "input.fa", "fasta")]
-    assert ours == bio
+    assert ours == pairs(golden_dir / "input.fa")
 
 
 def test_write_fasta_round_trip(tmp_path):
@@ -132,7 +143,7 @@ def test_writer_offsets_with_non_ascii_ids(tmp_path):
     path = tmp_path / "x.fa"
     with open(path, "wb") as handle:
         writer = FastaWriter(handle)
-        first = writer.write(["ñandú", "b"], ["ACGT", "GG"])
+        first = writer.write(["ñandú", "b"], ["ACGT", "GG"])  # ids of 7 and 1 bytes
         second = writer.write(["ç"], ["TTT"])
     offsets = np.concatenate([first, second])
     assert read_sequences(path, offsets, [4, 2, 3]) == ["ACGT", "GG", "TTT"]
@@ -157,10 +168,9 @@ def test_write_frames_outputs_and_index(golden_dir, tmp_path, batch_bases):
     want = select_frames([r.id for r in inputs], [r.seq for r in inputs], 500)
     assert counts.as_dict() == {"reads": 200, "chunks": want.chunks, "frames": len(want.ids)}
 
-    nt = [(r.id, str(r.seq)) for r in SeqIO.parse(frames_fa, "fasta")]
-    aa = [(r.id, str(r.seq)) for r in SeqIO.parse(proteins_faa, "fasta")]
-    assert nt == list(zip(want.ids, want.nucleotides, strict=True))
-    assert aa == list(zip(want.ids, want.proteins, strict=True))
+    nt, aa = pairs(frames_fa), pairs(proteins_faa)
+    assert nt == pairs(golden_dir / "identified_nucleotide500.fa")
+    assert aa == pairs(golden_dir / "identified_protein500.faa")
     assert index_tsv.read_text().split("\n", 1)[0] == "\t".join(INDEX_COLUMNS)
 
     index = read_index(index_tsv)

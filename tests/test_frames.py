@@ -107,7 +107,9 @@ def test_golden_input_has_the_hard_cases(golden_dir):
 
 @pytest.mark.parametrize("size", [300, 500])
 def test_chunks_match_golden(golden_dir, size):
-    got = [c for r in read_fasta(golden_dir / "input.fa") for c in chunk_sequence(r.id, r.seq, size)]
+    got = [
+        c for r in read_fasta(golden_dir / "input.fa") for c in chunk_sequence(r.id, r.seq, size)
+    ]
     assert_same_records(got, parse(golden_dir / f"chunked{size}.fa"), f"chunked{size}.fa")
 
 
@@ -143,7 +145,7 @@ def test_matches_plain_per_codon_implementation(seqs, size, batch_bases):
     ]
 
 
-def test_open_reads_keep_every_frame_and_match():
+def test_demo_reads_match_with_many_frames_kept():
     """The demo reads include reads with all six frames open: the heaviest path (many kept)."""
     records = [(r.id, r.seq) for r in read_fasta(DEMO_READS)]
     for size in (300, 500):

@@ -40,6 +40,9 @@ class FastaError(ValueError):
         where = f"record {record!r}" if record is not None else "no record"
         super().__init__(f"{path}: line {line}, {where}: {problem}")
 
+    def __reduce__(self):  # picklable (e.g. across worker processes) with its fields
+        return type(self), (self.path, self.line, self.record, self.problem)
+
 
 @dataclass(frozen=True, slots=True)
 class FastaRecord:
@@ -138,11 +141,9 @@ class FastaWriter:
         """Write the records; return the byte offsets of their sequence lines."""
         text = "".join([f">{i}\n{s}\n" for i, s in zip(ids, seqs, strict=True)])
         data = text.encode("utf-8")
-        if len(data) == len(text):  # ASCII: characters are bytes
-            head = np.fromiter(map(len, ids), np.int64, len(ids)) + 2
-        else:
-            head = np.fromiter((len(i.encode("utf-8")) + 2 for i in ids), np.int64, len(ids))
-        size = head + np.fromiter(map(len, seqs), np.int64, len(seqs)) + 1
+        nbytes = len if len(data) == len(text) else (lambda x: len(x.encode("utf-8")))
+        head = np.fromiter(map(nbytes, ids), np.int64, len(ids)) + 2  # ">" id "\n"
+        size = head + np.fromiter(map(nbytes, seqs), np.int64, len(seqs)) + 1
         offsets = self.position + np.cumsum(size) - size + head
         self.handle.write(data)
         self.position += len(data)
@@ -190,13 +191,21 @@ def write_frames(
             nt_offsets = nt.write(batch.ids, batch.nucleotides).tolist()
             aa_offsets = aa.write(batch.ids, batch.proteins).tolist()
             index.write(
-                "".join([
-                    f"{frames + j}\t{i}\t{no}\t{len(n)}\t{ao}\t{len(a)}\n"
-                    for j, (i, no, n, ao, a) in enumerate(
-                        zip(batch.ids, nt_offsets, batch.nucleotides, aa_offsets, batch.proteins,
-                            strict=True)
-                    )
-                ])
+                "".join(
+                    [
+                        f"{frames + j}\t{i}\t{no}\t{len(n)}\t{ao}\t{len(a)}\n"
+                        for j, (i, no, n, ao, a) in enumerate(
+                            zip(
+                                batch.ids,
+                                nt_offsets,
+                                batch.nucleotides,
+                                aa_offsets,
+                                batch.proteins,
+                                strict=True,
+                            )
+                        )
+                    ]
+                )
             )
             reads += batch.records
             chunks += batch.chunks
@@ -241,14 +250,17 @@ def read_index(path: str | os.PathLike) -> FrameIndex:
 
 
 def read_sequences(
-    path: str | os.PathLike, offsets: Sequence[int] | np.ndarray, lengths: Sequence[int] | np.ndarray
+    path: str | os.PathLike,
+    offsets: Sequence[int] | np.ndarray,
+    lengths: Sequence[int] | np.ndarray,
 ) -> list[str]:
     """Read only the given sequence lines (byte offset and length, from the index)."""
     out = []
     with open(path, "rb", buffering=0) as handle:
         fd = handle.fileno()
-        for offset, length in zip(np.asarray(offsets).tolist(), np.asarray(lengths).tolist(),
-                                  strict=True):
+        for offset, length in zip(
+            np.asarray(offsets).tolist(), np.asarray(lengths).tolist(), strict=True
+        ):
             data = os.pread(fd, length + 1, offset)
             if len(data) != length + 1 or data[-1:] != b"\n":
                 raise ValueError(f"{path}: no sequence line of {length} bytes at offset {offset}")

@@ -1,16 +1,16 @@
 """Chunking and six-frame selection (spec §1-2), vectorised, bit-exact with the original VirNucPro.
 
-The original translated every chunk codon by codon through a dictionary. Here a whole batch of
-records is one byte buffer and every step is an array operation:
+The original translated every chunk codon by codon through a dictionary. Here a batch of records
+is one byte buffer and the work per base is a handful of array operations:
 
-* each base becomes a digit (A=0, C=1, G=2, T=3, anything else 4) and each position ``i`` the
-  codon code ``c3[i] = 25*d[i] + 5*d[i+1] + d[i+2]`` (125 values);
-* two 125-entry tables give the amino acid of the forward codon at ``i`` and of the reverse-strand
-  codon read from ``i+2`` down to ``i`` (0 where a base is ambiguous: the original drops such codons);
-* a third table packs four counts into one uint64 per position (valid forward codon, forward stop,
-  valid reverse codon, reverse stop, 16 bits each); prefix sums along each stride-3 chain then give
-  every frame's protein length and stop count with two lookups, whatever the chunk length;
-* only the kept frames (stop-free, not empty) become strings, by slicing.
+* each base becomes a digit (A=0, C=1, G=2, T=3, anything else 4; a byte table) and each
+  position ``i`` a codon code ``c3[i] = 25*d[i] + 5*d[i+1] + d[i+2]`` (125 values);
+* a flags table marks, per position, a valid forward codon, a forward stop, a valid reverse-strand
+  codon (read from ``i+2`` back to ``i``) and a reverse stop; spread into four 16-bit fields of a
+  uint64 and summed along each stride-3 chain, two lookups give every frame's protein length
+  and stop count, whatever the chunk length;
+* only the kept frames (stop-free, not empty) become strings, by slicing whole-batch texts (the
+  upper-cased buffer, its reverse complement, the amino acid at every position).
 
 Quirks kept (the classifier weights were trained on them): codons with a non-ACGT base are dropped,
 not translated to ``X``; the nucleotide string of a frame with protein length p is
@@ -30,7 +30,10 @@ import numpy as np
 
 FRAME_LABELS = ("F1", "F2", "F3", "R1", "R2", "R3")
 MAX_CHUNK_LENGTH = 3 * 0xFFFF  # frame counts are packed in 16-bit fields
-DEFAULT_BATCH_BASES = 1 << 16  # working arrays (~25 bytes a base) stay in the CPU cache
+# Bases per batch. The working arrays (~30 bytes a base) then stay in the CPU cache and malloc
+# recycles them; on the benchmark machine batches of >= 128 Ki bases ran 2.5x slower, the time
+# going to page faults on fresh large allocations.
+DEFAULT_BATCH_BASES = 1 << 16
 
 # The standard genetic code, codons in TCAG order (NCBI translation table 1).
 _TCAG = "TCAG"
@@ -197,7 +200,8 @@ def _select_chunks(
     # complement (buffer[a:b] reversed is rc[T-b : T-a]) for nucleotides, the amino acid at
     # every codon position (forward or reverse strand, NUL where a codon is dropped) for proteins.
     # Frame f of a chunk [s, e) with protein length p reads codons s+f, s+f+3, ... forward and
-    # e-3-f, e-6-f, ... reverse; its nucleotides are chunk[f : f+1+3p] or revcomp(chunk)[f : f+1+3p].
+    # e-3-f, e-6-f, ... reverse; its nucleotides are chunk[f : f+1+3p] forward and
+    # revcomp(chunk)[f : f+1+3p] reverse.
     p = length[chunk, frame]
     f3, fwd = frame % 3, frame < 3
     s, e, total = s[chunk], e[chunk], len(buffer)
@@ -237,7 +241,9 @@ def select_frames(ids: Sequence[str], seqs: Sequence[str], chunk_length: int) ->
     ``ids`` are record ids (first word of the header), ``seqs`` ASCII sequences as written (any
     case). All records are processed in one go (see DEFAULT_BATCH_BASES for a good batch size).
     """
-    record, k, start, end = chunk_bounds(np.fromiter(map(len, seqs), np.int64, len(seqs)), chunk_length)
+    record, k, start, end = chunk_bounds(
+        np.fromiter(map(len, seqs), np.int64, len(seqs)), chunk_length
+    )
     out_ids, out_nt, out_aa = _select_chunks(ids, seqs, record, k, start, end)
     return FrameBatch(out_ids, out_nt, out_aa, records=len(seqs), chunks=int(record.size))
 
@@ -252,7 +258,12 @@ def _long_record(
         sl = slice(first, first + step)
         a, b = int(start[sl][0]), int(end[sl].max())
         got = _select_chunks(
-            [record_id], [seq[a:b]], np.zeros(k[sl].size, np.int64), k[sl], start[sl] - a, end[sl] - a
+            [record_id],
+            [seq[a:b]],
+            np.zeros(k[sl].size, np.int64),
+            k[sl],
+            start[sl] - a,
+            end[sl] - a,
         )
         yield FrameBatch(*got, records=int(first == 0), chunks=int(k[sl].size))
 

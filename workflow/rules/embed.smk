@@ -10,18 +10,13 @@ def embed_input(wildcards):
     }
 
 
-def embed_settings(wildcards, resources):
-    """The job's settings as JSON; the token budget comes from the attempt-scaled resource."""
-    return SETTINGS.embed(wildcards.model).replace_budget(resources.token_budget).to_json()
-
-
 rule embed_shard:
     input:
         unpack(embed_input),
     output:
         "results/{sample}/embeddings/{model}/shard_{i}.h5",
     params:
-        settings=embed_settings,
+        settings=lambda wc: SETTINGS.embed(wc.model).to_json(),
         # Resume state lives outside the declared outputs: Snakemake never deletes it.
         work="results/{sample}/work/{model}/shard_{i}",
     resources:
@@ -37,6 +32,7 @@ rule embed_shard:
         ENV
     shell:
         "{PYTHON} {SCRIPTS}/embed_shard.py --settings {params.settings:q}"
+        " --token-budget {resources.token_budget}"
         " --sequences {input.sequences} --index {input.index} --shard {input.shard}"
         " --work {params.work} --output {output} 2> {log}"
 

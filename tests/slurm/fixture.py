@@ -1,0 +1,118 @@
+"""Session fixture: a one-node SLURM cluster on this machine (tests/slurm/cluster.sh).
+
+Use from a test module with ``from slurm.fixture import slurm_cluster`` style
+imports, or load it by path (see tests/test_slurm_smoke.py); a conftest.py can
+instead list it in ``pytest_plugins``.
+
+The fixture
+  * installs the Debian packages (slurmctld slurmd slurm-client munge) when a
+    SLURM binary is missing and we are root with apt-get (set
+    VIRNUC_SLURM_NO_INSTALL=1 to forbid that); skips the test, with the reason,
+    only where the binaries are missing and cannot be installed;
+  * starts munged + slurmctld + slurmd (state in $VIRNUC_SLURM_DIR, default
+    /tmp/virnuc-slurm), or reuses a cluster that cluster.sh already started
+    there (then it also leaves it running at the end);
+  * exports SLURM_CONF for the session and stops everything it started.
+
+A cluster that is installed but does not come up is a test failure, not a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+CLUSTER_SH = Path(__file__).with_name("cluster.sh")
+SLURM_BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scontrol", "srun")
+DEBIAN_PACKAGES = "slurmctld slurmd slurm-client munge"
+
+
+@dataclass
+class SlurmCluster:
+    state_dir: Path
+    conf: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def jobs(self, job_name: str) -> list[dict[str, str]]:
+        """Jobs (finished ones included, for MinJobAge=300 s) with this job name.
+
+        snakemake-executor-plugin-slurm names every job of a run after the run's
+        UUID ("SLURM run ID: ..." in snakemake's log) and puts
+        ``rule_<rule>[_wildcards_<w>]`` in the job comment.
+        """
+        out = subprocess.run(
+            ["squeue", "--noheader", "--states=all", "--name", job_name,
+             "--format=%i|%T|%k|%C|%m"],
+            env=self.env, capture_output=True, text=True, check=True, timeout=30,
+        ).stdout
+        keys = ("jobid", "state", "comment", "cpus", "min_memory")
+        return [dict(zip(keys, line.split("|"), strict=True))
+                for line in out.splitlines() if line.strip()]
+
+
+def _missing_binaries() -> list[str]:
+    return [b for b in SLURM_BINARIES if shutil.which(b) is None]
+
+
+def _run(cmd: str, state_dir: Path, timeout: int) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(CLUSTER_SH), cmd, str(state_dir)],
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def _ensure_installed(state_dir: Path) -> None:
+    missing = _missing_binaries()
+    if not missing:
+        return
+    why = f"SLURM binaries missing ({', '.join(missing)})"
+    if os.environ.get("VIRNUC_SLURM_NO_INSTALL") == "1":
+        pytest.skip(f"{why}; VIRNUC_SLURM_NO_INSTALL=1 forbids installing {DEBIAN_PACKAGES}")
+    if shutil.which("apt-get") is None:
+        pytest.skip(f"{why} and no apt-get here to install {DEBIAN_PACKAGES}")
+    if os.geteuid() != 0 and subprocess.run(["sudo", "-n", "true"],
+                                            capture_output=True).returncode != 0:
+        pytest.skip(f"{why}; not root (no password-less sudo) to apt-get install {DEBIAN_PACKAGES}")
+    res = _run("install", state_dir, timeout=900)
+    if res.returncode != 0 or _missing_binaries():
+        pytest.skip(f"{why} and `cluster.sh install` failed: {res.stderr.strip()[-800:]}")
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    state_dir = Path(os.environ.get("VIRNUC_SLURM_DIR", "/tmp/virnuc-slurm"))
+    _ensure_installed(state_dir)
+    conf = state_dir / "etc" / "slurm.conf"
+    started_here = _run("status", state_dir, timeout=60).returncode != 0
+    if started_here:
+        res = _run("start", state_dir, timeout=180)
+        if res.returncode != 0:
+            _run("stop", state_dir, timeout=120)
+            pytest.fail(
+                f"SLURM is installed but the test cluster did not start "
+                f"(logs in {state_dir}/log):\n{res.stdout}\n{res.stderr}",
+                pytrace=False,
+            )
+    old = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(conf)
+    env = dict(os.environ)
+    # never look like we run inside a SLURM job
+    for k in [k for k in env if k.startswith(("SLURM_", "SBATCH_", "SRUN_"))]:
+        if k != "SLURM_CONF":
+            del env[k]
+    try:
+        yield SlurmCluster(state_dir=state_dir, conf=conf, env=env)
+    finally:
+        if old is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = old
+        if started_here:
+            res = _run("stop", state_dir, timeout=180)
+            if res.returncode != 0:
+                print(f"cluster.sh stop failed:\n{res.stderr}")

@@ -1,0 +1,196 @@
+"""The real workflow, end to end, on the bundled reads with tiny models (CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import psutil
+import pytest
+from Bio import SeqIO
+
+from tests.workflow_helpers import (
+    REPO,
+    committed,
+    planned_jobs,
+    run_snakemake,
+    snakemake_cmd,
+    write_config,
+)
+
+pytestmark = pytest.mark.workflow
+SAMPLE = "results/demo"
+DOWNSTREAM_OF_ONE_SHARD = {
+    "embed_shard": 1,
+    "merge_shards": 1,
+    "features": 1,
+    "validate_embeddings": 1,
+    "validation_summary": 1,
+    "predict": 1,
+    "all": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> Path:
+    """One complete, uninterrupted run of the demo config."""
+    work = tmp_path_factory.mktemp("demo")
+    write_config(work)
+    run_snakemake(work)
+    return work
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst, symlinks=True)
+    write_config(dst)  # same settings; the config file is rewritten with the same content
+    return dst
+
+
+def test_prepare_stage_through_split_strides(tmp_path):
+    write_config(tmp_path, shards=3)
+    run_snakemake(tmp_path, *(f"{SAMPLE}/shards/shard_{i}.txt" for i in range(3)))
+    frames = list(SeqIO.parse(tmp_path / SAMPLE / "frames.fa", "fasta"))
+    proteins = list(SeqIO.parse(tmp_path / SAMPLE / "proteins.faa", "fasta"))
+    assert [f.id for f in frames] == [p.id for p in proteins] and len(frames) > 50
+    counts = json.loads((tmp_path / SAMPLE / "frames.counts.json").read_text())
+    assert counts["frames"] == len(frames) and counts["reads"] == 40
+    shards = [np.loadtxt(tmp_path / SAMPLE / f"shards/shard_{i}.txt", dtype=int) for i in range(3)]
+    assert sorted(np.concatenate(shards).tolist()) == list(range(len(frames)))
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1
+    # Nothing later ran: this stage stands on its own.
+    assert not (tmp_path / SAMPLE / "embeddings").exists()
+
+
+def test_demo_produces_every_output(demo_run):
+    s = demo_run / SAMPLE
+    n = json.loads((s / "frames.counts.json").read_text())["frames"]
+    with h5py.File(s / "features.h5") as f:
+        ids = f["ids"].asstr()[()].tolist()
+        assert f["dnabert"].shape[0] == f["esm"].shape[0] == n
+        assert f["dnabert"].dtype == np.float32 and np.isfinite(f["esm"][()]).all()
+        assert f.attrs["esm.precision"] == "fp32" and "dnabert.encoder.attention_backend" in f.attrs
+    assert ids == [r.id for r in SeqIO.parse(s / "frames.fa", "fasta")]
+    for model in ("dnabert", "esm"):
+        with h5py.File(s / f"embeddings/{model}.h5") as f:
+            assert f["embeddings"].shape[0] == n and f.attrs["model"] == model
+        table = (s / f"validation/{model}.tsv").read_text().splitlines()
+        assert table[0].split("\t") == ["record", "id", "length", "cosine"] and len(table) == 41
+        assert (s / f"validation/{model}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = json.loads((s / "validation/summary.json").read_text())
+    assert [m["passed"] for m in summary["models"]] == [True, True]
+    assert summary["classifier_agreement"]["n"] == 40
+    rows = [line.split("\t") for line in (s / "prediction_results.tsv").read_text().splitlines()]
+    assert rows[0] == ["Sequence_ID", "Prediction", "score1", "score2"] and len(rows) == n + 1
+    assert [r[0] for r in rows[1:]] == ids
+    assert all(abs(float(r[2]) + float(r[3]) - 1) < 1e-5 for r in rows[1:])
+    chunks = (s / "prediction_results_highestscore.tsv").read_text().splitlines()
+    assert chunks[0] == "Modified_ID\tIs_Virus"
+    assert {c.split("\t")[0] for c in chunks[1:]} == {i[:-2] for i in ids}
+
+
+def _embed_pid(shard_tag: str) -> int | None:
+    """The Python process of an embed job (not the shell Snakemake started it from)."""
+    for proc in psutil.process_iter(["cmdline"]):
+        argv = proc.info["cmdline"] or []
+        if len(argv) > 1 and argv[1].endswith("embed_shard.py") and shard_tag in " ".join(argv):
+            return proc.pid
+    return None
+
+
+def test_kill9_midway_then_rerun_resumes_only_that_shard(demo_run, tmp_path):
+    write_config(tmp_path, token_budget={"dnabert": 4096, "esm": 256}, checkpoint_every=5)
+    cmd = snakemake_cmd(tmp_path, "--keep-going")
+    env = {**os.environ, "VIRNUC_TEST_BATCH_DELAY": "0.2"}
+    snake = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    work = tmp_path / SAMPLE / "work/esm/shard_0"
+    deadline = time.time() + 300
+    while committed(work) < 10 and time.time() < deadline:
+        time.sleep(0.1)
+    pid = _embed_pid("work/esm/shard_0")
+    assert pid is not None and committed(work) >= 10, "the esm shard 0 job never got going"
+    os.kill(pid, signal.SIGKILL)
+    snake.communicate(timeout=600)
+    assert snake.returncode != 0
+    done_before = committed(work)
+    assert 0 < done_before < 97
+    assert planned_jobs(tmp_path) == DOWNSTREAM_OF_ONE_SHARD
+
+    run_snakemake(tmp_path)
+    log = (tmp_path / "logs/demo/embed_shard/esm_0.log").read_text()
+    assert f"resuming: {done_before} records committed, {97 - done_before} to embed" in log
+    assert not work.exists()  # finalized: the checkpoint is gone
+    _assert_same_features(tmp_path, demo_run)
+
+
+def _assert_same_features(a: Path, b: Path) -> None:
+    with h5py.File(a / SAMPLE / "features.h5") as fa, h5py.File(b / SAMPLE / "features.h5") as fb:
+        assert fa["ids"].asstr()[()].tolist() == fb["ids"].asstr()[()].tolist()
+        for model in ("dnabert", "esm"):
+            # Other batch compositions change float rounding only.
+            np.testing.assert_allclose(fa[model][()], fb[model][()], rtol=1e-4, atol=1e-5)
+
+
+def test_sigterm_commits_and_exits_quickly(demo_run, tmp_path):
+    s = demo_run / SAMPLE
+    settings = json.dumps(
+        {"model": "esm", "model_spec": "tiny", "precision": "fp32", "token_budget": 256,
+         "checkpoint_every": 5, "attention_backend": "auto"}
+    )  # fmt: skip
+    work, out = tmp_path / "work", tmp_path / "shard.h5"
+    job = subprocess.Popen(
+        [sys.executable, str(REPO / "scripts/embed_shard.py"), "--settings", settings,
+         "--sequences", str(s / "proteins.faa"), "--index", str(s / "frames.index.tsv"),
+         "--shard", str(s / "shards/shard_0.txt"), "--work", str(work), "--output", str(out)],
+        env={**os.environ, "VIRNUC_TEST_BATCH_DELAY": "0.3", "PYTHONPATH": str(REPO)},
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while committed(work) < 5 and time.time() < deadline:
+        time.sleep(0.05)
+    assert committed(work) >= 5
+    start = time.monotonic()
+    job.send_signal(signal.SIGTERM)
+    _, err = job.communicate(timeout=30)
+    assert time.monotonic() - start < 5
+    assert job.returncode == 143, err
+    assert "stopped by SIGTERM; progress committed" in err
+    records = json.loads((work / "progress.json").read_text())["committed"]
+    assert records >= 5 and not out.exists()
+
+
+def test_cuda_oom_is_retried_with_half_the_budget(tmp_path):
+    write_config(tmp_path, embed_retries=1, token_budget={"dnabert": 4096, "esm": 4096})
+    target = f"{SAMPLE}/embeddings/esm/shard_0.h5"
+    proc = run_snakemake(tmp_path, target, env={"VIRNUC_TEST_OOM_ABOVE": "2048"})
+    assert "Error in rule embed_shard" in proc.stdout + proc.stderr  # attempt 1 failed
+    with h5py.File(tmp_path / target) as f:
+        assert f.attrs["token_budget"] == 2048 and f["embeddings"].shape[0] == 97
+
+
+def test_validation_fails_naming_the_worst_frames(demo_run, tmp_path):
+    work = copy_run(demo_run, tmp_path / "run")
+    merged = work / SAMPLE / "embeddings/esm.h5"
+    table = (work / SAMPLE / "validation/esm.tsv").read_text().splitlines()[1:]
+    sampled = [int(line.split("\t")[0]) for line in table]
+    corrupt = sampled[::7]
+    with h5py.File(merged, "r+") as f:
+        emb = f["embeddings"]
+        rng = np.random.default_rng(1)
+        for r in corrupt:
+            emb[r] = rng.normal(size=emb.shape[1]).astype(np.float32)
+    proc = run_snakemake(work, f"{SAMPLE}/validation/esm.json", check=False)
+    assert proc.returncode != 0
+    log = (work / "logs/demo/validate_embeddings/esm.log").read_text()
+    assert "esm embeddings failed validation" in log
+    ids = json.loads("[" + ",".join(f'"{line.split(chr(9))[1]}"' for line in table) + "]")
+    corrupt_ids = {ids[sampled.index(r)] for r in corrupt}
+    worst = log.split("Worst frames:")[1].split("\n")[0]
+    assert sum(i in worst for i in corrupt_ids) >= min(5, len(corrupt_ids))
