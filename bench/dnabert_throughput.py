@@ -15,7 +15,8 @@ Modes, all in one run:
     a plain HF-style padded BERT forward written here (same weights as ours), standing in for the
     v2.0 fork's padded batches.
 (c) packed: ours, ``DnabertEncoder.embed_packed`` on first-fit-decreasing packed batches of at most
-    ``--token-budget`` tokens, once per CUDA attention backend (padded, flex, flash if importable).
+    ``--token-budget`` tokens, once per CUDA attention backend (padded, flex, flash if importable),
+    and again with ``compile=True`` for ``--compile-backends`` (default: padded).
 
 Inputs are tokenised and laid out (and copied to the GPU) before the clock starts. tokens/s and
 MFU count real tokens only: FLOPs per sequence of n tokens = n * 2 * (non-embedding parameters)
@@ -43,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import mfu  # noqa: E402  (bench/mfu.py, next to this file)
 
 from virnuc_core.attention import choose_backend  # noqa: E402
+from virnuc_core.models.dnabert import _post_attention  # noqa: E402
 from virnuc_core.models.dnabert_tiny import (  # noqa: E402
     FULL_CONFIG,
     TINY_CONFIG,
@@ -96,6 +98,12 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=256, help="(b) frames per padded batch")
     p.add_argument("--token-budget", type=int, default=65536, help="(c) tokens per packed batch")
     p.add_argument("--backends", nargs="*", default=None, help="(c) default: padded flex [flash]")
+    p.add_argument(
+        "--compile-backends",
+        nargs="*",
+        default=None,
+        help="(c) backends also run with compile=True (CUDA; default: padded)",
+    )
     p.add_argument("--precision", default="bf16", choices=["bf16", "fp16"])
     p.add_argument("--repeats", type=int, default=2, help="timed passes; the fastest is kept")
     p.add_argument("--seed", type=int, default=0)
@@ -204,13 +212,24 @@ def main(argv=None) -> int:
     # (c) packed, per attention backend ----------------------------------------------------------
     groups = pack_ffd(lengths.tolist(), args.token_budget)
     packed = [make_batch([toks[i] for i in g]).to(device) for g in groups]
-    for name in backends:
+    compile_backends = args.compile_backends
+    if compile_backends is None:
+        compile_backends = ["padded"] if device.type == "cuda" else []
+    runs = [(b, False) for b in backends] + [(b, True) for b in compile_backends]
+    for name, compiled in runs:
+        label = name + ("+compile" if compiled else "")
         try:
             enc.backend = choose_backend(name, device.type, alibi=True)
             if device.type != "cuda":
                 enc.backend = name
+            if compiled and not enc.compiled:  # what load(..., compile=True) does
+                enc.model.post = torch.compile(_post_attention, dynamic=True)
+                enc.compiled = True
+            t0 = time.perf_counter()
             for b in packed[:2]:
-                enc.embed_packed(b)  # warm-up (flex compiles here)
+                enc.embed_packed(b)  # warm-up (flex and compile=True compile here)
+            sync(device)
+            warm = time.perf_counter() - t0
             best = float("inf")
             for _ in range(args.repeats):
                 sync(device)
@@ -221,14 +240,22 @@ def main(argv=None) -> int:
             out = np.empty((len(toks), enc.dim), dtype=np.float32)
             for g, o in zip(groups, outs, strict=True):
                 out[g] = o.cpu().numpy()
-            outputs[f"c_{name}"] = out
-            record("c_packed", enc.backend, len(toks), best, lengths, batches=len(packed))
+            outputs[f"c_{label}"] = out
+            record(
+                "c_packed",
+                label,
+                len(toks),
+                best,
+                lengths,
+                batches=len(packed),
+                warmup_seconds=round(warm, 2),
+            )
         except Exception as exc:  # noqa: BLE001 - report and go on with the other backends
-            print(f"  c_packed/{name}: FAILED {type(exc).__name__}: {exc}"[:2000], flush=True)
+            print(f"  c_packed/{label}: FAILED {type(exc).__name__}: {exc}"[:2000], flush=True)
             rows.append(
                 {
                     "mode": "c_packed",
-                    "backend": name,
+                    "backend": label,
                     "error": f"{type(exc).__name__}: {str(exc)[:500]}",
                 }
             )

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import math
 import sys
 import time
 from pathlib import Path
@@ -54,42 +53,34 @@ def sync():
 
 
 def time_batches(step, batches, seconds, warmup=2):
-    """Run ``step`` over ``batches`` (cycled) for >= ``seconds``; returns (seconds, batches run)."""
+    """Run ``step`` over ``batches`` (cycled) until >= ``seconds`` have passed.
+
+    Every step ends by copying its pooled embeddings to the host, which synchronises, so the
+    wall clock between the first and the last step is the GPU time too. Returns (seconds, the
+    batches timed).
+    """
     for b in batches[:warmup]:
         step(b)
     sync()
+    done = []
     t0 = time.perf_counter()
-    step(batches[warmup % len(batches)])
-    sync()
-    per_batch = max(time.perf_counter() - t0, 1e-6)
-    count = max(3, math.ceil(seconds / per_batch))
-    order = [batches[i % len(batches)] for i in range(warmup, warmup + count)]
-    start, end = (
-        (torch.cuda.Event(enable_timing=True) for _ in range(2))
-        if torch.cuda.is_available()
-        else (None, None)
-    )
-    t0 = time.perf_counter()
-    if start is not None:
-        start.record()
-    for b in order:
+    while not done or time.perf_counter() - t0 < seconds:
+        b = batches[(warmup + len(done)) % len(batches)]
         step(b)
-    if end is not None:
-        end.record()
+        done.append(b)
     sync()
-    wall = time.perf_counter() - t0
-    gpu = start.elapsed_time(end) / 1000 if start is not None else wall
-    return max(wall, gpu), order
+    return time.perf_counter() - t0, done
 
 
 class Work:
-    """What one batch holds: real tokens, sum of squared lengths, proteins."""
+    """One batch: its payload, real tokens, sum of squared lengths, proteins, padded size."""
 
-    def __init__(self, payload, lengths):
+    def __init__(self, payload, lengths, padded=None):
         self.payload = payload
         self.tokens = int(sum(lengths))
         self.sq = int(sum(n * n for n in lengths))
         self.n = len(lengths)
+        self.padded = self.tokens if padded is None else int(padded)
 
 
 def shuffled(work, seed):
@@ -106,7 +97,8 @@ def fair_batches(alphabet, seqs, truncation=1024):
     for idx in ds.get_batch_indices(REFERENCE_TOKENS_PER_BATCH, extra_toks_per_seq=1):
         _, strs, toks = convert([(str(i), seqs[i]) for i in idx])
         lengths = (toks != alphabet.padding_idx).sum(1).tolist()
-        out.append(Work((toks, [min(truncation, len(s)) for s in strs]), lengths))
+        keep = [min(truncation, len(s)) for s in strs]
+        out.append(Work((toks, keep), lengths, toks.numel()))
     return out
 
 
@@ -128,7 +120,8 @@ def hf_batches(tokens, pad_idx, budget, seed):
         ids = torch.full((len(g), max(lengths)), pad_idx, dtype=torch.int64)
         for r, i in enumerate(g):
             ids[r, : lengths[r]] = torch.from_numpy(tokens[i])
-        out.append(Work((ids.pin_memory() if torch.cuda.is_available() else ids, lengths), lengths))
+        payload = (ids.pin_memory() if torch.cuda.is_available() else ids, lengths)
+        out.append(Work(payload, lengths, ids.numel()))
     return out
 
 
@@ -171,7 +164,12 @@ def main(argv=None) -> int:
     ap.add_argument("--token-budget", type=int, default=65536, help="ours: tokens per packed batch")
     ap.add_argument("--hf-tokens", type=int, default=131072, help="HF: padded tokens per batch")
     ap.add_argument("--backend", default="auto", help="ours: attention backend")
-    ap.add_argument("--compile", action="store_true", help="also time ours with compile=True")
+    ap.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time ours with compile=True (GPU only)",
+    )
     ap.add_argument("--methods", nargs="*", default=["original", "fair16", "hf-sdpa", "packed"])
     ap.add_argument("--fair-subset", type=int, default=6000, help="proteins batched for a/b")
     ap.add_argument("--seed", type=int, default=0)
@@ -184,7 +182,7 @@ def main(argv=None) -> int:
     device = torch.device("cuda" if cuda else "cpu")
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     name, arch = ESM2_ARCH[args.model_size]
-    methods = list(args.methods) + (["packed+compile"] if args.compile else [])
+    methods = list(args.methods) + (["packed+compile"] if args.compile and cuda else [])
 
     peak = mfu.measure_matmul_tflops(torch.bfloat16, n=8192 if cuda else 512)
     print(f"bf16 matmul rate: {peak:.1f} TFLOP/s" + ("" if cuda else " (CPU: fp32, meaningless)"))
@@ -217,6 +215,7 @@ def main(argv=None) -> int:
             "timed_batches": len(work),
             "timed_proteins": sum(w.n for w in work),
             "timed_tokens": toks,
+            "padding_fraction": 1 - toks / sum(w.padded for w in work),
             "description": desc,
         }
         results.append(row)

@@ -26,15 +26,16 @@ def main() -> int:
     if a.token_budget:
         settings = settings.replace_budget(a.token_budget)
     try:
-        run_embed_job(
-            settings, a.sequences, a.index, a.shard, a.work, a.output, a.workers
-        )
+        run_embed_job(settings, a.sequences, a.index, a.shard, a.work, a.output, a.workers)
     except Interrupted as stop:
         logging.error("%s; progress committed, rerun to resume", stop)
         return EXIT_INTERRUPTED[stop.signum]
     except torch.OutOfMemoryError as oom:
-        logging.error("CUDA out of memory (%s); progress committed. Snakemake retries with half "
-                      "the token budget; or lower token_budget in the config.", oom)
+        logging.error(
+            "CUDA out of memory (%s); progress committed. Snakemake retries with half "
+            "the token budget; or lower token_budget in the config.",
+            oom,
+        )
         return 3
     return 0
 

@@ -22,7 +22,9 @@ def main() -> None:
         features = np.concatenate([f["dnabert"][()], f["esm"][()]], axis=1)  # DNABERT-S first
     scores = predict_scores(classifier_for(a.classifier, features.shape[1]), features)
     write_predictions(ids, scores, a.output, a.highest)
-    logging.info("%d frames classified, %d called virus", len(ids), int((scores.argmax(1) == 1).sum()))
+    logging.info(
+        "%d frames classified, %d called virus", len(ids), int((scores.argmax(1) == 1).sum())
+    )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,10 @@ def main() -> int:
         validate_model(
             EmbedSettings.from_json(a.settings),
             ValidateSettings(**json.loads(a.validate)),
-            a.merged, a.sequences, a.index, outputs,
+            a.merged,
+            a.sequences,
+            a.index,
+            outputs,
         )
     except ValidationFailed as failed:
         logging.error("%s", failed)

@@ -60,8 +60,16 @@ def choose_backend(requested: str, device_type: str, alibi: bool) -> str:
     else:
         chosen = "padded" if alibi else "varlen"
     if chosen == "varlen" and alibi:
-        raise ValueError("the 'varlen' backend has no bias input; use flash, flex or padded for ALiBi")
-    log.info("attention backend: %s (requested %s, device %s, alibi %s)", chosen, requested, device_type, alibi)
+        raise ValueError(
+            "the 'varlen' backend has no bias input; use flash, flex or padded for ALiBi"
+        )
+    log.info(
+        "attention backend: %s (requested %s, device %s, alibi %s)",
+        chosen,
+        requested,
+        device_type,
+        alibi,
+    )
     return chosen
 
 
@@ -145,7 +153,7 @@ def _padded(q, k, v, batch, slopes, scale):
 
 
 def _flex(q, k, v, batch, slopes, scale):
-    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+    from torch.nn.attention.flex_attention import create_block_mask
 
     seq_ids, pos = batch.seq_ids, batch.positions
     total = q.shape[0]

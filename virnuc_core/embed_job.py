@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from virnuc_core import settings as knobs
-from virnuc_core.fasta import read_index
+from virnuc_core.fasta import FrameIndex, read_index
 from virnuc_core.gpu import claim_device
 from virnuc_core.models import load_encoder
 from virnuc_core.packing import PackedBatch
@@ -70,6 +70,13 @@ def input_fingerprint(*paths: str | os.PathLike) -> str:
     return digest.hexdigest()[:16]
 
 
+def sequence_columns(table: FrameIndex, model: str) -> tuple[np.ndarray, np.ndarray]:
+    """Byte offsets and lengths of the sequences a model reads: proteins (esm) or frames."""
+    if model == "esm":
+        return table.aa_offset, table.aa_length
+    return table.nt_offset, table.nt_length
+
+
 def run_embed_job(
     settings: EmbedSettings,
     sequences: str,
@@ -83,23 +90,26 @@ def run_embed_job(
     stop = StopFlag()
     table = read_index(index)
     records = read_shard(shard)
-    kind = "aa" if settings.model == "esm" else "nt"
     with claim_device(knobs.lock_dir()) as claim:
         device = torch.device(claim.device)
-        log.info("device %s (%s; GPU index %s); %d records", device, claim.source, claim.index, len(records))
+        log.info("device %s (%s, GPU index %s)", device, claim.source, claim.index)
         encoder = load_encoder(settings, device)
-        # The merged file checks that all shards share settings and index; a resume also needs
-        # the same shard list.
+        # Shards merge only if they share settings and index; a resume also needs the same shard.
         made_with = f"{settings.fingerprint()}|index={input_fingerprint(index)}"
         ckpt = ShardCheckpoint.open(
-            work, f"{made_with}|shard={input_fingerprint(shard)}", encoder.dim, settings.checkpoint_every, settings.checkpoint_seconds
+            work,
+            f"{made_with}|shard={input_fingerprint(shard)}",
+            encoder.dim,
+            settings.checkpoint_every,
+            settings.checkpoint_seconds,
         )
         todo = np.setdiff1d(records, ckpt.committed_records(), assume_unique=True)
         log.info("resuming: %d records committed, %d to embed", ckpt.n_committed, len(todo))
-        reader = RecordReader(
-            sequences, todo, getattr(table, f"{kind}_offset")[todo], getattr(table, f"{kind}_length")[todo], encoder.tokenize
+        offsets, lengths = sequence_columns(table, settings.model)
+        reader = RecordReader(sequences, todo, offsets[todo], lengths[todo], encoder.tokenize)
+        batches = packed_batches(
+            read_tokens(reader, workers), settings.token_budget, pin=device.type == "cuda"
         )
-        batches = packed_batches(read_tokens(reader, workers), settings.token_budget, device.type == "cuda")
         progress = Progress(len(records), settings.progress_seconds, log, done=ckpt.n_committed)
         try:
             for recs, emb, tokens in embed_batches(_embed_fn(encoder, settings), batches, device):
@@ -112,7 +122,7 @@ def run_embed_job(
             ckpt.commit()  # whatever ended the loop, keep what is done
             log.info(progress.line())
         attrs = {**output_attrs(settings, encoder.describe(), device), "fingerprint": made_with}
-        ckpt.finalize(output, attrs, ids=[table.ids[r] for r in np.sort(records)])
+        ckpt.finalize(output, attrs, ids=table.ids[np.sort(records)].tolist())
     log.info("wrote %s", output)
 
 

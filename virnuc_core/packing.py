@@ -143,7 +143,9 @@ def make_batch(token_lists: Sequence[np.ndarray]) -> PackedBatch:
     )
 
 
-def segment_mean(values: torch.Tensor, seq_ids: torch.Tensor, weight: torch.Tensor, n: int) -> torch.Tensor:
+def segment_mean(
+    values: torch.Tensor, seq_ids: torch.Tensor, weight: torch.Tensor, n: int
+) -> torch.Tensor:
     """Weighted mean of ``values`` rows per sequence, all sequences at once (no host sync).
 
     ``weight`` (T,) is 1 for tokens that count and 0 for tokens left out (BOS, EOS, ...).

@@ -96,7 +96,9 @@ class WorkflowSettings:
     shards: int
     models: Mapping[str, str]
     precision: str = "bf16"
-    token_budget: Mapping[str, int] = field(default_factory=lambda: {"dnabert": 65536, "esm": 65536})
+    token_budget: Mapping[str, int] = field(
+        default_factory=lambda: {"dnabert": 65536, "esm": 65536}
+    )
     attention_backend: str = "auto"
     compile: bool = False
     esm_repr_layer: int | None = None
@@ -142,4 +144,6 @@ class WorkflowSettings:
 
 def lock_dir() -> str:
     """Where local GPU slot locks live (shared by every job on this machine)."""
-    return os.environ.get(ENV_LOCK_DIR, os.path.join(os.environ.get("TMPDIR", "/tmp"), "virnuc-gpu-locks"))
+    return os.environ.get(
+        ENV_LOCK_DIR, os.path.join(os.environ.get("TMPDIR", "/tmp"), "virnuc-gpu-locks")
+    )

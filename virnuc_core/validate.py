@@ -55,7 +55,9 @@ class Comparison:
 
     @property
     def passed(self) -> bool:
-        return bool(self.cosine.mean() >= self.mean_threshold and self.cosine.min() >= self.min_threshold)
+        return bool(
+            self.cosine.mean() >= self.mean_threshold and self.cosine.min() >= self.min_threshold
+        )
 
     def worst(self, k: int = 5) -> list[tuple[str, float]]:
         """The ``k`` frames with the lowest cosine."""

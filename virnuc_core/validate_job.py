@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import h5py
 import numpy as np
 import torch
 
 from virnuc_core import settings as knobs
+from virnuc_core.embed_job import output_attrs, sequence_columns
 from virnuc_core.fasta import read_index, read_sequences
 from virnuc_core.files import atomic_path, atomic_writer
-from virnuc_core.embed_job import output_attrs
 from virnuc_core.gpu import claim_device
 from virnuc_core.models import load_encoder
 from virnuc_core.settings import EmbedSettings, ValidateSettings
@@ -45,18 +46,22 @@ def validate_model(
     """
     table = read_index(index)
     records = stratified_sample(table.aa_length, checks.n, checks.seed)
-    kind = "aa" if settings.model == "esm" else "nt"
-    seqs = read_sequences(sequences, getattr(table, f"{kind}_offset")[records], getattr(table, f"{kind}_length")[records])
+    offsets, lengths = sequence_columns(table, settings.model)
+    seqs = read_sequences(sequences, offsets[records], lengths[records])
     with h5py.File(merged, "r") as f:
-        fast = f["embeddings"][np.sort(records)]  # records are sorted already; h5py needs it
+        fast = f["embeddings"][records]  # ascending, as h5py's fancy indexing needs
     with claim_device(knobs.lock_dir()) as claim:
         encoder = load_encoder(settings, claim.device, reference=True)
         with torch.inference_mode():
             ref = encoder.reference_embed(seqs)
-    ids = [table.ids[r] for r in records]
     cmp = Comparison(
-        settings.model, records, ids, getattr(table, f"{kind}_length")[records],
-        cosine_rows(fast, ref), checks.mean_cosine, checks.min_cosine,
+        settings.model,
+        records,
+        table.ids[records].tolist(),
+        lengths[records],
+        cosine_rows(fast, ref),
+        checks.mean_cosine,
+        checks.min_cosine,
     )
     log.info("%s: %s", settings.model, json.dumps(cmp.summary()))
     if not cmp.passed:
@@ -78,7 +83,7 @@ def summarize(
     classifier: str | None,
 ) -> dict:
     """Combine the per-model summaries; with a classifier, the verdict agreement v1 vs v2."""
-    result = {"models": [json.load(open(p)) for p in summaries]}
+    result = {"models": [json.loads(Path(p).read_text()) for p in summaries]}
     if classifier:
         result["classifier_agreement"] = _agreement(features, references, classifier)
     with atomic_writer(output) as out:

@@ -25,11 +25,16 @@
 # (removed by stop): the plugin's in-job `srun` runs with SLURM_* stripped
 # from its environment, SLURM_CONF included, so it only finds the default path.
 # start refuses to run where /etc/slurm/slurm.conf is a real (foreign) config.
-# No GRES: a job asking for gpus (--gpus=N) is rejected by sbatch here.
+# No GRES by default: sbatch rejects a job asking for GPUs (--gpus=N,
+# --gres=gpu:N) with "Invalid generic resource (gres) specification".
+# VIRNUC_SLURM_FAKE_GPUS=N declares N fake GPUs (gres "gpu", no devices) so
+# that such jobs are scheduled (CUDA_VISIBLE_DEVICES is set; CUDA sees none).
 set -euo pipefail
 
 cmd=${1:-}
 DIR=${2:-${VIRNUC_SLURM_DIR:-/tmp/virnuc-slurm}}
+DIR=$(realpath -m "$DIR")
+case $DIR in /) echo "cluster.sh: refusing STATE_DIR=/" >&2; exit 2 ;; esac
 PORT=${VIRNUC_SLURM_PORT:-6817}
 CONF=$DIR/etc/slurm.conf
 export SLURM_CONF=$CONF
@@ -68,7 +73,11 @@ do_install() {
     log "installed: $(slurmctld -V)"
 }
 
-pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+is_ours() {  # pid: does the process carry our marker (not a recycled pid)?
+    tr '\0' '\n' 2>/dev/null <"/proc/$1/environ" | grep -qxF "$MARK"
+}
+
+pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null && is_ours "$(cat "$1")"; }
 
 is_up() {
     pid_alive "$DIR/run/munged.bg" && pid_alive "$DIR/run/slurmctld.bg" &&
@@ -170,17 +179,18 @@ unlink_etc_conf() {
 start_bg() {  # name, command...: start in its own session, remember its pid
     local name=$1; shift
     # the inner shell writes its own pid, then execs the daemon (same pid)
+    # shellcheck disable=SC2016
     env "$MARK" setsid bash -c 'echo $$ >"$0"; exec "$@"' "$DIR/run/$name.bg" "$@" \
         >"$DIR/log/$name.out" 2>&1 </dev/null &
-    local i
-    for i in $(seq 50); do [ -s "$DIR/run/$name.bg" ] && break; sleep 0.05; done
+
+    for _ in $(seq 50); do [ -s "$DIR/run/$name.bg" ] && break; sleep 0.05; done
 }
 
 do_start() {
     have_bins || die "SLURM binaries missing (run: $0 install)"
     if is_up; then log "already up ($DIR)"; return 0; fi
     do_stop quiet || true
-    rm -rf "$DIR/spool" "$DIR/log" "$DIR/run" "$DIR/munge" "$DIR/dev"
+    rm -rf "${DIR:?}/spool" "${DIR:?}/log" "${DIR:?}/run" "${DIR:?}/munge" "${DIR:?}/dev"
     write_conf
     link_etc_conf
     # munge: own key + socket; root is fine with --force
@@ -190,14 +200,14 @@ do_start() {
     start_bg munged munged -F --force --socket="$DIR/munge/munge.socket.2" \
         --key-file="$DIR/munge/munge.key" --pid-file="$DIR/munge/munged.pid" \
         --log-file="$DIR/log/munged.log" --seed-file="$DIR/munge/munged.seed"
-    local i
-    for i in $(seq 50); do [ -S "$DIR/munge/munge.socket.2" ] && break; sleep 0.1; done
+
+    for _ in $(seq 50); do [ -S "$DIR/munge/munge.socket.2" ] && break; sleep 0.1; done
     [ -S "$DIR/munge/munge.socket.2" ] || { cat "$DIR/log/munged"*; die "munged did not start"; }
     start_bg slurmctld slurmctld -D -c -i -f "$CONF"
-    for i in $(seq 100); do scontrol ping >/dev/null 2>&1 && break; sleep 0.2; done
+    for _ in $(seq 100); do scontrol ping >/dev/null 2>&1 && break; sleep 0.2; done
     start_bg slurmd slurmd -D -f "$CONF"
     local state=
-    for i in $(seq $((WAIT_S * 2))); do
+    for _ in $(seq $((WAIT_S * 2))); do
         state=$(sinfo -h -N -o '%T' 2>/dev/null | head -1)
         case $state in
             idle | mixed | allocated) break ;;
@@ -218,10 +228,11 @@ do_start() {
     log "up: $(sinfo -h -N -o '%N %T cpus=%c mem=%m' | head -1) (SLURM_CONF=$CONF)"
 }
 
-kill_wait() {  # pid: TERM, wait up to 10 s, then KILL
-    local pid=$1 i
+kill_wait() {  # pid: TERM, wait up to 10 s, then KILL (only our processes)
+    local pid=$1
+    is_ours "$pid" || return 0
     kill -TERM "$pid" 2>/dev/null || return 0
-    for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.2; done
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.2; done
     kill -KILL "$pid" 2>/dev/null || true
 }
 
@@ -230,18 +241,19 @@ marked_pids() {  # processes carrying our marker (strays: slurmstepd)
     for e in /proc/[0-9]*/environ; do
         pid=${e#/proc/}; pid=${pid%/environ}
         [ "$pid" = $$ ] && continue
-        tr '\0' '\n' 2>/dev/null <"$e" | grep -qxF "$MARK" && echo "$pid"
+        is_ours "$pid" && echo "$pid"
     done
     return 0
 }
 
 do_stop() {
-    local quiet=${1:-} n pid i
+    local quiet=${1:-} n pid
     if [ -f "$CONF" ] && pid_alive "$DIR/run/slurmctld.bg"; then
         # cancel every job so that no slurmstepd / job process outlives us
         if [ -n "$(squeue -h -o %i 2>/dev/null)" ]; then
+            # shellcheck disable=SC2046
             scancel --full $(squeue -h -o %i) 2>/dev/null || true
-            for i in $(seq 50); do
+            for _ in $(seq 50); do
                 [ -z "$(squeue -h -t R,CG,PD -o %i 2>/dev/null)" ] && break; sleep 0.2
             done
         fi

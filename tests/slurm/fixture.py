@@ -46,13 +46,19 @@ class SlurmCluster:
         ``rule_<rule>[_wildcards_<w>]`` in the job comment.
         """
         out = subprocess.run(
-            ["squeue", "--noheader", "--states=all", "--name", job_name,
-             "--format=%i|%T|%k|%C|%m"],
-            env=self.env, capture_output=True, text=True, check=True, timeout=30,
+            ["squeue", "--noheader", "--states=all", "--name", job_name, "--format=%i|%T|%k|%C|%m"],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
         ).stdout
         keys = ("jobid", "state", "comment", "cpus", "min_memory")
-        return [dict(zip(keys, line.split("|"), strict=True))
-                for line in out.splitlines() if line.strip()]
+        return [
+            dict(zip(keys, line.split("|"), strict=True))
+            for line in out.splitlines()
+            if line.strip()
+        ]
 
 
 def _missing_binaries() -> list[str]:
@@ -62,7 +68,9 @@ def _missing_binaries() -> list[str]:
 def _run(cmd: str, state_dir: Path, timeout: int) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["bash", str(CLUSTER_SH), cmd, str(state_dir)],
-        capture_output=True, text=True, timeout=timeout,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -75,8 +83,10 @@ def _ensure_installed(state_dir: Path) -> None:
         pytest.skip(f"{why}; VIRNUC_SLURM_NO_INSTALL=1 forbids installing {DEBIAN_PACKAGES}")
     if shutil.which("apt-get") is None:
         pytest.skip(f"{why} and no apt-get here to install {DEBIAN_PACKAGES}")
-    if os.geteuid() != 0 and subprocess.run(["sudo", "-n", "true"],
-                                            capture_output=True).returncode != 0:
+    if (
+        os.geteuid() != 0
+        and subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode != 0
+    ):
         pytest.skip(f"{why}; not root (no password-less sudo) to apt-get install {DEBIAN_PACKAGES}")
     res = _run("install", state_dir, timeout=900)
     if res.returncode != 0 or _missing_binaries():

@@ -92,7 +92,7 @@ class _Embeddings(nn.Module):
         return self.LayerNorm(x)
 
 
-class _Linear(nn.Module):
+class _SelfAttention(nn.Module):
     """Holds ``Wqkv`` (named ``self`` in the checkpoint, hence this little wrapper)."""
 
     def __init__(self, cfg: DnabertConfig):
@@ -110,7 +110,7 @@ class _Output(nn.Module):
 class _Attention(nn.Module):
     def __init__(self, cfg: DnabertConfig):
         super().__init__()
-        self.self = _Linear(cfg)
+        self.self = _SelfAttention(cfg)
         self.output = _Output(cfg)
 
 
@@ -123,9 +123,21 @@ class _Mlp(nn.Module):
         self.inter = cfg.intermediate_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.gated_layers(x)
-        h = F.gelu(h[..., : self.inter]) * h[..., self.inter :]
+        # gated_layers(x)[..., :inter] is the gated half: computing the two halves as separate
+        # products (contiguous row blocks of the weight) keeps the elementwise work vectorised.
+        w = self.gated_layers.weight
+        h = F.gelu(F.linear(x, w[: self.inter])).mul_(F.linear(x, w[self.inter :]))
         return self.layernorm(self.wo(h) + x)
+
+
+def _post_attention(a, x, params, inter: int, eps: float):
+    """Output projection, residual + LayerNorm, gated MLP, residual + LayerNorm, as one function
+    of plain tensors so that ``torch.compile`` makes one graph shared by every layer."""
+    dense_w, dense_b, ln1_w, ln1_b, gate_w, wo_w, wo_b, ln2_w, ln2_b = params
+    shape = x.shape[-1:]
+    x = F.layer_norm(F.linear(a, dense_w, dense_b) + x, shape, ln1_w, ln1_b, eps)
+    h = F.gelu(F.linear(x, gate_w[:inter])).mul_(F.linear(x, gate_w[inter:]))
+    return F.layer_norm(F.linear(h, wo_w, wo_b) + x, shape, ln2_w, ln2_b, eps)
 
 
 class _Layer(nn.Module):
@@ -135,15 +147,28 @@ class _Layer(nn.Module):
         self.mlp = _Mlp(cfg)
         self.heads = cfg.num_attention_heads
         self.head_dim = cfg.hidden_size // cfg.num_attention_heads
+        self.eps = cfg.layer_norm_eps
 
-    def forward(self, x, batch: PackedBatch, backend: str, slopes: torch.Tensor) -> torch.Tensor:
+    def post_params(self) -> tuple[torch.Tensor, ...]:
+        out, mlp = self.attention.output, self.mlp
+        return (
+            out.dense.weight,
+            out.dense.bias,
+            out.LayerNorm.weight,
+            out.LayerNorm.bias,
+            mlp.gated_layers.weight,
+            mlp.wo.weight,
+            mlp.wo.bias,
+            mlp.layernorm.weight,
+            mlp.layernorm.bias,
+        )
+
+    def forward(self, x, batch: PackedBatch, backend: str, slopes, post=_post_attention):
         t = x.shape[0]
         qkv = self.attention.self.Wqkv(x).view(t, 3, self.heads, self.head_dim)
         q, k, v = qkv.unbind(1)
         a = varlen_attention(q, k, v, batch, backend, slopes=slopes)
-        out = self.attention.output
-        x = out.LayerNorm(out.dense(a.reshape(t, -1)) + x)
-        return self.mlp(x)
+        return post(a.reshape(t, -1), x, self.post_params(), self.mlp.inter, self.eps)
 
 
 class _Encoder(nn.Module):
@@ -161,12 +186,13 @@ class DnabertModel(nn.Module):
         self.embeddings = _Embeddings(cfg)
         self.encoder = _Encoder(cfg)
         self.register_buffer("slopes", alibi_slopes(cfg.num_attention_heads), persistent=False)
+        self.post = _post_attention  # replaced by a compiled version with ``compile``
 
     def forward(self, batch: PackedBatch, backend: str) -> torch.Tensor:
         """Last hidden states of every packed token, (T, hidden)."""
         x = self.embeddings(batch.input_ids)
         for layer in self.encoder.layer:
-            x = layer(x, batch, backend, self.slopes)
+            x = layer(x, batch, backend, self.slopes, self.post)
         return x
 
 
@@ -245,6 +271,7 @@ class DnabertEncoder:
         precision: str,
         backend: str,
         source: str = "",
+        compile: bool = False,
     ):
         self.spec, self.cfg, self.tokenizer, self.source = spec, cfg, tokenizer, source
         self.device = device
@@ -258,6 +285,11 @@ class DnabertEncoder:
         self.model.load_state_dict(weights, strict=True)
         self.model.to(device=device, dtype=self.dtype).eval().requires_grad_(False)
         self.model.slopes = alibi_slopes(cfg.num_attention_heads).to(device)  # stays fp32
+        self.compiled = bool(compile) and device.type == "cuda"
+        if compile and not self.compiled:
+            log.info("compile requested on %s: running eagerly", device.type)
+        if self.compiled:  # fuses GELU * gate, residual adds and LayerNorms; attention stays eager
+            self.model.post = torch.compile(_post_attention, dynamic=True)
         # The fp32 reference reuses the packed model's tensors when those are fp32 already.
         self._cpu_weights = None if self.dtype == torch.float32 else weights
         self._ref_weights: dict[str, torch.Tensor] | None = None
@@ -312,6 +344,7 @@ class DnabertEncoder:
             "vocab_size": c.vocab_size,
             "precision": self.precision,
             "attention_backend": self.backend,
+            "compiled": int(self.compiled),
             "pooling": "mean over all tokens incl. [CLS] and [SEP]",
             "weights_sha256_16": self.weights_digest,
             "device": str(self.device),
@@ -329,10 +362,17 @@ def _digest(weights: dict[str, torch.Tensor]) -> str:
 
 
 def load(
-    spec: str, device: str | torch.device = "cpu", precision: str = "fp32", backend: str = "auto"
+    spec: str,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    backend: str = "auto",
+    compile: bool = False,
 ) -> DnabertEncoder:
     """DNABERT-S from ``"tiny"``, a local Hugging Face-layout folder, or a hub name
-    (``"zhihan1996/DNABERT-S"``, fetched with ``huggingface_hub.snapshot_download``)."""
+    (``"zhihan1996/DNABERT-S"``, fetched with ``huggingface_hub.snapshot_download``).
+
+    ``compile`` (CUDA only) compiles the layers' post-attention part (one graph shared by all
+    layers, dynamic shapes) with ``torch.compile``; that takes a minute or so once per process."""
     if precision not in DTYPES:
         raise ValueError(f"precision must be one of {tuple(DTYPES)}, got {precision!r}")
     device = torch.device(device)
@@ -354,4 +394,6 @@ def load(
         raise ValueError(
             f"{spec}: tokenizer has {tokenizer.vocab_size} tokens, model only {cfg.vocab_size}"
         )
-    return DnabertEncoder(spec, cfg, weights, tokenizer, device, precision, backend, source)
+    return DnabertEncoder(
+        spec, cfg, weights, tokenizer, device, precision, backend, source, compile=compile
+    )

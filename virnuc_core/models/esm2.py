@@ -73,31 +73,13 @@ class PackedLayer(nn.Module):
 
     def forward(self, x, cos, sin, batch: PackedBatch, backend: str, compiled: bool = False):
         pre, post = compiled_ops() if compiled else (pre_attention, post_attention)
-        q, k, v = pre(
-            x,
-            cos,
-            sin,
-            self.attn_ln.weight,
-            self.attn_ln.bias,
-            self.qkv.weight,
-            self.qkv.bias,
-            self.heads,
-            self.eps,
-        )
+        ln1, ln2 = self.attn_ln, self.ffn_ln
+        qkv = (ln1.weight, ln1.bias, self.qkv.weight, self.qkv.bias)
+        q, k, v = pre(x, cos, sin, *qkv, self.heads, self.eps)
         attn = varlen_attention(q, k, v, batch, backend, scale=1.0)
-        return post(
-            x,
-            attn,
-            self.out.weight,
-            self.out.bias,
-            self.ffn_ln.weight,
-            self.ffn_ln.bias,
-            self.fc1.weight,
-            self.fc1.bias,
-            self.fc2.weight,
-            self.fc2.bias,
-            self.eps,
-        )
+        mlp = (self.out.weight, self.out.bias, ln2.weight, ln2.bias)
+        mlp += (self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
+        return post(x, attn, *mlp, self.eps)
 
 
 class PackedESM2(nn.Module):
