@@ -16,11 +16,16 @@ if not config:
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
+# The front page of `snakemake --report report.html`.
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/prepare.smk"
 include: "workflow/rules/embed.smk"
 include: "workflow/rules/validate.smk"
 include: "workflow/rules/predict.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

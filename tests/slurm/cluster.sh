@@ -73,8 +73,8 @@ do_install() {
     log "installed: $(slurmctld -V)"
 }
 
-is_ours() {  # pid: does the process carry our marker (not a recycled pid)?
-    tr '\0' '\n' 2>/dev/null <"/proc/$1/environ" | grep -qxF "$MARK"
+is_ours() {  # pid [marker]: does the process carry our marker (not a recycled pid)?
+    tr '\0' '\n' 2>/dev/null <"/proc/$1/environ" | grep -qxF "${2:-$MARK}"
 }
 
 pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null && is_ours "$(cat "$1")"; }
@@ -159,6 +159,13 @@ link_etc_conf() {
     if [ -L "$ETC_CONF" ]; then
         # a dangling link or a link to another cluster.sh config: replace it
         if [ ! -e "$ETC_CONF" ] || grep -q '^# written by tests/slurm/cluster.sh' "$ETC_CONF"; then
+            # ... unless that other cluster is still running: its jobs need the link
+            local other
+            other=$(dirname "$(dirname "$(readlink "$ETC_CONF")")")
+            if [ "$other" != "$DIR" ] && [ -f "$other/run/slurmctld.bg" ] &&
+                is_ours "$(cat "$other/run/slurmctld.bg")" "VIRNUC_SLURM_OWNER=$other"; then
+                die "another test cluster is running ($other) and owns $ETC_CONF; stop it first (cluster.sh stop $other)"
+            fi
             rm -f "$ETC_CONF"
         else
             die "$ETC_CONF links to a config that is not ours; not touching it"

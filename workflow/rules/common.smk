@@ -61,5 +61,12 @@ def all_outputs(wildcards):
             f"results/{s}/validation/summary.json",
             f"results/{s}/prediction_results.tsv",
             f"results/{s}/prediction_results_highestscore.tsv",
+            f"results/{s}/summary.tsv",
+            f"results/{s}/report/run_summary.html",
+            f"results/{s}/report/scores.png",
+            f"results/{s}/report/throughput.png",
+            f"results/{s}/report/throughput.html",
         ]
+        if config["viral_fasta"]:
+            outs.append(f"results/{s}/viral.fa")
     return outs

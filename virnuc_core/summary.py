@@ -1,0 +1,473 @@
+"""What a user reads after a run: per-read verdicts, viral reads, run summary, report figures.
+
+Per-read summary
+----------------
+:func:`summarize_reads` walks the input FASTA and ``prediction_results.tsv`` in lockstep. Reads
+are mapped to chunks forwards, never by parsing chunk ids backwards (a read id may itself hold
+``_chunk_``): read ``r`` of length ``n`` bases has ``max(1, ceil(n / L))`` chunks named
+``r_chunk_1`` ... (spec §1), and a frame belongs to the chunk ``frame_id[:-2]`` (spec §4). The
+frames file lists frames in input order (features and predictions keep the index order), so each
+read's frames are the rows that follow those of the read before it. A read with no kept frame has
+0 viral chunks and the score ``NA``: the classifier never saw it, so there is no score to report.
+
+Report pieces
+-------------
+:func:`write_run_summary_html` (sample totals, settings, the top reads), :func:`plot_scores`
+(frame and read score histograms) and the throughput functions (one row per embed shard, from
+the shard's HDF5 attributes, its job log's last ``progress:`` line and its benchmark file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import heapq
+import html
+import math
+import os
+import re
+import statistics
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import h5py
+
+from virnuc_core.fasta import FastaRecord, read_fasta
+from virnuc_core.files import atomic_path, atomic_writer
+
+SUMMARY_COLUMNS = (
+    "read_id", "length", "chunks", "frames", "viral_chunks", "viral", "max_virus_score",
+)  # fmt: skip
+PREDICTION_COLUMNS = ("Sequence_ID", "Prediction", "score1", "score2")
+HIGHEST_COLUMNS = ("Modified_ID", "Is_Virus")
+NA = "NA"
+FASTA_WIDTH = 60
+RERUN_HINT = "delete results/{sample}/ (or run snakemake with --forcerun index_fasta) and rerun"
+
+
+class SummaryError(ValueError):
+    """The prediction files do not fit the input FASTA; the message says what to do next."""
+
+
+def chunk_count(length: int, chunk_length: int) -> int:
+    """Chunks of a read (spec §1): ``ceil(length / L)``, and 1 for a read shorter than L."""
+    return max(1, math.ceil(length / chunk_length))
+
+
+@dataclass(frozen=True, slots=True)
+class ReadSummary:
+    """One row of summary.tsv. ``max_virus_score`` is the file's own text, None without frames."""
+
+    read_id: str
+    length: int
+    chunks: int
+    frames: int
+    viral_chunks: int
+    max_virus_score: str | None
+
+    @property
+    def viral(self) -> bool:
+        """Called viral: at least one chunk called viral."""
+        return self.viral_chunks > 0
+
+    def row(self) -> list[str]:
+        """The summary.tsv fields, in :data:`SUMMARY_COLUMNS` order."""
+        score = NA if self.max_virus_score is None else self.max_virus_score
+        cells = (self.length, self.chunks, self.frames, self.viral_chunks, self.viral, score)
+        return [self.read_id, *map(str, cells)]
+
+
+def _tsv_rows(path: str | os.PathLike, header: Sequence[str]) -> Iterator[list[str]]:
+    """Rows of a tab-separated file (csv quoting, as pandas writes) after checking its header."""
+    with open(path, newline="") as handle:
+        reader = csv.reader(handle, delimiter="\t")
+        first = next(reader, None)
+        if first is None or tuple(first) != tuple(header):
+            raise SummaryError(f"{path}: header is {first}, expected {list(header)}")
+        for lineno, row in enumerate(reader, 2):
+            if len(row) != len(header):
+                raise SummaryError(
+                    f"{path}: line {lineno} has {len(row)} fields, not {len(header)}"
+                )
+            yield row
+
+
+def read_chunk_verdicts(highest_tsv: str | os.PathLike) -> dict[str, bool]:
+    """Chunk id -> Is_Virus, from prediction_results_highestscore.tsv."""
+    return {cid: flag == "True" for cid, flag in _tsv_rows(highest_tsv, HIGHEST_COLUMNS)}
+
+
+def _read_frames(
+    read: FastaRecord, chunk_length: int, rows: Iterator[list[str]], pending: list[str] | None
+) -> tuple[set[str], list[list[str]], list[str] | None]:
+    """The read's chunk ids and its prediction rows; returns the first row of a later read."""
+    chunks = {
+        f"{read.id}_chunk_{k}" for k in range(1, chunk_count(len(read.seq), chunk_length) + 1)
+    }
+    mine: list[list[str]] = []
+    row = pending if pending is not None else next(rows, None)
+    while row is not None and row[0][:-2] in chunks:
+        mine.append(row)
+        row = next(rows, None)
+    return chunks, mine, row
+
+
+def summarize_reads(
+    fasta: str | os.PathLike,
+    chunk_length: int,
+    predictions_tsv: str | os.PathLike,
+    highest_tsv: str | os.PathLike,
+) -> Iterator[tuple[FastaRecord, ReadSummary]]:
+    """Each input read with its summary row, in input order (see the module docstring).
+
+    Raises :class:`SummaryError` when a prediction row or chunk verdict matches no read.
+    """
+    verdicts = read_chunk_verdicts(highest_tsv)
+    rows = _tsv_rows(predictions_tsv, PREDICTION_COLUMNS)
+    pending: list[str] | None = None
+    for read in read_fasta(fasta):
+        chunks, mine, pending = _read_frames(read, chunk_length, rows, pending)
+        framed = {row[0][:-2] for row in mine}
+        missing = framed.difference(verdicts)
+        if missing:
+            raise SummaryError(
+                f"{highest_tsv}: no verdict for chunk {sorted(missing)[0]!r}; the two prediction "
+                "files disagree: delete them and rerun (rule predict)"
+            )
+        best = max(mine, key=lambda row: float(row[3]), default=None)
+        score = None if best is None else best[3]
+        viral = sum(verdicts.pop(c) for c in framed)
+        yield read, ReadSummary(read.id, len(read.seq), len(chunks), len(mine), viral, score)
+    leftover = pending[0] if pending is not None else next(iter(verdicts), None)
+    if leftover is not None:
+        raise SummaryError(
+            f"{predictions_tsv} or {highest_tsv}: {leftover!r} belongs to no read of {fasta} (in "
+            f"input order): the predictions were made from other reads; {RERUN_HINT}"
+        )
+
+
+@dataclass
+class SampleTotals:
+    """Counts over a sample's reads, and the reads with the highest virus scores."""
+
+    reads: int = 0
+    chunks: int = 0
+    frames: int = 0
+    viral_chunks: int = 0
+    viral_reads: int = 0
+    reads_without_frames: int = 0
+    top: list[tuple[float, int, ReadSummary]] = field(default_factory=list, repr=False)
+
+    def add(self, read: ReadSummary, keep: int = 20) -> None:
+        """Count one read; keep it among the ``keep`` best-scored reads."""
+        self.reads += 1
+        self.chunks += read.chunks
+        self.frames += read.frames
+        self.viral_chunks += read.viral_chunks
+        self.viral_reads += read.viral
+        if read.max_virus_score is None:
+            self.reads_without_frames += 1
+            return
+        item = (float(read.max_virus_score), -self.reads, read)  # ties: earlier read first
+        (heapq.heappush if len(self.top) < keep else heapq.heappushpop)(self.top, item)
+
+    def best(self) -> list[ReadSummary]:
+        """The kept reads, highest score first."""
+        return [item[2] for item in sorted(self.top, key=lambda t: t[:2], reverse=True)]
+
+
+def _write_fasta_record(handle, read: FastaRecord, summary: ReadSummary) -> None:
+    score = summary.max_virus_score or NA
+    handle.write(
+        f">{read.id} viral_chunks={summary.viral_chunks}/{summary.chunks} max_virus_score={score}\n"
+    )
+    for start in range(0, len(read.seq), FASTA_WIDTH):
+        handle.write(read.seq[start : start + FASTA_WIDTH] + "\n")
+
+
+def write_read_outputs(
+    reads: Iterable[tuple[FastaRecord, ReadSummary]],
+    summary_tsv: str | os.PathLike,
+    viral_fasta: str | os.PathLike | None = None,
+) -> SampleTotals:
+    """Write summary.tsv (and viral.fa, the reads with a viral chunk, when asked); totals."""
+    totals = SampleTotals()
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(atomic_writer(summary_tsv))
+        fa = stack.enter_context(atomic_writer(viral_fasta)) if viral_fasta else None
+        out.write("\t".join(SUMMARY_COLUMNS) + "\n")
+        for read, summary in reads:
+            totals.add(summary)
+            out.write("\t".join(summary.row()) + "\n")
+            if fa is not None and summary.viral:
+                _write_fasta_record(fa, read, summary)
+    return totals
+
+
+# --------------------------------------------------------------------------------------------
+# Run summary (HTML, shown in the Snakemake report)
+
+_CSS = (
+    "body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;"
+    "margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .7em;text-align:left}"
+    "th{background:#eef}td.n{text-align:right}.warn{color:#a00;font-weight:bold}"
+)
+
+
+def html_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """A plain HTML table; cells are escaped, numbers right-aligned."""
+
+    def cell(value: object) -> str:
+        num = isinstance(value, int | float) and not isinstance(value, bool)
+        return f"<td{' class=n' if num else ''}>{html.escape(str(value))}</td>"
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(map(cell, row)) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def html_page(title: str, body: str) -> str:
+    """A self-contained HTML page (inline style, no scripts)."""
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>\n"
+    )
+
+
+def _pct(part: int, whole: int) -> str:
+    return f"{part:,} ({100 * part / whole:.1f}%)" if whole else f"{part:,}"
+
+
+def check_counts(totals: SampleTotals, counts: Mapping[str, int], sample: str) -> None:
+    """frames.counts.json (from index_fasta) must agree with what the summary counted."""
+    for key in ("reads", "chunks", "frames"):
+        if counts.get(key) != getattr(totals, key):
+            raise SummaryError(
+                f"frames.counts.json has {key}={counts.get(key)} but the FASTA and predictions "
+                f"give {getattr(totals, key)}: the inputs changed since index_fasta ran; "
+                + RERUN_HINT.format(sample=sample)
+            )
+
+
+def write_run_summary_html(
+    path: str | os.PathLike,
+    sample: str,
+    totals: SampleTotals,
+    frames_virus: int,
+    settings: Mapping[str, object],
+) -> None:
+    """The sample's run summary: counts, verdict totals, settings and the top-scored reads."""
+    t = totals
+    counts = [
+        ("reads", f"{t.reads:,}"),
+        ("chunks", f"{t.chunks:,}"),
+        ("frames kept (stop-free)", f"{t.frames:,}"),
+        ("frames called virus", _pct(frames_virus, t.frames)),
+        ("chunks called viral", _pct(t.viral_chunks, t.chunks)),
+        ("reads called viral (any chunk viral)", _pct(t.viral_reads, t.reads)),
+        ("reads with no kept frame (not scored)", _pct(t.reads_without_frames, t.reads)),
+    ]
+    body = "<h2>Counts</h2>" + html_table(("", "value"), counts)
+    if any(str(v) == "tiny" for v in settings.values()):
+        body += "<p class=warn>Tiny random models (demo): these predictions are meaningless.</p>"
+    body += "<h2>Settings</h2>" + html_table(("setting", "value"), settings.items())
+    top = [(r.read_id, r.length, r.chunks, r.viral_chunks, r.max_virus_score) for r in t.best()]
+    body += f"<h2>Top {len(top)} reads by virus score</h2>" + html_table(
+        ("read", "length", "chunks", "viral chunks", "max virus score"), top
+    )
+    with atomic_writer(path) as out:
+        out.write(html_page(f"Run summary: {sample}", body))
+
+
+def count_virus_frames(predictions_tsv: str | os.PathLike) -> int:
+    """Frames whose Prediction is ``virus``."""
+    return sum(row[1] == "virus" for row in _tsv_rows(predictions_tsv, PREDICTION_COLUMNS))
+
+
+def run_settings(features_h5: str | os.PathLike, chunk_length: int, classifier: str) -> dict:
+    """The settings a reader of the summary needs, from features.h5's attributes."""
+    with h5py.File(features_h5, "r") as f:
+        attrs = dict(f.attrs)
+    out: dict[str, object] = {"chunk length": chunk_length, "classifier": classifier}
+    for model in ("dnabert", "esm"):
+        for key in ("model_spec", "precision", "encoder.attention_backend"):
+            if f"{model}.{key}" in attrs:
+                out[f"{model} {key.removeprefix('encoder.')}"] = str(attrs[f"{model}.{key}"])
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Figures
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on cluster nodes
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save_figure(fig, path: str | os.PathLike) -> None:
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    _pyplot().close(fig)
+
+
+def plot_scores(
+    predictions_tsv: str | os.PathLike, summary_tsv: str | os.PathLike, path: str | os.PathLike
+) -> None:
+    """Histograms of P(virus): per frame (prediction_results) and per read (summary.tsv max)."""
+    frames = [float(row[3]) for row in _tsv_rows(predictions_tsv, PREDICTION_COLUMNS)]
+    reads = [float(row[-1]) for row in _tsv_rows(summary_tsv, SUMMARY_COLUMNS) if row[-1] != NA]
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=100)
+    panels = ((frames, "frames", "P(virus) of each kept frame"), (reads, "reads", "max P(virus)"))
+    for ax, (values, what, xlabel) in zip(axes, panels, strict=True):
+        ax.hist(values, bins=50, range=(0, 1), color="#4C72B0")
+        ax.axvline(0.5, color="#C44E52", linestyle="--", linewidth=1)
+        ax.set(xlabel=xlabel, ylabel=what, title=f"{len(values):,} {what}", xlim=(0, 1))
+    _save_figure(fig, path)
+
+
+# --------------------------------------------------------------------------------------------
+# Embedding throughput per shard
+
+_PROGRESS = re.compile(
+    r"progress: (\d+)/(\d+) records \([\d.]+%\), ([\d,.]+) tokens/s, ([\d,.]+) records/s"
+)
+_DEVICE = re.compile(r"\bdevice (\S+) \(([^,()]*), GPU index ([^)]*)\)")
+
+
+@dataclass(frozen=True)
+class ShardThroughput:
+    """One embed job. Rates come from its log (the embedding loop, model load excluded), wall
+    time and peak memory from its benchmark file (whole job); None where a file is missing."""
+
+    model: str
+    shard: int
+    device: str  # the GPU's name, or cpu (the shard's HDF5 attribute)
+    torch_device: str  # e.g. cuda:1, and how it was chosen (log)
+    records: int
+    tokens_per_s: float | None
+    records_per_s: float | None
+    wall_s: float | None
+    max_rss_mb: float | None
+
+    @property
+    def records_per_wall_s(self) -> float | None:
+        """Records over the job's whole wall time (load and writing included)."""
+        return self.records / self.wall_s if self.wall_s else None
+
+
+THROUGHPUT_COLUMNS = (*(f.name for f in fields(ShardThroughput)), "records_per_wall_s")
+
+
+def parse_embed_log(text: str) -> dict[str, object]:
+    """tokens/s and records/s of the last ``progress:`` line, and the device line, of a log."""
+    out: dict[str, object] = {"tokens_per_s": None, "records_per_s": None, "torch_device": NA}
+    progress = _PROGRESS.findall(text)
+    if progress:
+        out["tokens_per_s"] = float(progress[-1][2].replace(",", ""))
+        out["records_per_s"] = float(progress[-1][3].replace(",", ""))
+    device = _DEVICE.findall(text)
+    if device:
+        name, source, index = device[-1]
+        out["torch_device"] = name if source == "cpu" else f"{name} ({source}, GPU {index})"
+    return out
+
+
+def read_benchmark(path: str | os.PathLike) -> tuple[float | None, float | None]:
+    """(wall seconds, peak RSS in MB) of a Snakemake benchmark file; means over repeats."""
+    try:
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle, delimiter="\t"))
+    except FileNotFoundError:
+        return None, None
+
+    def mean(key: str) -> float | None:
+        values = [float(r[key]) for r in rows if r.get(key) not in (None, "", NA, "-")]
+        return statistics.fmean(values) if values else None
+
+    return mean("s"), mean("max_rss")
+
+
+def embed_jobs(
+    sample: str, models: Sequence[str], shards: int, patterns: Mapping[str, str]
+) -> list[dict]:
+    """Each embed job's model, shard and files: ``patterns`` (h5, log, benchmark, with
+    ``{sample}``, ``{model}`` and ``{i}`` as in rule embed_shard) filled in."""
+    return [
+        {
+            "model": m,
+            "shard": i,
+            **{k: p.format(sample=sample, model=m, i=i) for k, p in patterns.items()},
+        }
+        for m in models
+        for i in range(shards)
+    ]
+
+
+def shard_throughput(
+    model: str, shard: int, shard_h5: str | os.PathLike, log: str | os.PathLike, benchmark: str
+) -> ShardThroughput:
+    """The throughput row of one embed job; a missing log or benchmark gives None values."""
+    with h5py.File(shard_h5, "r") as f:
+        records = int(f["records"].shape[0])
+        device = str(f.attrs.get("device", NA))
+    text = Path(log).read_text(errors="replace") if os.path.exists(log) else ""
+    wall, rss = read_benchmark(benchmark)
+    return ShardThroughput(
+        model, shard, device, records=records, wall_s=wall, max_rss_mb=rss, **parse_embed_log(text)
+    )
+
+
+def _fmt(value: object) -> object:
+    if value is None:
+        return NA
+    return round(value, 1) if isinstance(value, float) else value
+
+
+def throughput_rows(rows: Sequence[ShardThroughput]) -> list[list[object]]:
+    """Table rows in :data:`THROUGHPUT_COLUMNS` order, numbers rounded, None as NA."""
+    return [[_fmt(v) for v in (*asdict(r).values(), r.records_per_wall_s)] for r in rows]
+
+
+def write_throughput(
+    rows: Sequence[ShardThroughput], sample: str, tsv: str | os.PathLike, page: str | os.PathLike
+) -> None:
+    """throughput.tsv (machine-readable) and throughput.html (for the report)."""
+    table = throughput_rows(rows)
+    with atomic_writer(tsv) as out:
+        out.write("\t".join(THROUGHPUT_COLUMNS) + "\n")
+        out.writelines("\t".join(map(str, r)) + "\n" for r in table)
+    note = (
+        "<p>tokens/s and records/s: the embedding loop, from each job's last progress line. "
+        "wall_s and max_rss_mb: the whole job (model loading included), from its benchmark "
+        "file. NA: the job's log or benchmark file is missing.</p>"
+    )
+    with atomic_writer(page) as out:
+        out.write(
+            html_page(
+                f"Embedding throughput: {sample}", note + html_table(THROUGHPUT_COLUMNS, table)
+            )
+        )
+
+
+def plot_throughput(rows: Sequence[ShardThroughput], path: str | os.PathLike) -> None:
+    """Bar charts of tokens/s and records/s per shard, one colour per model."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=100)
+    labels = [f"{r.model} {r.shard}" for r in rows]
+    colours = ["#4C72B0" if r.model == "dnabert" else "#55A868" for r in rows]
+    for ax, key in zip(axes, ("tokens_per_s", "records_per_s"), strict=True):
+        values = [getattr(r, key) or 0.0 for r in rows]
+        ax.bar(range(len(rows)), values, color=colours)
+        ax.set_xticks(range(len(rows)), labels, rotation=45, ha="right", fontsize=8)
+        ax.set(ylabel=key.replace("_per_s", "/s"), title=key.replace("_per_s", " per second"))
+    devices = sorted({r.device for r in rows})
+    fig.suptitle(f"Embedding throughput per shard ({', '.join(devices)})", fontsize=10)
+    _save_figure(fig, path)
