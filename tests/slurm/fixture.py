@@ -10,8 +10,10 @@ The fixture
     VIRNUC_SLURM_NO_INSTALL=1 to forbid that); skips the test, with the reason,
     only where the binaries are missing and cannot be installed;
   * starts munged + slurmctld + slurmd (state in $VIRNUC_SLURM_DIR, default
-    /tmp/virnuc-slurm), or reuses a cluster that cluster.sh already started
-    there (then it also leaves it running at the end);
+    /tmp/virnuc-slurm) with $VIRNUC_SLURM_FAKE_GPUS fake GPUs (default 2, so
+    that rules with ``resources: gpu=1`` are scheduled), or reuses a cluster
+    that cluster.sh already started there (then it also leaves it running at
+    the end; ``SlurmCluster.gpus()`` says how many GPUs that one declares);
   * exports SLURM_CONF for the session and stops everything it started.
 
 A cluster that is installed but does not come up is a test failure, not a skip.
@@ -30,6 +32,7 @@ import pytest
 CLUSTER_SH = Path(__file__).with_name("cluster.sh")
 SLURM_BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scontrol", "srun")
 DEBIAN_PACKAGES = "slurmctld slurmd slurm-client munge"
+DEFAULT_FAKE_GPUS = "2"
 
 
 @dataclass
@@ -60,17 +63,40 @@ class SlurmCluster:
             if line.strip()
         ]
 
+    def show_job(self, job_id: str) -> dict[str, str]:
+        """``scontrol show job`` as a dict (``TresPerJob``, ``JobState``, ``Comment``, ...)."""
+        out = self._query(["scontrol", "--oneliner", "show", "job", job_id])
+        # values never hold spaces here except Command/WorkDir-like keys we do not read
+        return dict(f.split("=", 1) for f in out.split() if "=" in f)
+
+    def gpus(self) -> int:
+        """GPUs (gres ``gpu``) the node declares: 0 where the cluster has none."""
+        gres = self._query(["sinfo", "--noheader", "--Node", "--format=%G"]).strip()
+        for item in gres.split(","):
+            parts = item.split("(")[0].split(":")  # gpu:2, gpu:a100:2, gpu:2(S:0)
+            if parts[0] == "gpu" and parts[-1].isdigit():
+                return int(parts[-1])
+        return 0
+
+    def _query(self, cmd: list[str]) -> str:
+        return subprocess.run(
+            cmd, env=self.env, capture_output=True, text=True, check=True, timeout=30
+        ).stdout
+
 
 def _missing_binaries() -> list[str]:
     return [b for b in SLURM_BINARIES if shutil.which(b) is None]
 
 
 def _run(cmd: str, state_dir: Path, timeout: int) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env.setdefault("VIRNUC_SLURM_FAKE_GPUS", DEFAULT_FAKE_GPUS)
     return subprocess.run(
         ["bash", str(CLUSTER_SH), cmd, str(state_dir)],
         capture_output=True,
         text=True,
         timeout=timeout,
+        env=env,
     )
 
 

@@ -1,0 +1,281 @@
+"""What the user sees: summary.tsv, viral.fa, the Snakemake report, rendered in Chromium.
+
+The workflow tests run the demo once (module scope), check the per-read summary against the
+prediction files read independently here (Biopython for the FASTA, the chunk rule of spec §1
+written out again), build ``snakemake --report`` and open it in headless Chromium.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+from Bio import SeqIO
+from PIL import Image
+
+from tests.workflow_helpers import DEMO_READS, run_snakemake, write_config
+from virnuc_core import summary
+from virnuc_core.classify import write_predictions
+
+SAMPLE = "results/demo"
+REPORT_RESULTS = {
+    "dnabert.png": "Validation",
+    "esm.png": "Validation",
+    "scores.png": "Predictions",
+    "throughput.png": "Throughput",
+    "throughput.html": "Throughput",
+    "run_summary.html": "Run summary",
+}
+CHROMIUM_FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--virtual-time-budget=10000", "--window-size=1400,1800",
+)  # fmt: skip
+
+
+def _tsv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))
+
+
+def expected_summary(fasta: Path, chunk_length: int, predictions: Path, highest: Path) -> list:
+    """The summary rows computed independently of virnuc_core (forward chunk-id mapping)."""
+    owner, reads = {}, []
+    for rec in SeqIO.parse(fasta, "fasta"):
+        n = max(1, math.ceil(len(rec.seq) / chunk_length))
+        owner.update({f"{rec.id}_chunk_{k}": rec.id for k in range(1, n + 1)})
+        reads.append((rec.id, len(rec.seq), n))
+    frames, best = defaultdict(int), {}
+    for row in _tsv(predictions):
+        read = owner[row["Sequence_ID"][:-2]]
+        frames[read] += 1
+        if read not in best or float(row["score2"]) > float(best[read]):
+            best[read] = row["score2"]
+    viral = defaultdict(int)
+    for row in _tsv(highest):
+        viral[owner[row["Modified_ID"]]] += row["Is_Virus"] == "True"
+    return [
+        [rid, str(length), str(n), str(frames[rid]), str(viral[rid]), str(viral[rid] > 0),
+         best.get(rid, "NA")]
+        for rid, length, n in reads
+    ]  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# Unit tests (no workflow)
+
+
+def test_summary_maps_reads_forward_even_with_chunk_in_ids(tmp_path):
+    # "x_chunk_1" is a read id; read "x" also has a chunk "x_chunk_1". Parsing ids backwards
+    # would merge them; "y" has no kept frame.
+    fasta = tmp_path / "reads.fa"
+    fasta.write_text(">x\n" + "A" * 900 + "\n>x_chunk_1\n" + "C" * 120 + "\n>y\nGGGG\n")
+    ids = ["x_chunk_1F1", "x_chunk_1R2", "x_chunk_2F3", "x_chunk_1_chunk_1F2"]
+    scores = np.array([[0.6, 0.4], [0.7, 0.3], [0.2, 0.8], [0.1, 0.9]], dtype=np.float32)
+    pred, high = tmp_path / "p.tsv", tmp_path / "h.tsv"
+    write_predictions(ids, scores, pred, high)
+    got = list(summary.summarize_reads(fasta, 500, pred, high))
+    rows = [s.row() for _, s in got]
+    assert rows == expected_summary(fasta, 500, pred, high)
+    assert rows == [
+        ["x", "900", "2", "3", "1", "True", "0.8"],
+        ["x_chunk_1", "120", "1", "1", "1", "True", "0.9"],
+        ["y", "4", "1", "0", "0", "False", "NA"],
+    ]
+    totals = summary.write_read_outputs(got, tmp_path / "s.tsv", tmp_path / "v.fa")
+    assert (totals.reads, totals.chunks, totals.frames, totals.viral_reads) == (3, 4, 4, 2)
+    assert [r.id for r in SeqIO.parse(tmp_path / "v.fa", "fasta")] == ["x", "x_chunk_1"]
+
+
+def test_summary_refuses_predictions_of_other_reads(tmp_path):
+    fasta = tmp_path / "reads.fa"
+    fasta.write_text(">a\nACGT\n")
+    pred, high = tmp_path / "p.tsv", tmp_path / "h.tsv"
+    write_predictions(["b_chunk_1F1"], np.array([[0.5, 0.5]], np.float32), pred, high)
+    with pytest.raises(summary.SummaryError, match="belongs to no read.*rerun"):
+        list(summary.summarize_reads(fasta, 500, pred, high))
+
+
+def test_throughput_parsing_of_a_gpu_log(tmp_path):
+    log = (
+        "x virnuc.embed INFO device cuda:1 (lock, GPU index 1)\n"
+        "x virnuc.embed INFO progress: 50/97 records (51.5%), 1,000 tokens/s, 9.5 records/s\n"
+        "x virnuc.embed INFO progress: 97/97 records (100.0%), 23,363 tokens/s, 159.8 records/s,"
+        " ETA 0 s\n"
+    )
+    assert summary.parse_embed_log(log) == {
+        "tokens_per_s": 23363.0, "records_per_s": 159.8, "torch_device": "cuda:1 (lock, GPU 1)",
+    }  # fmt: skip
+    bench = tmp_path / "b.tsv"
+    bench.write_text("s\th:m:s\tmax_rss\n2.0\t0:00:02\t100\n4.0\t0:00:04\t300\n")
+    assert summary.read_benchmark(bench) == (3.0, 200.0)
+    assert summary.read_benchmark(tmp_path / "missing.tsv") == (None, None)
+
+
+# --------------------------------------------------------------------------------------------
+# Workflow tests
+
+
+@pytest.fixture(scope="module")
+def demo_report(tmp_path_factory) -> Path:
+    """One demo run (viral_fasta on, as in config/demo.yaml) and its report.html."""
+    work = tmp_path_factory.mktemp("report")
+    write_config(work, viral_fasta=True)
+    run_snakemake(work)
+    run_snakemake(work, "--report", str(work / "report.html"))
+    return work
+
+
+@pytest.mark.workflow
+def test_summary_tsv_matches_the_prediction_files(demo_report):
+    s = demo_report / SAMPLE
+    lines = (s / "summary.tsv").read_text().splitlines()
+    assert lines[0].split("\t") == list(summary.SUMMARY_COLUMNS)
+    rows = [line.split("\t") for line in lines[1:]]
+    expected = expected_summary(
+        DEMO_READS, 500, s / "prediction_results.tsv", s / "prediction_results_highestscore.tsv"
+    )
+    assert rows == expected
+    counts = json.loads((s / "frames.counts.json").read_text())
+    assert len(rows) == counts["reads"] == 40
+    assert sum(int(r[2]) for r in rows) == counts["chunks"]
+    assert sum(int(r[3]) for r in rows) == counts["frames"]
+    # The demo has both kinds of reads: scored ones and ones with no kept frame.
+    assert any(r[6] == "NA" for r in rows) and any(r[6] != "NA" for r in rows)
+
+
+@pytest.mark.workflow
+def test_viral_fasta_holds_the_reads_with_a_viral_chunk(demo_report):
+    rows = _tsv(demo_report / SAMPLE / "summary.tsv")
+    viral = {r["read_id"]: r for r in rows if int(r["viral_chunks"]) > 0}
+    inputs = {r.id: str(r.seq) for r in SeqIO.parse(DEMO_READS, "fasta")}
+    out = list(SeqIO.parse(demo_report / SAMPLE / "viral.fa", "fasta"))
+    assert [r.id for r in out] == [rid for rid in inputs if rid in viral] and out
+    for rec in out:
+        assert str(rec.seq) == inputs[rec.id]
+        row = viral[rec.id]
+        assert f"viral_chunks={row['viral_chunks']}/{row['chunks']}" in rec.description
+
+
+@pytest.mark.workflow
+def test_report_embeds_every_result(demo_report):
+    by_name = _report_results((demo_report / "report.html").read_text())
+    assert set(by_name) == set(REPORT_RESULTS)
+    for name, (path, entry) in by_name.items():
+        assert entry["caption"].strip(), f"{name} has no caption"
+        data = base64.b64decode(entry["data_uri"].split("base64,", 1)[1])
+        assert data == (demo_report / path).read_bytes()  # self-contained: the file itself
+    table = (demo_report / SAMPLE / "report/throughput.tsv").read_text().splitlines()
+    assert len(table) == 1 + 2 * 2  # 2 models x 2 shards
+    assert all("NA" not in row.split("\t") for row in table[1:])  # every log and benchmark read
+
+
+def _report_results(html: str) -> dict[str, tuple[str, dict]]:
+    """Result name -> (path, entry) of the report's embedded ``results`` object."""
+    start = re.search(r"var results\s*=\s*(?=\{)", html).end()  # not the JS libraries' own
+    results, _ = json.JSONDecoder().raw_decode(html, start)
+    return {entry["name"]: (path, entry) for path, entry in results.items()}
+
+
+def _chromium() -> str:
+    """The Chromium binary; installed with apt where this runs as root, else the test skips."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found:
+        return found
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        pytest.skip("chromium is not installed and this is not root with apt-get to install it")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]
+    if subprocess.run(install, env=env, capture_output=True, timeout=900).returncode != 0:
+        subprocess.run(["apt-get", "update"], env=env, capture_output=True, timeout=900)
+        subprocess.run(install, env=env, capture_output=True, timeout=900)
+    found = shutil.which("chromium")
+    if not found:
+        pytest.skip("chromium could not be installed with apt-get (offline?)")
+    return found
+
+
+def _open_in_chromium(html: Path, shot: Path, profile: Path) -> str:
+    """Screenshot the page after its scripts ran; return the DOM as the browser built it."""
+    proc = subprocess.run(
+        [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={shot}",
+         "--dump-dom", html.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0 and shot.exists(), proc.stderr[-2000:]
+    return proc.stdout
+
+
+def _showing(report: str, name: str, category: str, kind: str) -> str:
+    """The report with a script that opens one result, as a click in its menu would, and then
+    records the shown image's decoded size (or "html") on <body data-virnuc-shown>."""
+    script = f"""<script>
+window.addEventListener("load", function () {{ setTimeout(function () {{
+  var key = Object.keys(results).find(function (k) {{ return results[k].name === "{name}"; }});
+  app.setView({{navbarMode: "subcategory", category: "{category}", subcategory: "Other",
+               content: "{kind}", contentPath: results[key].data_uri, resultPath: key}});
+  setTimeout(function () {{
+    var shown = document.querySelector("#app img[src^='data:image/png']");
+    var frame = document.querySelector("#app iframe[src^='data:text/html']");
+    document.body.setAttribute("data-virnuc-shown",
+      shown ? shown.naturalWidth + "x" + shown.naturalHeight : (frame ? "html" : "none"));
+  }}, 500);
+}}, 500); }});
+</script>"""
+    end = report.rindex("</body>")
+    return report[:end] + script + report[end:]
+
+
+def _dark_pixels(png: Path, left: int = 0) -> int:
+    """Pixels darker than light grey, right of column ``left``."""
+    with Image.open(png) as image:
+        pixels = np.asarray(image.convert("RGB"))[:, left:]
+    return int((pixels.min(axis=2) < 200).sum())
+
+
+def _assert_shows(shot: Path, what: str, original: Path | None = None) -> None:
+    """Right of the report's menu (500 px, the same on every view), the screenshot shows the
+    figure (at least 80% of its dark pixels: axes, bars, text) or, for a page, some text."""
+    dark = _dark_pixels(shot, left=500)
+    want = 0.8 * _dark_pixels(original) if original else 2000
+    assert dark >= want, f"{what}: {dark} dark pixels in the screenshot, expected >= {want:.0f}"
+
+
+@pytest.mark.workflow
+def test_report_renders_in_chromium(demo_report, tmp_path):
+    report = demo_report / "report.html"
+    dom = _open_in_chromium(report, tmp_path / "front.png", tmp_path / "p0")
+    text = re.sub(r"<[^>]+>", " ", dom)
+    assert "virnuc run report" in text and "Where to look" in text
+    for category in set(REPORT_RESULTS.values()):
+        assert category in text, f"category {category!r} missing from the rendered menu"
+    _assert_shows(tmp_path / "front.png", "the front page")  # text and rule graph
+
+    source = report.read_text()
+    paths = {name: path for name, (path, _) in _report_results(source).items()}
+    for name, category in REPORT_RESULTS.items():
+        kind = "html" if name.endswith(".html") else "img"
+        page = tmp_path / f"{name}.html"
+        page.write_text(_showing(source, name, category, kind))
+        shot = tmp_path / f"{name}.png"
+        dom = _open_in_chromium(page, shot, tmp_path / f"p_{name}")
+        shown = re.search(r'data-virnuc-shown="([^"]*)"', dom).group(1)
+        original = demo_report / paths[name] if kind == "img" else None
+        if original:
+            with Image.open(original) as image:
+                assert shown == f"{image.width}x{image.height}", name
+        else:
+            assert shown == "html", name
+        _assert_shows(shot, name, original)
+        if name == "run_summary.html" and os.environ.get("VIRNUC_REPORT_SCREENSHOT"):
+            shutil.copy(shot, os.environ["VIRNUC_REPORT_SCREENSHOT"])
