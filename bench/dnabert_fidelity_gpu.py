@@ -3,7 +3,7 @@
 Full-size DNABERT-S architecture (12 layers, 768 wide, 12 heads, intermediate 3072, vocab 4096)
 with seeded random weights, and a BPE tokenizer of vocab 4096 trained in code (``tokenizers``) on
 seeded random DNA (see virnuc_core/models/dnabert_tiny.py). Frames are random DNA of 300-500 bases;
-with this tokenizer they are about 70-110 tokens each ([CLS] and [SEP] included), somewhat fewer
+with this tokenizer they are 60-113 tokens each (mean 85; [CLS] and [SEP] included), somewhat fewer
 than the real DNABERT-S tokenizer gives on real DNA (~100-130 per 500 bases), as random DNA
 compresses differently.
 

@@ -3,8 +3,8 @@
 Full-size DNABERT-S architecture with seeded random weights (speed does not depend on the values)
 and a BPE tokenizer of vocab 4096 trained in code on seeded random DNA. Frames are random DNA of
 300-500 bases (like the spec's 500-base chunks). The real tokenizer gives ~100-130 tokens per
-500 bases of real DNA; this random one gives ~70-110 per frame ([CLS] and [SEP] included), so
-frames/s here run a little faster than on real data; tokens/s and MFU carry over.
+500 bases of real DNA; this random one gives 60-113 per frame (mean 85; [CLS] and [SEP]
+included), so frames/s here run faster than on real data; tokens/s and MFU carry over.
 
 Modes, all in one run:
 

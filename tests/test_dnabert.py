@@ -142,6 +142,7 @@ def test_contract_attributes(enc):
     assert d["precision"] == "fp32" and d["dim"] == enc.dim
     # reduced precision is a GPU thing: on the CPU fp32 is used
     assert dnabert.load("tiny", precision="bf16").dtype == torch.float32
+    assert dnabert.load("tiny", compile=True).compiled is False  # CUDA only
 
 
 def test_bin_with_prefix_and_extra_keys_loads(tmp_path, enc):

@@ -244,9 +244,9 @@ def _dark_pixels(png: Path, left: int = 0) -> int:
 
 
 def _assert_shows(shot: Path, what: str, original: Path | None = None) -> None:
-    """Right of the report's menu (500 px, the same on every view), the screenshot shows the
+    """Right of the report's menu (360 px, the same on every view), the screenshot shows the
     figure (at least 80% of its dark pixels: axes, bars, text) or, for a page, some text."""
-    dark = _dark_pixels(shot, left=500)
+    dark = _dark_pixels(shot, left=360)
     want = 0.8 * _dark_pixels(original) if original else 2000
     assert dark >= want, f"{what}: {dark} dark pixels in the screenshot, expected >= {want:.0f}"
 

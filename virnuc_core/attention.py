@@ -126,41 +126,39 @@ def _loop(q, k, v, batch, slopes, scale):
     return out
 
 
-def _padded_index(batch: PackedBatch) -> torch.Tensor:
-    """Flat index of each packed token in a dense (n * max_len) layout."""
-    return batch.seq_ids * batch.max_seqlen + batch.positions
+def _padded_layout(batch: PackedBatch, slopes, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat index of each token in a dense (n * max_len) layout, and the additive bias
+    (padded keys -inf, plus ALiBi): built once per batch, shared by every layer."""
+    key = ("padded", dtype, slopes is not None)
+    if key not in batch.cache:
+        n, m = batch.num_seqs, batch.max_seqlen
+        index = batch.seq_ids * m + batch.positions
+        keep = torch.zeros(n * m, dtype=torch.bool, device=index.device)
+        keep[index] = True
+        bias = torch.zeros(n, 1, 1, m, dtype=dtype, device=index.device)
+        bias.masked_fill_(~keep.view(n, 1, 1, m), float("-inf"))
+        if slopes is not None:
+            bias = bias + _alibi_bias(slopes, m, index.device).to(dtype)[None]
+        batch.cache[key] = (index, bias)
+    return batch.cache[key]
 
 
 def _padded(q, k, v, batch, slopes, scale):
     n, m = batch.num_seqs, batch.max_seqlen
     heads, dim = q.shape[1], q.shape[2]
-    index = _padded_index(batch)
+    index, bias = _padded_layout(batch, slopes, q.dtype)
 
     def dense(t):
-        buf = t.new_zeros(n * m, heads, dim)
-        buf[index] = t
+        buf = t.new_zeros(n * m, heads, dim).index_copy_(0, index, t)
         return buf.view(n, m, heads, dim).transpose(1, 2)  # (n, H, m, D)
 
-    keep = torch.zeros(n * m, dtype=torch.bool, device=q.device)
-    keep[index] = True
-    # Padded keys get -inf; padded queries see real keys only and are dropped afterwards.
-    bias = torch.zeros(n, 1, 1, m, dtype=q.dtype, device=q.device)
-    bias.masked_fill_(~keep.view(n, 1, 1, m), float("-inf"))
-    if slopes is not None:
-        bias = bias + _alibi_bias(slopes, m, q.device).to(q.dtype)[None]
+    # Padded queries see real keys only (no NaN) and are dropped by the gather below.
     out = F.scaled_dot_product_attention(dense(q), dense(k), dense(v), attn_mask=bias, scale=scale)
-    return out.transpose(1, 2).reshape(n * m, heads, dim)[index]
+    return out.transpose(1, 2).reshape(n * m, heads, dim).index_select(0, index)
 
 
 def _flex(q, k, v, batch, slopes, scale):
-    from torch.nn.attention.flex_attention import create_block_mask
-
     seq_ids, pos = batch.seq_ids, batch.positions
-    total = q.shape[0]
-
-    def same_sequence(b, h, qi, ki):
-        return seq_ids[qi] == seq_ids[ki]
-
     score_mod = None
     if slopes is not None:
         s = slopes.to(q.device, torch.float32)
@@ -168,9 +166,21 @@ def _flex(q, k, v, batch, slopes, scale):
         def score_mod(score, b, h, qi, ki):
             return score - s[h] * (pos[qi] - pos[ki]).abs()
 
-    mask = create_block_mask(same_sequence, None, None, total, total, device=q.device)
+    if "flex" not in batch.cache:  # one block mask per batch, built compiled (no dense T x T)
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        def same_sequence(b, h, qi, ki):
+            return seq_ids[qi] == seq_ids[ki]
+
+        total = q.shape[0]
+        compiled = q.device.type == "cuda"
+        batch.cache["flex"] = create_block_mask(
+            same_sequence, None, None, total, total, device=q.device, _compile=compiled
+        )
     qf, kf, vf = (t.transpose(0, 1)[None] for t in (q, k, v))  # (1, H, T, D)
-    out = _compiled_flex()(qf, kf, vf, score_mod=score_mod, block_mask=mask, scale=scale)
+    out = _compiled_flex()(
+        qf, kf, vf, score_mod=score_mod, block_mask=batch.cache["flex"], scale=scale
+    )
     return out[0].transpose(0, 1)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -93,6 +93,9 @@ class PackedBatch:
     max_seqlen: int
     seq_ids: torch.Tensor  # (T,) int64
     positions: torch.Tensor  # (T,) int64
+    # Per-batch attention layouts (padding index, bias, block mask), built by the first layer
+    # that needs them and reused by the others.
+    cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def num_seqs(self) -> int:

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import h5py
+import numpy as np
 
 from virnuc_core.fasta import FastaRecord, read_fasta
 from virnuc_core.files import atomic_path, atomic_writer
@@ -43,7 +44,7 @@ PREDICTION_COLUMNS = ("Sequence_ID", "Prediction", "score1", "score2")
 HIGHEST_COLUMNS = ("Modified_ID", "Is_Virus")
 NA = "NA"
 FASTA_WIDTH = 60
-RERUN_HINT = "delete results/{sample}/ (or run snakemake with --forcerun index_fasta) and rerun"
+RERUN_HINT = "rerun with `snakemake --forcerun index_fasta` (or delete the sample's results/)"
 
 
 class SummaryError(ValueError):
@@ -245,8 +246,8 @@ def check_counts(totals: SampleTotals, counts: Mapping[str, int], sample: str) -
         if counts.get(key) != getattr(totals, key):
             raise SummaryError(
                 f"frames.counts.json has {key}={counts.get(key)} but the FASTA and predictions "
-                f"give {getattr(totals, key)}: the inputs changed since index_fasta ran; "
-                + RERUN_HINT.format(sample=sample)
+                f"give {getattr(totals, key)} (sample {sample}): the inputs changed since "
+                f"index_fasta ran; {RERUN_HINT}"
             )
 
 
@@ -289,7 +290,7 @@ def run_settings(features_h5: str | os.PathLike, chunk_length: int, classifier: 
     """The settings a reader of the summary needs, from features.h5's attributes."""
     with h5py.File(features_h5, "r") as f:
         attrs = dict(f.attrs)
-    out: dict[str, object] = {"chunk length": chunk_length, "classifier": classifier}
+    out: dict[str, object] = {"chunk length": str(chunk_length), "classifier": classifier}
     for model in ("dnabert", "esm"):
         for key in ("model_spec", "precision", "encoder.attention_backend"):
             if f"{model}.{key}" in attrs:
@@ -321,13 +322,15 @@ def plot_scores(
     predictions_tsv: str | os.PathLike, summary_tsv: str | os.PathLike, path: str | os.PathLike
 ) -> None:
     """Histograms of P(virus): per frame (prediction_results) and per read (summary.tsv max)."""
-    frames = [float(row[3]) for row in _tsv_rows(predictions_tsv, PREDICTION_COLUMNS)]
-    reads = [float(row[-1]) for row in _tsv_rows(summary_tsv, SUMMARY_COLUMNS) if row[-1] != NA]
+    frames = np.fromiter((row[3] for row in _tsv_rows(predictions_tsv, PREDICTION_COLUMNS)), float)
+    rows = _tsv_rows(summary_tsv, SUMMARY_COLUMNS)
+    reads = np.fromiter((row[-1] for row in rows if row[-1] != NA), float)
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=100)
     panels = ((frames, "frames", "P(virus) of each kept frame"), (reads, "reads", "max P(virus)"))
     for ax, (values, what, xlabel) in zip(axes, panels, strict=True):
-        ax.hist(values, bins=50, range=(0, 1), color="#4C72B0")
+        counts, edges = np.histogram(values, bins=50, range=(0, 1))
+        ax.stairs(counts, edges, fill=True, color="#4C72B0")
         ax.axvline(0.5, color="#C44E52", linestyle="--", linewidth=1)
         ax.set(xlabel=xlabel, ylabel=what, title=f"{len(values):,} {what}", xlim=(0, 1))
     _save_figure(fig, path)
@@ -467,7 +470,8 @@ def plot_throughput(rows: Sequence[ShardThroughput], path: str | os.PathLike) ->
         values = [getattr(r, key) or 0.0 for r in rows]
         ax.bar(range(len(rows)), values, color=colours)
         ax.set_xticks(range(len(rows)), labels, rotation=45, ha="right", fontsize=8)
-        ax.set(ylabel=key.replace("_per_s", "/s"), title=key.replace("_per_s", " per second"))
+        what = "tokens" if key == "tokens_per_s" else "sequences (frames)"
+        ax.set(ylabel=f"{what}/s", title=f"{what} per second")
     devices = sorted({r.device for r in rows})
     fig.suptitle(f"Embedding throughput per shard ({', '.join(devices)})", fontsize=10)
     _save_figure(fig, path)

@@ -33,5 +33,9 @@ def load_encoder(settings: EmbedSettings, device: torch.device | str, reference:
     from virnuc_core.models import dnabert
 
     return dnabert.load(
-        settings.model_spec, device=device, precision=precision, backend=settings.attention_backend
+        settings.model_spec,
+        device=device,
+        precision=precision,
+        backend=settings.attention_backend,
+        compile=settings.compile,
     )
