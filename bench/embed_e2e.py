@@ -119,9 +119,11 @@ def main() -> int:
         e2e = e2e_rate(settings, proteins, index, shard, work, n)
     ratio = e2e["tokens_per_s"] / bare["tokens_per_s"]
     idle_ms = 1000 * (bare["tokens"] / e2e["tokens_per_s"] - bare["seconds"]) / bare["batches"]
-    result = {"bench": "embed_e2e", "machine": mfu.machine_info(), "esm": a.esm,
-              "frames": n, "token_budget": a.token_budget, "compile": a.compile, "bare": bare,
-              "end_to_end": e2e, "e2e_over_bare": ratio, "gpu_idle_ms_per_batch": idle_ms}  # fmt: skip
+    result = {
+        "bench": "embed_e2e", "machine": mfu.machine_info(), "esm": a.esm, "frames": n,
+        "token_budget": a.token_budget, "compile": a.compile, "bare": bare, "end_to_end": e2e,
+        "e2e_over_bare": ratio, "gpu_idle_ms_per_batch": idle_ms,
+    }  # fmt: skip
     print(f"frames {n}, batches {bare['batches']}, packing efficiency "
           f"{bare['packing_efficiency']:.3f}")  # fmt: skip
     print(f"bare model  {bare['tokens_per_s']:,.0f} tokens/s")

@@ -1,8 +1,8 @@
 """Write random-weight models in the formats users bring, for GPU workflow runs.
 
-- ESM-2: a fair-esm ``.pt`` checkpoint laid out as the published ones (``encoder.sentence_encoder.*``
-  keys, ``cfg["model"]`` an ``argparse.Namespace``, a ``-contact-regression.pt`` beside it),
-  weights in fp16 like the published files.
+- ESM-2: a fair-esm ``.pt`` checkpoint laid out as the published ones
+  (``encoder.sentence_encoder.*`` keys, ``cfg["model"]`` an ``argparse.Namespace``, a
+  ``-contact-regression.pt`` beside it), weights in fp16 like the published files.
 - DNABERT-S: a Hugging Face-layout folder (config.json, tokenizer.json, model.safetensors) of the
   full architecture, with a BPE tokenizer of vocab 4096 trained on random DNA.
 

@@ -277,5 +277,3 @@ def test_report_renders_in_chromium(demo_report, tmp_path):
         else:
             assert shown == "html", name
         _assert_shows(shot, name, original)
-        if name == "run_summary.html" and os.environ.get("VIRNUC_REPORT_SCREENSHOT"):
-            shutil.copy(shot, os.environ["VIRNUC_REPORT_SCREENSHOT"])

@@ -4,11 +4,16 @@ The cluster declares fake GPUs (tests/slurm/fixture.py), so the GPU rules' ``gpu
 ``sbatch --gpus=1`` and is scheduled; CUDA sees no device there and the jobs run on the CPU.
 Only the site-specific values of the profile are overridden on the command line (partition,
 and memory / runtime / CPUs small enough for this node); everything else is the profile's.
+
+SLURM runs here mostly wait (the plugin polls squeue every ~11 s while nothing finishes), so the
+reference runs (local, and one clean run through SLURM) start in the background at once and
+overlap with the scancel test, which comes first.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import signal
 import subprocess
@@ -16,12 +21,13 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import h5py
 import numpy as np
 import pytest
 
-from tests.workflow_helpers import REPO, committed, planned_jobs, write_config
+from tests.workflow_helpers import REPO, committed, planned_jobs, snakemake_cmd, write_config
 
 # load tests/slurm/fixture.py by path, as tests/test_slurm_smoke.py does (one module, shared)
 _spec = importlib.util.spec_from_file_location(
@@ -38,6 +44,7 @@ SAMPLE = "results/demo"
 PROFILE = REPO / "profiles" / "slurm"
 GPU_RULES = {"embed_shard", "validate_embeddings"}
 ESM_SHARD_0 = "rule_embed_shard_wildcards_demo_esm_0"  # the plugin's job comment
+# What must rerun after one esm shard was stopped (rules added later downstream come on top).
 DOWNSTREAM_OF_ONE_SHARD = {
     "embed_shard": 1,
     "merge_shards": 1,
@@ -54,10 +61,12 @@ SITE_ARGS = (
     "--set-resources",
     "embed_shard:mem_mb=500", "embed_shard:runtime=10", "embed_shard:cpus_per_task=1",
     "validate_embeddings:mem_mb=500", "validate_embeddings:runtime=10",
-    "--slurm-init-seconds-before-status-checks", "2",
+    # the plugin polls after 1 s, then 10 s later each time nothing finished (not 40 s first)
+    "--slurm-init-seconds-before-status-checks", "1",
     "--jobs", "4",
 )  # fmt: skip
 SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+)")
+RUN_ID = re.compile(r"SLURM run ID: (\S+)")
 
 
 def profile_cmd(workdir: Path, *extra: str) -> list[str]:
@@ -72,39 +81,45 @@ def profile_cmd(workdir: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def start_profile_run(workdir: Path, log: Path, env: dict, *extra: str) -> subprocess.Popen:
-    """Start Snakemake through the profile in the background; its output goes to ``log``."""
-    with log.open("w") as out:
-        return subprocess.Popen(
-            profile_cmd(workdir, *extra), env=env, stdout=out, stderr=subprocess.STDOUT
-        )
+class Background:
+    """A Snakemake run in the background, its output in ``log``."""
 
+    def __init__(self, cmd: list[str], env: dict, log: Path) -> None:
+        self.log = log
+        with log.open("w") as out:
+            self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
 
-def finish(proc: subprocess.Popen, log: Path, timeout: float) -> str:
-    """Wait for a profile run; on timeout stop it (Snakemake scancels its jobs) and fail."""
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGINT)
+    def text(self) -> str:
+        return self.log.read_text()
+
+    def finish(self, timeout: float) -> str:
+        """Wait for the end and return the log; past ``timeout`` stop the run and fail."""
         try:
-            proc.wait(timeout=60)
+            self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
-        pytest.fail(f"snakemake ran past {timeout} s:\n{log.read_text()[-6000:]}")
-    return log.read_text()
+            self.stop()
+            pytest.fail(f"snakemake ran past {timeout} s:\n{self.text()[-6000:]}")
+        return self.text()
 
+    def succeed(self, timeout: float = 300) -> str:
+        """Like :meth:`finish`, and fail unless Snakemake succeeded."""
+        text = self.finish(timeout)
+        assert self.proc.returncode == 0, f"snakemake failed:\n{text[-6000:]}"
+        return text
 
-def run_profile(workdir: Path, env: dict, name: str, *extra: str, timeout: float = 240) -> str:
-    """Run Snakemake through the profile to the end and return its log; fail if it fails."""
-    log = workdir / f"{name}.log"
-    proc = start_profile_run(workdir, log, env, *extra)
-    text = finish(proc, log, timeout)
-    assert proc.returncode == 0, f"snakemake failed ({proc.returncode}):\n{text[-6000:]}"
-    return text
+    def stop(self) -> None:
+        """Interrupt a run still going: Snakemake then scancels its SLURM jobs."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
 
 def run_id(log: str) -> str:
-    m = re.search(r"SLURM run ID: (\S+)", log)
+    m = RUN_ID.search(log)
     assert m, f"no 'SLURM run ID' in snakemake's log:\n{log[-4000:]}"
     return m.group(1)
 
@@ -114,20 +129,26 @@ def rule_of(comment: str) -> str:
     return re.fullmatch(r"rule_(.+?)(?:_wildcards_.*)?", comment).group(1)
 
 
+def slurm_jobs(cluster, log: str) -> dict[str, dict[str, str]]:
+    """SLURM job id -> job, for the jobs this run submitted (checked against squeue)."""
+    submitted = [slurm for _, slurm in SUBMITTED.findall(log)]
+    jobs = {j["jobid"]: j for j in cluster.jobs(run_id(log))}
+    assert len(submitted) == len(set(submitted)) and set(jobs) == set(submitted), (jobs, log)
+    return jobs
+
+
 def assert_every_job_went_through_sbatch(cluster, log: str, plan: dict[str, int]) -> list[str]:
     """One COMPLETED SLURM job per planned job (``all`` is local), GPUs only for GPU rules."""
-    submitted = [slurm for _, slurm in SUBMITTED.findall(log)]
+    jobs = slurm_jobs(cluster, log)
     expected = Counter({rule: n for rule, n in plan.items() if rule != "all"})
-    assert len(submitted) == len(set(submitted)) == expected.total(), (plan, log[-4000:])
-    jobs = {j["jobid"]: j for j in cluster.jobs(run_id(log))}
-    assert set(jobs) == set(submitted), (jobs, submitted)
+    assert Counter(rule_of(j["comment"]) for j in jobs.values()) == expected, (jobs, plan)
     assert {j["state"] for j in jobs.values()} == {"COMPLETED"}, jobs
-    assert Counter(rule_of(j["comment"]) for j in jobs.values()) == expected
     for job_id, job in jobs.items():
-        tres = cluster.show_job(job_id).get("TresPerJob", "")
+        shown = cluster.show_job(job_id)
         gpus = "gres:gpu:1" if rule_of(job["comment"]) in GPU_RULES else ""
-        assert tres == gpus, (job, tres)
-    return sorted(submitted, key=int)
+        assert shown.get("TresPerJob", "") == gpus, (job, shown)
+        print(f"SLURM job {job_id} {job['comment']} ran {shown['RunTime']} {gpus}")
+    return sorted(jobs, key=int)
 
 
 def assert_same_results(a: Path, b: Path) -> None:
@@ -143,28 +164,6 @@ def assert_same_results(a: Path, b: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def local_run(tmp_path_factory):
-    """The demo config run locally, started in the background (the SLURM runs mostly wait)."""
-    work = tmp_path_factory.mktemp("local")
-    write_config(work)
-    run = subprocess.Popen(
-        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory",
-         str(work), "--configfile", str(work / "config.yaml"), "--cores", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-
-    def wait() -> Path:
-        out, _ = run.communicate(timeout=300)
-        assert run.returncode == 0, f"local run failed:\n{out[-4000:]}"
-        return work
-
-    yield wait
-    if run.poll() is None:
-        run.kill()
-        run.wait()
-
-
-@pytest.fixture
 def cluster(slurm_cluster):
     if importlib.util.find_spec("snakemake_executor_plugin_slurm") is None:
         pytest.fail("snakemake-executor-plugin-slurm is not installed (pip install -e '.[slurm]')")
@@ -178,65 +177,90 @@ def cluster(slurm_cluster):
     return slurm_cluster
 
 
-def test_demo_through_slurm_profile_matches_local_run(cluster, local_run, tmp_path):
-    write_config(tmp_path)
-    plan = planned_jobs(tmp_path)
-    log = run_profile(tmp_path, cluster.env, "snakemake")
-    ids = assert_every_job_went_through_sbatch(cluster, log, plan)
-    print(f"SLURM job ids: {ids}")
-    with h5py.File(tmp_path / SAMPLE / "embeddings/esm/shard_0.h5") as f:
-        assert f.attrs["device"] == "cpu"  # SLURM gave a (fake) GPU; torch here has no CUDA
-    assert_same_results(tmp_path, local_run())
+@pytest.fixture(scope="module")
+def reference(cluster, tmp_path_factory):
+    """The demo config run locally and through the profile, both started now in the background."""
+    local, slurm = tmp_path_factory.mktemp("local"), tmp_path_factory.mktemp("slurm")
+    write_config(local)
+    write_config(slurm)
+    plan = planned_jobs(slurm)
+    runs = SimpleNamespace(
+        local_dir=local,
+        slurm_dir=slurm,
+        slurm_plan=plan,
+        local=Background(snakemake_cmd(local), dict(os.environ), local / "snakemake.log"),
+        slurm=Background(profile_cmd(slurm), cluster.env, slurm / "snakemake.log"),
+    )
+    yield runs
+    runs.slurm.stop()
+    runs.local.stop()
 
 
-def slurm_job_by_comment(cluster, name: str, comment: str, state: str) -> str | None:
-    jobs = [j for j in cluster.jobs(name) if j["comment"] == comment and j["state"] == state]
-    assert len(jobs) <= 1, jobs
-    return jobs[0]["jobid"] if jobs else None
-
-
-def wait_for(what: str, check, proc: subprocess.Popen, log: Path, timeout: float = 180):
+def wait_for(what: str, check, run: Background, timeout: float = 240):
     """Poll ``check()`` until it is truthy; fail if Snakemake ends first or time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if value := check():
             return value
-        if proc.poll() is not None:
-            pytest.fail(f"snakemake ended before {what}:\n{log.read_text()[-6000:]}")
+        if run.proc.poll() is not None:
+            pytest.fail(f"snakemake ended before {what}:\n{run.text()[-6000:]}")
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=60)
-    pytest.fail(f"timed out waiting for {what}:\n{log.read_text()[-6000:]}")
+    run.stop()
+    pytest.fail(f"timed out waiting for {what}:\n{run.text()[-6000:]}")
 
 
-def test_scancel_midway_then_rerun_resumes_only_that_shard(cluster, local_run, tmp_path):
+def test_scancel_midway_then_rerun_resumes_only_that_shard(cluster, reference, tmp_path):
     write_config(tmp_path, token_budget={"dnabert": 4096, "esm": 256}, checkpoint_every=5)
+    plan = planned_jobs(tmp_path)
     # sbatch --export=ALL: the delay reaches the jobs through the submitting environment
     env = {**cluster.env, "VIRNUC_TEST_BATCH_DELAY": "0.2"}
-    log = tmp_path / "snakemake-1.log"
-    snake = start_profile_run(tmp_path, log, env, "--retries", "0")
+    first = Background(profile_cmd(tmp_path, "--retries", "0"), env, tmp_path / "snakemake-1.log")
     work = tmp_path / SAMPLE / "work/esm/shard_0"
-    name = wait_for("the SLURM run ID", lambda: re.findall(r"SLURM run ID: (\S+)", log.read_text()),
-                    snake, log)[0]  # fmt: skip
-    wait_for("10 committed esm rows", lambda: committed(work) >= 10, snake, log)
-    job_id = slurm_job_by_comment(cluster, name, ESM_SHARD_0, "RUNNING")
-    assert job_id, cluster.jobs(name)
-    subprocess.run(["scancel", job_id], env=cluster.env, check=True, timeout=30)
-    text = finish(snake, log, timeout=240)
+    try:
+        name = wait_for("the SLURM run ID", lambda: RUN_ID.findall(first.text()), first)[0]
+        wait_for("10 committed esm rows", lambda: committed(work) >= 10, first)
+        running = [j for j in cluster.jobs(name) if j["comment"] == ESM_SHARD_0]
+        assert [j["state"] for j in running] == ["RUNNING"], running
+        job_id = running[0]["jobid"]
+        subprocess.run(["scancel", job_id], env=cluster.env, check=True, timeout=30)
+        text = first.finish(timeout=240)
+    finally:
+        first.stop()
 
-    assert snake.returncode != 0
+    assert first.proc.returncode != 0
     assert f"SLURM-job '{job_id}' failed, SLURM status is: 'CANCELLED'" in text, text[-6000:]
-    assert cluster.show_job(job_id)["JobState"] == "CANCELLED"
     done_before = committed(work)
     assert 10 <= done_before < 97
     job_log = (tmp_path / "logs/demo/embed_shard/esm_0.log").read_text()
     assert "stopped by SIGTERM; progress committed" in job_log, job_log[-3000:]
-    assert planned_jobs(tmp_path) == DOWNSTREAM_OF_ONE_SHARD
+    # Exactly what a forced rerun of that one shard file would run in a finished workdir.
+    reference.local.succeed()
+    shard = f"{SAMPLE}/embeddings/esm/shard_0.h5"
+    downstream = planned_jobs(reference.local_dir, "--forcerun", shard)
+    assert downstream.items() >= DOWNSTREAM_OF_ONE_SHARD.items(), downstream
+    # The first run: every other job went through SLURM and completed, that one was cancelled.
+    jobs = slurm_jobs(cluster, text)
+    assert {j: v["state"] for j, v in jobs.items() if v["state"] != "COMPLETED"} == {
+        job_id: "CANCELLED"
+    }
+    ran = Counter(rule_of(j["comment"]) for j in jobs.values())
+    assert ran == Counter(plan) - Counter(downstream) + Counter(embed_shard=1)
+    assert planned_jobs(tmp_path) == downstream
 
-    text = run_profile(tmp_path, cluster.env, "snakemake-2")
-    ids = assert_every_job_went_through_sbatch(cluster, text, DOWNSTREAM_OF_ONE_SHARD)
-    print(f"cancelled SLURM job {job_id} at {done_before} rows; rerun SLURM job ids: {ids}")
+    rerun = Background(profile_cmd(tmp_path), cluster.env, tmp_path / "snakemake-2.log")
+    ids = assert_every_job_went_through_sbatch(cluster, rerun.succeed(240), downstream)
+    print(f"cancelled SLURM job {job_id} at {done_before} rows; the rerun's jobs: {ids}")
     job_log = (tmp_path / "logs/demo/embed_shard/esm_0.log").read_text()
     assert f"resuming: {done_before} records committed, {97 - done_before} to embed" in job_log
     assert not work.exists()  # finalized: the checkpoint is gone
-    assert_same_results(tmp_path, local_run())
+    assert_same_results(tmp_path, reference.local_dir)
+
+
+def test_demo_through_slurm_profile_matches_local_run(cluster, reference):
+    log = reference.slurm.succeed(300)
+    ids = assert_every_job_went_through_sbatch(cluster, log, reference.slurm_plan)
+    print(f"SLURM job ids of the clean run: {ids}")
+    with h5py.File(reference.slurm_dir / SAMPLE / "embeddings/esm/shard_0.h5") as f:
+        assert f.attrs["device"] == "cpu"  # SLURM gave a (fake) GPU; torch here has no CUDA
+    reference.local.succeed()
+    assert_same_results(reference.slurm_dir, reference.local_dir)

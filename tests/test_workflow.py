@@ -35,6 +35,8 @@ DOWNSTREAM_OF_ONE_SHARD = {
     "validate_embeddings": 1,
     "validation_summary": 1,
     "predict": 1,
+    "summarize_sample": 1,
+    "report_figures": 1,
     "all": 1,
 }
 

@@ -54,11 +54,13 @@ def sample_fasta(wildcards):
 
 
 def all_outputs(wildcards):
+    """Every output of every sample; predictions and what is made of them need a classifier."""
     outs = []
     for s in SAMPLES:
+        outs += [f"results/{s}/features.h5", f"results/{s}/validation/summary.json"]
+        if not config.get("classifier"):
+            continue
         outs += [
-            f"results/{s}/features.h5",
-            f"results/{s}/validation/summary.json",
             f"results/{s}/prediction_results.tsv",
             f"results/{s}/prediction_results_highestscore.tsv",
             f"results/{s}/summary.tsv",
@@ -70,3 +72,24 @@ def all_outputs(wildcards):
         if config["viral_fasta"]:
             outs.append(f"results/{s}/viral.fa")
     return outs
+
+
+if not config.get("classifier"):
+    logger.warning(
+        "config 'classifier' is not set: the run stops after embeddings and validation. "
+        "Set it to the original tool's 300_model.pth or 500_model.pth to get predictions."
+    )
+
+
+def step(name):
+    """The command that runs step script ``scripts/<name>.py`` (a rule's params.step)."""
+    return f"{PYTHON} {SCRIPTS / name}.py"
+
+
+def embed_input(wildcards):
+    seqs = "proteins.faa" if wildcards.model == "esm" else "frames.fa"
+    return {
+        "sequences": f"results/{wildcards.sample}/{seqs}",
+        "index": f"results/{wildcards.sample}/frames.index.tsv",
+        "shard": f"results/{wildcards.sample}/shards/shard_{wildcards.i}.txt",
+    }

@@ -1,21 +1,13 @@
 # Embed every shard with each model (one job per model and shard), then merge back to index order.
 
 
-def embed_input(wildcards):
-    seqs = "proteins.faa" if wildcards.model == "esm" else "frames.fa"
-    return {
-        "sequences": f"results/{wildcards.sample}/{seqs}",
-        "index": f"results/{wildcards.sample}/frames.index.tsv",
-        "shard": f"results/{wildcards.sample}/shards/shard_{wildcards.i}.txt",
-    }
-
-
 rule embed_shard:
     input:
         unpack(embed_input),
     output:
         "results/{sample}/embeddings/{model}/shard_{i}.h5",
     params:
+        step=step("embed_shard"),
         settings=lambda wc: SETTINGS.embed(wc.model).to_json(),
         # Resume state lives outside the declared outputs: Snakemake never deletes it.
         work="results/{sample}/work/{model}/shard_{i}",
@@ -31,7 +23,7 @@ rule embed_shard:
     conda:
         ENV
     shell:
-        "{PYTHON} {SCRIPTS}/embed_shard.py --settings {params.settings:q}"
+        "{params.step} --settings {params.settings:q}"
         " --token-budget {resources.token_budget}"
         " --sequences {input.sequences} --index {input.index} --shard {input.shard}"
         " --work {params.work} --output {output} 2> {log}"
@@ -43,12 +35,14 @@ rule merge_shards:
         index="results/{sample}/frames.index.tsv",
     output:
         "results/{sample}/embeddings/{model}.h5",
+    params:
+        step=step("merge_shards"),
     log:
         "logs/{sample}/merge_shards/{model}.log",
     conda:
         ENV
     shell:
-        "{PYTHON} {SCRIPTS}/merge_shards.py --index {input.index} --output {output}"
+        "{params.step} --index {input.index} --output {output}"
         " {input.shards} 2> {log}"
 
 
@@ -58,10 +52,12 @@ rule features:
         esm="results/{sample}/embeddings/esm.h5",
     output:
         "results/{sample}/features.h5",
+    params:
+        step=step("merge_shards"),
     log:
         "logs/{sample}/features.log",
     conda:
         ENV
     shell:
-        "{PYTHON} {SCRIPTS}/merge_shards.py --features --dnabert {input.dnabert}"
+        "{params.step} --features --dnabert {input.dnabert}"
         " --esm {input.esm} --output {output} 2> {log}"

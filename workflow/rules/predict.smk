@@ -8,11 +8,12 @@ rule predict:
         frames="results/{sample}/prediction_results.tsv",
         chunks="results/{sample}/prediction_results_highestscore.tsv",
     params:
+        step=step("predict"),
         classifier=CLASSIFIER_ARG,
     log:
         "logs/{sample}/predict.log",
     conda:
         ENV
     shell:
-        "{PYTHON} {SCRIPTS}/predict.py --features {input.features} {params.classifier}"
+        "{params.step} --features {input.features} {params.classifier}"
         " --output {output.frames} --highest {output.chunks} 2> {log}"

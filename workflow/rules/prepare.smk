@@ -10,13 +10,14 @@ rule index_fasta:
         index="results/{sample}/frames.index.tsv",
         counts="results/{sample}/frames.counts.json",
     params:
+        step=step("index_fasta"),
         chunk_length=config["chunk_length"],
     log:
         "logs/{sample}/index_fasta.log",
     conda:
         ENV
     shell:
-        "{PYTHON} {SCRIPTS}/index_fasta.py --fasta {input} --chunk-length {params.chunk_length}"
+        "{params.step} --fasta {input} --chunk-length {params.chunk_length}"
         " --frames {output.frames} --proteins {output.proteins} --index {output.index}"
         " --counts {output.counts} 2> {log}"
 
@@ -27,6 +28,7 @@ rule split_strides:
     output:
         expand("results/{{sample}}/shards/shard_{i}.txt", i=SHARDS),
     params:
+        step=step("split_strides"),
         outdir=lambda wc: f"results/{wc.sample}/shards",
         shards=config["shards"],
     log:
@@ -34,5 +36,5 @@ rule split_strides:
     conda:
         ENV
     shell:
-        "{PYTHON} {SCRIPTS}/split_strides.py --index {input.index} --shards {params.shards}"
+        "{params.step} --index {input.index} --shards {params.shards}"
         " --outdir {params.outdir} 2> {log}"

@@ -30,6 +30,7 @@ rule summarize_sample:
     output:
         **SUMMARY_OUTPUTS,
     params:
+        step=step("summarize"),
         chunk_length=config["chunk_length"],
         classifier=config.get("classifier") or "none",
         viral=lambda wc, output: f"--viral-fasta {output.viral}" if "viral" in output.keys() else "",
@@ -38,7 +39,7 @@ rule summarize_sample:
     conda:
         ENV
     shell:
-        "{PYTHON} {SCRIPTS}/summarize.py --sample {wildcards.sample} --fasta {input.fasta:q}"
+        "{params.step} --sample {wildcards.sample} --fasta {input.fasta:q}"
         " --chunk-length {params.chunk_length} --classifier {params.classifier:q}"
         " --counts {input.counts} --features {input.features} --predictions {input.predictions}"
         " --highest {input.highest} --summary {output.summary} --html {output.html}"
@@ -73,6 +74,7 @@ rule report_figures:
         ),
         throughput_tsv="results/{sample}/report/throughput.tsv",
     params:
+        step=step("report_figures"),
         # A function, so that Snakemake leaves the patterns' {wildcards} alone.
         patterns=lambda wc: json.dumps({k: str(v) for k, v in EMBED_PATTERNS.items()}),
         models=MODELS,
@@ -82,7 +84,7 @@ rule report_figures:
     conda:
         ENV
     shell:
-        "{PYTHON} {SCRIPTS}/report_figures.py --sample {wildcards.sample}"
+        "{params.step} --sample {wildcards.sample}"
         " --predictions {input.predictions} --summary {input.summary} --patterns {params.patterns:q}"
         " --models {params.models} --shards {params.shards}"
         " --scores-png {output.scores} --throughput-png {output.throughput_png}"

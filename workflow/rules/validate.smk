@@ -17,6 +17,7 @@ rule validate_embeddings:
             labels={"sample": "{sample}", "model": "{model}"},
         ),
     params:
+        step=step("validate_embeddings"),
         settings=lambda wc: SETTINGS.embed(wc.model).to_json(),
         validate=json.dumps(dataclasses.asdict(SETTINGS.validate)),
     resources:
@@ -26,7 +27,7 @@ rule validate_embeddings:
     conda:
         ENV
     shell:
-        "{PYTHON} {SCRIPTS}/validate_embeddings.py --settings {params.settings:q}"
+        "{params.step} --settings {params.settings:q}"
         " --validate {params.validate:q} --merged {input.merged} --sequences {input.sequences}"
         " --index {input.index} --table {output.table} --reference {output.reference}"
         " --summary {output.summary} --histogram {output.histogram} 2> {log}"
@@ -40,12 +41,13 @@ rule validation_summary:
     output:
         "results/{sample}/validation/summary.json",
     params:
+        step=step("validation_summary"),
         classifier=CLASSIFIER_ARG,
     log:
         "logs/{sample}/validation_summary.log",
     conda:
         ENV
     shell:
-        "{PYTHON} {SCRIPTS}/validation_summary.py --features {input.features}"
+        "{params.step} --features {input.features}"
         " --references {input.references} --summaries {input.summaries}"
         " {params.classifier} --output {output} 2> {log}"
