@@ -4,7 +4,7 @@ import argparse
 import json
 import logging
 
-from virnuc_core import summary
+from virnuc_core import summary, throughput
 
 
 def main() -> None:
@@ -21,14 +21,14 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     summary.plot_scores(a.predictions, a.summary, a.scores_png)
     rows = [
-        summary.shard_throughput(j["model"], j["shard"], j["h5"], j["log"], j["benchmark"])
-        for j in summary.embed_jobs(a.sample, a.models, a.shards, json.loads(a.patterns))
+        throughput.shard_throughput(j["model"], j["shard"], j["h5"], j["log"], j["benchmark"])
+        for j in throughput.embed_jobs(a.sample, a.models, a.shards, json.loads(a.patterns))
     ]
     for row in rows:
         if row.tokens_per_s is None or row.wall_s is None:
             logging.warning("%s shard %d: no progress line or benchmark: NA", row.model, row.shard)
-    summary.write_throughput(rows, a.sample, a.throughput_tsv, a.throughput_html)
-    summary.plot_throughput(rows, a.throughput_png)
+    throughput.write_throughput(rows, a.sample, a.throughput_tsv, a.throughput_html)
+    throughput.plot_throughput(rows, a.throughput_png)
     logging.info("wrote %s, %s", a.scores_png, a.throughput_png)
 
 

@@ -256,7 +256,7 @@ def test_refused_global_is_never_imported(made, monkeypatch, tmp_path):
 
 
 def test_pickle_cannot_mutate_torch_through_allowed_globals():
-    from virnuc_core.classify import _safe_pickle_load
+    from virnuc_core.safe_pickle import safe_pickle_load
 
     before = torch._utils._rebuild_tensor_v2.__defaults__
     # GLOBAL torch._utils._rebuild_tensor_v2, then BUILD (None, {"__defaults__": (1, 2)})
@@ -264,11 +264,11 @@ def test_pickle_cannot_mutate_torch_through_allowed_globals():
         b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\nN}"
         b"X\x0c\x00\x00\x00__defaults__(K\x01K\x02tq\x00s\x86b."
     )
-    _safe_pickle_load(io.BytesIO(data))  # lands on a private wrapper
+    safe_pickle_load(io.BytesIO(data))  # lands on a private wrapper
     assert torch._utils._rebuild_tensor_v2.__defaults__ == before
     data = b"\x80\x02ccollections\nOrderedDict\nN}X\x03\x00\x00\x00fooK\x01s\x86b."
     with pytest.raises(TypeError):
-        _safe_pickle_load(io.BytesIO(data))
+        safe_pickle_load(io.BytesIO(data))
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")

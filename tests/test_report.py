@@ -24,7 +24,7 @@ from Bio import SeqIO
 from PIL import Image
 
 from tests.workflow_helpers import DEMO_READS, run_snakemake, write_config
-from virnuc_core import summary
+from virnuc_core import summary, throughput
 from virnuc_core.classify import write_predictions
 
 SAMPLE = "results/demo"
@@ -113,13 +113,13 @@ def test_throughput_parsing_of_a_gpu_log(tmp_path):
         "x virnuc.embed INFO progress: 97/97 records (100.0%), 23,363 tokens/s, 159.8 records/s,"
         " ETA 0 s\n"
     )
-    assert summary.parse_embed_log(log) == {
+    assert throughput.parse_embed_log(log) == {
         "tokens_per_s": 23363.0, "records_per_s": 159.8, "torch_device": "cuda:1 (lock, GPU 1)",
     }  # fmt: skip
     bench = tmp_path / "b.tsv"
     bench.write_text("s\th:m:s\tmax_rss\n2.0\t0:00:02\t100\n4.0\t0:00:04\t300\n")
-    assert summary.read_benchmark(bench) == (3.0, 200.0)
-    assert summary.read_benchmark(tmp_path / "missing.tsv") == (None, None)
+    assert throughput.read_benchmark(bench) == (3.0, 200.0)
+    assert throughput.read_benchmark(tmp_path / "missing.tsv") == (None, None)
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ overlap with the scancel test, which comes first.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import signal
@@ -229,10 +230,8 @@ def test_scancel_midway_then_rerun_resumes_only_that_shard(cluster, reference, t
 
     assert first.proc.returncode != 0
     assert f"SLURM-job '{job_id}' failed, SLURM status is: 'CANCELLED'" in text, text[-6000:]
-    done_before = committed(work)
+    done_before = committed(work)  # how the job ended: test_scancel_reaches_the_sigterm_path
     assert 10 <= done_before < 97
-    job_log = (tmp_path / "logs/demo/embed_shard/esm_0.log").read_text()
-    assert "stopped by SIGTERM; progress committed" in job_log, job_log[-3000:]
     # Exactly what a forced rerun of that one shard file would run in a finished workdir.
     reference.local.succeed()
     shard = f"{SAMPLE}/embeddings/esm/shard_0.h5"
@@ -264,3 +263,45 @@ def test_demo_through_slurm_profile_matches_local_run(cluster, reference):
         assert f.attrs["device"] == "cpu"  # SLURM gave a (fake) GPU; torch here has no CUDA
     reference.local.succeed()
     assert_same_results(reference.slurm_dir, reference.local_dir)
+
+
+def test_scancel_reaches_the_embed_jobs_sigterm_path(cluster, reference, tmp_path):
+    """scancel signals every process of the job (the reader workers too): the embed job must
+    still commit and exit 143, which SLURM records as the job's exit code."""
+    reference.local.succeed()
+    s = reference.local_dir / SAMPLE
+    settings = json.dumps(
+        {"model": "esm", "model_spec": "tiny", "precision": "fp32", "token_budget": 256,
+         "checkpoint_every": 5, "attention_backend": "auto"}
+    )  # fmt: skip
+    work, out = tmp_path / "work", tmp_path / "shard.h5"
+    script = tmp_path / "job.sh"
+    script.write_text(
+        f"#!/bin/sh\nexec {sys.executable} {REPO}/scripts/embed_shard.py --settings '{settings}'"
+        f" --sequences {s}/proteins.faa --index {s}/frames.index.tsv"
+        f" --shard {s}/shards/shard_0.txt --work {work} --output {out}\n"
+    )
+    env = {**cluster.env, "VIRNUC_TEST_BATCH_DELAY": "0.3", "PYTHONPATH": str(REPO)}
+    job_id = subprocess.run(
+        ["sbatch", "--parsable", "-p", "debug", "--mem", "500", "-t", "5", "-c", "1",
+         "--gpus=1", "-o", str(tmp_path / "job.log"), str(script)],
+        env=env, capture_output=True, text=True, check=True, timeout=30,
+    ).stdout.strip()  # fmt: skip
+    deadline = time.monotonic() + 120
+    while committed(work) < 5 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    before = committed(work)
+    subprocess.run(["scancel", job_id], env=cluster.env, check=True, timeout=30)
+    deadline = time.monotonic() + 30  # KillWait=5 s: TERM, then KILL
+    while time.monotonic() < deadline:
+        shown = cluster.show_job(job_id)
+        if shown["JobState"] not in ("RUNNING", "COMPLETING") and shown["ExitCode"] != "0:0":
+            break
+        time.sleep(0.2)
+    log = (tmp_path / "job.log").read_text()
+    assert before >= 5, log[-3000:]
+    assert shown["JobState"] == "CANCELLED", shown
+    # "1:0": crashed (a reader worker died of the SIGTERM first), "0:9": killed after KillWait
+    assert shown["ExitCode"] == "143:0", f"ExitCode={shown['ExitCode']}\n{log[-3000:]}"
+    assert "stopped by SIGTERM; progress committed" in log
+    assert committed(work) >= before and not out.exists()

@@ -5,27 +5,13 @@ Loading
 The users' ``300_model.pth`` / ``500_model.pth`` are whole pickled modules written by the original
 training script with ``torch.save(model)``, the class living in that script's ``__main__``.
 Unpickling such a file the ordinary way imports and calls whatever the pickle names, so it is
-never done here. :func:`load_classifier` reads the file through ``torch.load`` with our own
-``pickle_module`` whose Unpickler resolves globals from a fixed allow-list only:
-
-* the tensor rebuilders ``torch._utils._rebuild_tensor_v2`` / ``_rebuild_tensor`` /
-  ``_rebuild_parameter`` (through private wrappers), ``torch.UntypedStorage`` (as an inert marker
-  with ``dtype`` uint8, all torch.load reads of it; typed storage names such as ``torch
-  FloatStorage`` are turned into an inert ``StorageType`` by ``torch.load`` itself before they
-  reach us), ``collections.OrderedDict``, ``builtins.set``/``frozenset`` (``__builtin__.set``
-  under protocol 2; Python 2 names are mapped as pickle maps them, for the lookup only): what
-  torch 2.x (checked with 2.13, zip and legacy formats) writes for a module of
-  Linear/BatchNorm1d/Dropout;
-* the module classes (``*.MLPClassifier`` of any module, ``torch.nn.modules.linear.Linear``,
-  ``...batchnorm.BatchNorm1d``, ``...dropout.Dropout``, ``...activation.ReLU``) are mapped to
-  inert stand-in classes that only keep the state the pickle hands them. Nothing of ``__main__``
-  or ``torch.nn`` is looked up for them.
-
-Any other global is refused with :class:`UnsafeClassifierError` naming it; it is never imported,
-let alone called. TorchScript archives (which ``torch.load`` would hand to ``torch.jit.load``) are
-refused too. The parameters and buffers collected from the stand-ins are then loaded into our own
-:class:`MLPClassifier`. A plain state dict (``hidden_layer.weight`` ...), optionally wrapped in
-``{"state_dict": ...}`` / ``{"model_state_dict": ...}``, loads through the same path;
+never done here. :func:`load_classifier` reads the file through
+:func:`virnuc_core.safe_pickle.torch_load_safely`, whose unpickler resolves globals from a fixed
+allow-list only (tensor rebuilders, a few built-in containers) and maps the module classes to inert
+stand-ins; any other global is refused with :class:`UnsafeClassifierError`, and TorchScript
+archives are refused too. The parameters and buffers collected from the stand-ins are then loaded
+into our own :class:`MLPClassifier`. A plain state dict (``hidden_layer.weight`` ...), optionally
+wrapped in ``{"state_dict": ...}`` / ``{"model_state_dict": ...}``, loads through the same path;
 ``*.safetensors`` files through safetensors.
 
 Output formats
@@ -50,16 +36,10 @@ second, which it names ``prediction_results_highestscore.csv`` although it is ta
 
 from __future__ import annotations
 
-import _compat_pickle
-import collections
 import csv
 import io
 import math
 import os
-import pickle
-import types
-import warnings
-import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -70,19 +50,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from virnuc_core.files import atomic_path, atomic_writer
+from virnuc_core.safe_pickle import ClassifierFormatError, StandIn, torch_load_safely
+
+# Re-exported: callers catch it as virnuc_core.classify.UnsafeClassifierError.
+from virnuc_core.safe_pickle import UnsafeClassifierError as UnsafeClassifierError
 
 DNABERT_DIM = 768
 PRED_HEADER = "Sequence_ID\tPrediction\tscore1\tscore2\n"
 HIGHEST_HEADER = ("Modified_ID", "Is_Virus")
 LABELS = ("others", "virus")  # class 0, class 1
-
-
-class UnsafeClassifierError(pickle.UnpicklingError):
-    """The classifier file names a global outside the allow-list (it was not imported)."""
-
-
-class ClassifierFormatError(ValueError):
-    """The classifier file loaded safely but does not hold the expected MLP."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -114,158 +90,6 @@ class MLPClassifier(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------
-# Allow-list unpickling
-
-
-class _StandIn:
-    """Inert stand-in for a pickled module class: keeps the state the pickle hands it, no more."""
-
-    _virnuc_name = "?"
-    dump_patches = False  # read by torch's legacy loader when the pickled class source differs
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> _StandIn:
-        obj = object.__new__(cls)
-        object.__setattr__(obj, "_virnuc_state", {})
-        return obj
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def __setstate__(self, state: Any) -> None:
-        slots = None
-        if isinstance(state, tuple) and len(state) == 2:
-            state, slots = state
-        merged: dict = {}
-        for part in (state, slots):
-            if part is None:
-                continue
-            if not isinstance(part, Mapping):
-                raise ClassifierFormatError(
-                    f"unexpected pickled state ({type(part).__name__}) for {self._virnuc_name}"
-                )
-            merged.update(part)
-        object.__setattr__(self, "_virnuc_state", merged)
-
-    def __repr__(self) -> str:
-        return f"<stand-in for {self._virnuc_name}>"
-
-
-def _stand_in(qualname: str) -> type:
-    return type(f"StandIn[{qualname}]", (_StandIn,), {"_virnuc_name": qualname})
-
-
-class _UntypedStorageRef:
-    """Stands for ``torch.UntypedStorage`` in a storage reference; torch.load reads only .dtype."""
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return torch.uint8
-
-
-def _private_callable(fn: Any) -> Any:
-    """A fresh wrapper, so a pickle's BUILD on it can touch nothing of torch's own."""
-
-    def call(*args: Any, **kwargs: Any) -> Any:
-        return fn(*args, **kwargs)
-
-    call.__name__ = call.__qualname__ = fn.__name__
-    return call
-
-
-_MODULE_CLASSES = (
-    ("torch.nn.modules.linear", "Linear"),
-    ("torch.nn.modules.batchnorm", "BatchNorm1d"),
-    ("torch.nn.modules.dropout", "Dropout"),
-    ("torch.nn.modules.activation", "ReLU"),
-)
-_REBUILDERS = {
-    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_tensor"): torch._utils._rebuild_tensor,
-    ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
-}
-_IMMUTABLE_TYPES = {  # C types: a pickle cannot set attributes on them
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("builtins", "set"): set,
-    ("builtins", "frozenset"): frozenset,
-}
-
-
-class _AllowListUnpickler(pickle.Unpickler):
-    """Resolves globals from the allow-list only; never imports anything.
-
-    Everything it hands out that a pickle could mutate (BUILD sets attributes) is private to this
-    one load: fresh stand-in classes, fresh wrappers around torch's tensor rebuilders, a fresh
-    storage-type marker. The rest are immutable built-in types.
-    """
-
-    def __init__(self, file: Any, **kwargs: Any) -> None:
-        super().__init__(file, **kwargs)
-        table: dict[tuple[str, str], Any] = dict(_IMMUTABLE_TYPES)
-        table.update({key: _private_callable(fn) for key, fn in _REBUILDERS.items()})
-        table.update({key: _stand_in(".".join(key)) for key in _MODULE_CLASSES})
-        untyped = _UntypedStorageRef()
-        table[("torch", "UntypedStorage")] = table[("torch.storage", "UntypedStorage")] = untyped
-        self._virnuc_table = table
-
-    def find_class(self, module: str, name: str) -> Any:  # noqa: D401 - pickle API
-        # Protocol-2 pickles use Python 2 names (``__builtin__.set``, ``commands.Popen``); map them
-        # the way pickle's own find_class would, only to look them up here and to name them.
-        py3 = _compat_pickle.NAME_MAPPING.get((module, name))
-        if py3 is None:
-            py3 = (_compat_pickle.IMPORT_MAPPING.get(module, module), name)
-        table = self._virnuc_table
-        if py3 in table:
-            return table[py3]
-        if name == "MLPClassifier":
-            # The training script's own class (normally __main__.MLPClassifier): never looked up.
-            table[py3] = _stand_in(f"{py3[0]}.{name}")
-            return table[py3]
-        shown = f"'{py3[0]}.{py3[1]}'"
-        if py3 != (module, name):
-            shown += f" (pickled as '{module}.{name}')"
-        raise UnsafeClassifierError(
-            f"refusing global {shown}: not in the classifier allow-list "
-            "(it was neither imported nor called)"
-        )
-
-
-def _safe_pickle_load(file: Any, **kwargs: Any) -> Any:
-    return _AllowListUnpickler(file, **kwargs).load()
-
-
-# torch.load wants a module-like object with Unpickler and load (load: legacy format headers).
-_SAFE_PICKLE = types.ModuleType("virnuc_allowlist_pickle")
-_SAFE_PICKLE.Unpickler = _AllowListUnpickler  # type: ignore[attr-defined]
-_SAFE_PICKLE.load = _safe_pickle_load  # type: ignore[attr-defined]
-_SAFE_PICKLE.UnpicklingError = pickle.UnpicklingError  # type: ignore[attr-defined]
-
-
-def _torch_load_safely(raw: bytes, path: str) -> Any:
-    buf = io.BytesIO(raw)
-    if zipfile.is_zipfile(buf):
-        with zipfile.ZipFile(buf) as zf:
-            if any(n.rsplit("/", 1)[-1] == "constants.pkl" for n in zf.namelist()):
-                raise UnsafeClassifierError(
-                    f"{path} is a TorchScript archive; only torch.save'd modules or state dicts "
-                    "are accepted"
-                )
-    buf.seek(0)  # is_zipfile moved it
-    if os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "0").lower() in ("1", "y", "yes", "true"):
-        # torch.load would then reject any pickle_module, ours included.
-        raise RuntimeError(
-            f"cannot load {path}: TORCH_FORCE_WEIGHTS_ONLY_LOAD is set, which makes torch.load "
-            "refuse the allow-list unpickler used here; unset it for this step"
-        )
-    with warnings.catch_warnings():
-        # legacy format: the saved class source is compared with our stand-in's; irrelevant
-        warnings.simplefilter("ignore", torch.serialization.SourceChangeWarning)
-        warnings.filterwarnings("ignore", message="Couldn't retrieve source code for container")
-        return torch.load(
-            buf, map_location="cpu", pickle_module=_SAFE_PICKLE, weights_only=False, mmap=False
-        )
-
-
-# --------------------------------------------------------------------------------------------
 # From loaded objects to tensors
 
 _LAYOUT = {
@@ -276,7 +100,7 @@ _LAYOUT = {
 }
 
 
-def _tensors_of(module: _StandIn, prefix: str, out: dict[str, torch.Tensor]) -> None:
+def _tensors_of(module: StandIn, prefix: str, out: dict[str, torch.Tensor]) -> None:
     state = module._virnuc_state
     for group in ("_parameters", "_buffers"):
         items = state.get(group) or {}
@@ -290,7 +114,7 @@ def _tensors_of(module: _StandIn, prefix: str, out: dict[str, torch.Tensor]) -> 
             out[f"{prefix}{key}"] = value.detach()
 
 
-def _from_module(root: _StandIn, path: str) -> tuple[dict[str, torch.Tensor], float]:
+def _from_module(root: StandIn, path: str) -> tuple[dict[str, torch.Tensor], float]:
     if not root._virnuc_name.endswith("MLPClassifier"):
         raise ClassifierFormatError(f"{path}: top-level object is {root._virnuc_name}")
     children = root._virnuc_state.get("_modules") or {}
@@ -302,7 +126,7 @@ def _from_module(root: _StandIn, path: str) -> tuple[dict[str, torch.Tensor], fl
     _tensors_of(root, "", tensors)
     for name, expected_cls in _LAYOUT.items():
         child = children[name]
-        if not isinstance(child, _StandIn) or child._virnuc_name != expected_cls:
+        if not isinstance(child, StandIn) or child._virnuc_name != expected_cls:
             raise ClassifierFormatError(
                 f"{path}: submodule {name} is {getattr(child, '_virnuc_name', type(child))}, "
                 f"expected {expected_cls}"
@@ -385,8 +209,8 @@ def load_classifier(path: str | os.PathLike, expected_dim: int | None = None) ->
 
         obj: Any = load_safetensors(raw)
     else:
-        obj = _torch_load_safely(raw, path)
-    if isinstance(obj, _StandIn):
+        obj = torch_load_safely(raw, path)
+    if isinstance(obj, StandIn):
         tensors, eps = _from_module(obj, path)
     elif isinstance(obj, Mapping):
         tensors, eps = _from_mapping(obj, path), 1e-5

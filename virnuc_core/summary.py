@@ -13,8 +13,8 @@ read's frames are the rows that follow those of the read before it. A read with 
 Report pieces
 -------------
 :func:`write_run_summary_html` (sample totals, settings, the top reads), :func:`plot_scores`
-(frame and read score histograms) and the throughput functions (one row per embed shard, from
-the shard's HDF5 attributes, its job log's last ``progress:`` line and its benchmark file).
+(frame and read score histograms), and the HTML and figure helpers that
+:mod:`virnuc_core.throughput` (the per-shard embedding throughput table and plot) shares.
 """
 
 from __future__ import annotations
@@ -25,11 +25,8 @@ import heapq
 import html
 import math
 import os
-import re
-import statistics
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import h5py
 import numpy as np
@@ -302,7 +299,8 @@ def run_settings(features_h5: str | os.PathLike, chunk_length: int, classifier: 
 # Figures
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend, imported on first use (only figure steps need it)."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on cluster nodes
@@ -311,11 +309,12 @@ def _pyplot():
     return plt
 
 
-def _save_figure(fig, path: str | os.PathLike) -> None:
+def save_figure(fig, path: str | os.PathLike) -> None:
+    """Write ``fig`` as a PNG, atomically, and close it."""
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
-    _pyplot().close(fig)
+    pyplot().close(fig)
 
 
 def plot_scores(
@@ -325,7 +324,7 @@ def plot_scores(
     frames = np.fromiter((row[3] for row in _tsv_rows(predictions_tsv, PREDICTION_COLUMNS)), float)
     rows = _tsv_rows(summary_tsv, SUMMARY_COLUMNS)
     reads = np.fromiter((row[-1] for row in rows if row[-1] != NA), float)
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=100)
     panels = ((frames, "frames", "P(virus) of each kept frame"), (reads, "reads", "max P(virus)"))
     for ax, (values, what, xlabel) in zip(axes, panels, strict=True):
@@ -333,145 +332,4 @@ def plot_scores(
         ax.stairs(counts, edges, fill=True, color="#4C72B0")
         ax.axvline(0.5, color="#C44E52", linestyle="--", linewidth=1)
         ax.set(xlabel=xlabel, ylabel=what, title=f"{len(values):,} {what}", xlim=(0, 1))
-    _save_figure(fig, path)
-
-
-# --------------------------------------------------------------------------------------------
-# Embedding throughput per shard
-
-_PROGRESS = re.compile(
-    r"progress: (\d+)/(\d+) records \([\d.]+%\), ([\d,.]+) tokens/s, ([\d,.]+) records/s"
-)
-_DEVICE = re.compile(r"\bdevice (\S+) \(([^,()]*), GPU index ([^)]*)\)")
-
-
-@dataclass(frozen=True)
-class ShardThroughput:
-    """One embed job. Rates come from its log (the embedding loop, model load excluded), wall
-    time and peak memory from its benchmark file (whole job); None where a file is missing."""
-
-    model: str
-    shard: int
-    device: str  # the GPU's name, or cpu (the shard's HDF5 attribute)
-    torch_device: str  # e.g. cuda:1, and how it was chosen (log)
-    records: int
-    tokens_per_s: float | None
-    records_per_s: float | None
-    wall_s: float | None
-    max_rss_mb: float | None
-
-    @property
-    def records_per_wall_s(self) -> float | None:
-        """Records over the job's whole wall time (load and writing included)."""
-        return self.records / self.wall_s if self.wall_s else None
-
-
-THROUGHPUT_COLUMNS = (*(f.name for f in fields(ShardThroughput)), "records_per_wall_s")
-
-
-def parse_embed_log(text: str) -> dict[str, object]:
-    """tokens/s and records/s of the last ``progress:`` line, and the device line, of a log."""
-    out: dict[str, object] = {"tokens_per_s": None, "records_per_s": None, "torch_device": NA}
-    progress = _PROGRESS.findall(text)
-    if progress:
-        out["tokens_per_s"] = float(progress[-1][2].replace(",", ""))
-        out["records_per_s"] = float(progress[-1][3].replace(",", ""))
-    device = _DEVICE.findall(text)
-    if device:
-        name, source, index = device[-1]
-        out["torch_device"] = name if source == "cpu" else f"{name} ({source}, GPU {index})"
-    return out
-
-
-def read_benchmark(path: str | os.PathLike) -> tuple[float | None, float | None]:
-    """(wall seconds, peak RSS in MB) of a Snakemake benchmark file; means over repeats."""
-    try:
-        with open(path, newline="") as handle:
-            rows = list(csv.DictReader(handle, delimiter="\t"))
-    except FileNotFoundError:
-        return None, None
-
-    def mean(key: str) -> float | None:
-        values = [float(r[key]) for r in rows if r.get(key) not in (None, "", NA, "-")]
-        return statistics.fmean(values) if values else None
-
-    return mean("s"), mean("max_rss")
-
-
-def embed_jobs(
-    sample: str, models: Sequence[str], shards: int, patterns: Mapping[str, str]
-) -> list[dict]:
-    """Each embed job's model, shard and files: ``patterns`` (h5, log, benchmark, with
-    ``{sample}``, ``{model}`` and ``{i}`` as in rule embed_shard) filled in."""
-    return [
-        {
-            "model": m,
-            "shard": i,
-            **{k: p.format(sample=sample, model=m, i=i) for k, p in patterns.items()},
-        }
-        for m in models
-        for i in range(shards)
-    ]
-
-
-def shard_throughput(
-    model: str, shard: int, shard_h5: str | os.PathLike, log: str | os.PathLike, benchmark: str
-) -> ShardThroughput:
-    """The throughput row of one embed job; a missing log or benchmark gives None values."""
-    with h5py.File(shard_h5, "r") as f:
-        records = int(f["records"].shape[0])
-        device = str(f.attrs.get("device", NA))
-    text = Path(log).read_text(errors="replace") if os.path.exists(log) else ""
-    wall, rss = read_benchmark(benchmark)
-    return ShardThroughput(
-        model, shard, device, records=records, wall_s=wall, max_rss_mb=rss, **parse_embed_log(text)
-    )
-
-
-def _fmt(value: object) -> object:
-    if value is None:
-        return NA
-    return round(value, 1) if isinstance(value, float) else value
-
-
-def throughput_rows(rows: Sequence[ShardThroughput]) -> list[list[object]]:
-    """Table rows in :data:`THROUGHPUT_COLUMNS` order, numbers rounded, None as NA."""
-    return [[_fmt(v) for v in (*asdict(r).values(), r.records_per_wall_s)] for r in rows]
-
-
-def write_throughput(
-    rows: Sequence[ShardThroughput], sample: str, tsv: str | os.PathLike, page: str | os.PathLike
-) -> None:
-    """throughput.tsv (machine-readable) and throughput.html (for the report)."""
-    table = throughput_rows(rows)
-    with atomic_writer(tsv) as out:
-        out.write("\t".join(THROUGHPUT_COLUMNS) + "\n")
-        out.writelines("\t".join(map(str, r)) + "\n" for r in table)
-    note = (
-        "<p>tokens/s and records/s: the embedding loop, from each job's last progress line. "
-        "wall_s and max_rss_mb: the whole job (model loading included), from its benchmark "
-        "file. NA: the job's log or benchmark file is missing.</p>"
-    )
-    with atomic_writer(page) as out:
-        out.write(
-            html_page(
-                f"Embedding throughput: {sample}", note + html_table(THROUGHPUT_COLUMNS, table)
-            )
-        )
-
-
-def plot_throughput(rows: Sequence[ShardThroughput], path: str | os.PathLike) -> None:
-    """Bar charts of tokens/s and records/s per shard, one colour per model."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=100)
-    labels = [f"{r.model} {r.shard}" for r in rows]
-    colours = ["#4C72B0" if r.model == "dnabert" else "#55A868" for r in rows]
-    for ax, key in zip(axes, ("tokens_per_s", "records_per_s"), strict=True):
-        values = [getattr(r, key) or 0.0 for r in rows]
-        ax.bar(range(len(rows)), values, color=colours)
-        ax.set_xticks(range(len(rows)), labels, rotation=45, ha="right", fontsize=8)
-        what = "tokens" if key == "tokens_per_s" else "sequences (frames)"
-        ax.set(ylabel=f"{what}/s", title=f"{what} per second")
-    devices = sorted({r.device for r in rows})
-    fig.suptitle(f"Embedding throughput per shard ({', '.join(devices)})", fontsize=10)
-    _save_figure(fig, path)
+    save_figure(fig, path)
