@@ -5,9 +5,9 @@ The cluster declares fake GPUs (tests/slurm/fixture.py), so the GPU rules' ``gpu
 Only the site-specific values of the profile are overridden on the command line (partition,
 and memory / runtime / CPUs small enough for this node); everything else is the profile's.
 
-SLURM runs here mostly wait (the plugin polls squeue every ~11 s while nothing finishes), so the
-reference runs (local, and one clean run through SLURM) start in the background at once and
-overlap with the scancel test, which comes first.
+SLURM runs here mostly wait (jobs take ~5 s, but the plugin's squeue polls come 1 s, then 10 s
+more each time nothing finished), so the reference runs (local, and one clean run through SLURM)
+start in the background at once and overlap with the scancel test, which comes first.
 """
 
 from __future__ import annotations
@@ -28,7 +28,14 @@ import h5py
 import numpy as np
 import pytest
 
-from tests.workflow_helpers import REPO, committed, planned_jobs, snakemake_cmd, write_config
+from tests.workflow_helpers import (
+    DOWNSTREAM_OF_ONE_SHARD,
+    REPO,
+    committed,
+    planned_jobs,
+    snakemake_cmd,
+    write_config,
+)
 
 # load tests/slurm/fixture.py by path, as tests/test_slurm_smoke.py does (one module, shared)
 _spec = importlib.util.spec_from_file_location(
@@ -45,16 +52,6 @@ SAMPLE = "results/demo"
 PROFILE = REPO / "profiles" / "slurm"
 GPU_RULES = {"embed_shard", "validate_embeddings"}
 ESM_SHARD_0 = "rule_embed_shard_wildcards_demo_esm_0"  # the plugin's job comment
-# What must rerun after one esm shard was stopped (rules added later downstream come on top).
-DOWNSTREAM_OF_ONE_SHARD = {
-    "embed_shard": 1,
-    "merge_shards": 1,
-    "features": 1,
-    "validate_embeddings": 1,
-    "validation_summary": 1,
-    "predict": 1,
-    "all": 1,
-}
 # Site values for this 2-CPU node. A list given on the command line replaces the profile's
 # whole `default-resources` / `set-resources` entry, so every key is repeated here.
 SITE_ARGS = (
@@ -230,7 +227,7 @@ def test_scancel_midway_then_rerun_resumes_only_that_shard(cluster, reference, t
 
     assert first.proc.returncode != 0
     assert f"SLURM-job '{job_id}' failed, SLURM status is: 'CANCELLED'" in text, text[-6000:]
-    done_before = committed(work)  # how the job ended: test_scancel_reaches_the_sigterm_path
+    done_before = committed(work)  # how it ended: test_scancel_reaches_the_embed_jobs_...
     assert 10 <= done_before < 97
     # Exactly what a forced rerun of that one shard file would run in a finished workdir.
     reference.local.succeed()

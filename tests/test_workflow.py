@@ -18,6 +18,7 @@ import pytest
 from Bio import SeqIO
 
 from tests.workflow_helpers import (
+    DOWNSTREAM_OF_ONE_SHARD,
     REPO,
     committed,
     planned_jobs,
@@ -28,17 +29,6 @@ from tests.workflow_helpers import (
 
 pytestmark = pytest.mark.workflow
 SAMPLE = "results/demo"
-DOWNSTREAM_OF_ONE_SHARD = {
-    "embed_shard": 1,
-    "merge_shards": 1,
-    "features": 1,
-    "validate_embeddings": 1,
-    "validation_summary": 1,
-    "predict": 1,
-    "summarize_sample": 1,
-    "report_figures": 1,
-    "all": 1,
-}
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,18 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_READS = REPO / "config" / "demo" / "reads.fa"
+# The jobs a rerun plans after one embed shard failed: that shard and what depends on it.
+DOWNSTREAM_OF_ONE_SHARD = {
+    "embed_shard": 1,
+    "merge_shards": 1,
+    "features": 1,
+    "validate_embeddings": 1,
+    "validation_summary": 1,
+    "predict": 1,
+    "summarize_sample": 1,
+    "report_figures": 1,
+    "all": 1,
+}
 
 
 def write_config(workdir: Path, **overrides) -> Path:

@@ -12,6 +12,7 @@ Data path, top to bottom:
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
@@ -49,6 +50,13 @@ class RecordReader(IterableDataset):
             yield list(zip(self.records[part].tolist(), self.tokenize(seqs), strict=True))
 
 
+def _leave_sigterm_to_the_main_process(_worker: int) -> None:
+    # SLURM (scancel, time limit) sends SIGTERM to every process of a job: a reader worker killed
+    # by it would make the main process fail with a DataLoader error before it can commit and
+    # exit 143. The main process stops the workers itself; if it dies, they follow it.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def read_tokens(reader: RecordReader, workers: int) -> Iterator[tuple[int, np.ndarray]]:
     """All ``(record, token_ids)`` of ``reader``, read by ``workers`` background processes."""
     loader = DataLoader(
@@ -57,6 +65,7 @@ def read_tokens(reader: RecordReader, workers: int) -> Iterator[tuple[int, np.nd
         num_workers=workers,
         prefetch_factor=4 if workers else None,
         persistent_workers=False,
+        worker_init_fn=_leave_sigterm_to_the_main_process,
     )
     for block in loader:
         yield from block

@@ -14,16 +14,24 @@ The fixture
     that rules with ``resources: gpu=1`` are scheduled), or reuses a cluster
     that cluster.sh already started there (then it also leaves it running at
     the end; ``SlurmCluster.gpus()`` says how many GPUs that one declares);
-  * exports SLURM_CONF for the session and stops everything it started.
+  * exports SLURM_CONF for the session and stops everything it started;
+  * holds a machine-wide lock (flock on $VIRNUC_SLURM_LOCK, default
+    /tmp/virnuc-slurm.lock) for the whole session, so that two test sessions
+    on one machine take turns (waiting up to $VIRNUC_SLURM_LOCK_WAIT_S,
+    default 900 s): /etc/slurm/slurm.conf is machine-wide, and a session that
+    stops the cluster it started would break another one reusing it.
 
 A cluster that is installed but does not come up is a test failure, not a skip.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,6 +108,56 @@ def _run(cmd: str, state_dir: Path, timeout: int) -> subprocess.CompletedProcess
     )
 
 
+# The machine lock of this process: descriptor and users. Test modules load this file by path,
+# some more than once into the same module (exec_module again): globals() keeps the state, and
+# each module's copy of the session fixture counts as one more user of the same lock.
+_LOCK = globals().get("_LOCK") or {"fd": None, "users": 0}
+
+
+def _lock_machine() -> None:
+    """Take the machine-wide SLURM test lock for this process (once; counted per user)."""
+    if _LOCK["users"] == 0:
+        _LOCK["fd"] = _wait_for_lock()
+    _LOCK["users"] += 1
+
+
+def _unlock_machine() -> None:
+    _LOCK["users"] -= 1
+    if _LOCK["users"] == 0:
+        os.close(_LOCK["fd"])  # closing the descriptor drops the flock
+
+
+def _wait_for_lock() -> int:
+    """A descriptor holding the machine-wide lock (waiting for another session to end).
+
+    The kernel drops the lock when the descriptor closes, however this process ends; the
+    descriptor is not inherited by the daemons cluster.sh starts.
+    """
+    path = Path(os.environ.get("VIRNUC_SLURM_LOCK", "/tmp/virnuc-slurm.lock"))
+    wait_s = float(os.environ.get("VIRNUC_SLURM_LOCK_WAIT_S", "900"))
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline, told = time.monotonic() + wait_s, False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
+            if time.monotonic() > deadline:
+                os.close(fd)
+                pytest.fail(
+                    f"another SLURM test session ({holder}) held {path} for over {wait_s:.0f} s",
+                    pytrace=False,
+                )
+            if not told:
+                print(f"waiting for the SLURM test lock {path} ({holder})", file=sys.stderr)
+                told = True
+            time.sleep(1)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()}, since {time.strftime('%H:%M:%S')}".encode(), 0)
+    return fd
+
+
 def _ensure_installed(state_dir: Path) -> None:
     missing = _missing_binaries()
     if not missing:
@@ -123,6 +181,14 @@ def _ensure_installed(state_dir: Path) -> None:
 def slurm_cluster():
     state_dir = Path(os.environ.get("VIRNUC_SLURM_DIR", "/tmp/virnuc-slurm"))
     _ensure_installed(state_dir)
+    _lock_machine()
+    try:
+        yield from _cluster_session(state_dir)
+    finally:
+        _unlock_machine()
+
+
+def _cluster_session(state_dir: Path):
     conf = state_dir / "etc" / "slurm.conf"
     started_here = _run("status", state_dir, timeout=60).returncode != 0
     if started_here:
