@@ -186,3 +186,18 @@ def test_validation_fails_naming_the_worst_frames(demo_run, tmp_path):
     corrupt_ids = {ids[sampled.index(r)] for r in corrupt}
     worst = log.split("Worst frames:")[1].split("\n")[0]
     assert sum(i in worst for i in corrupt_ids) >= min(5, len(corrupt_ids))
+
+
+def test_sample_without_kept_frames_completes(tmp_path):
+    reads = tmp_path / "short.fa"
+    reads.write_text(">r1\nAC\n>r2\nGT\n")  # shorter than a codon: no frame to keep
+    write_config(tmp_path, samples={"short": str(reads)}, shards=2)
+    run_snakemake(tmp_path)
+    out = tmp_path / "results/short"
+    assert json.loads((out / "frames.counts.json").read_text())["frames"] == 0
+    assert json.loads((out / "validation/esm.json").read_text())["n"] == 0
+    assert (out / "prediction_results.tsv").read_text().splitlines() == [
+        "Sequence_ID\tPrediction\tscore1\tscore2"
+    ]
+    rows = [line.split("\t") for line in (out / "summary.tsv").read_text().splitlines()[1:]]
+    assert [(r[0], r[3], r[6]) for r in rows] == [("r1", "0", "NA"), ("r2", "0", "NA")]

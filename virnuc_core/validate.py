@@ -55,6 +55,9 @@ class Comparison:
 
     @property
     def passed(self) -> bool:
+        """Both thresholds met (trivially so for a sample without frames)."""
+        if len(self.cosine) == 0:
+            return True
         return bool(
             self.cosine.mean() >= self.mean_threshold and self.cosine.min() >= self.min_threshold
         )
@@ -69,8 +72,8 @@ class Comparison:
         return {
             "model": self.model,
             "n": int(len(self.cosine)),
-            "mean_cosine": float(self.cosine.mean()),
-            "min_cosine": float(self.cosine.min()),
+            "mean_cosine": float(self.cosine.mean()) if len(self.cosine) else None,
+            "min_cosine": float(self.cosine.min()) if len(self.cosine) else None,
             "thresholds": {"mean_cosine": self.mean_threshold, "min_cosine": self.min_threshold},
             "passed": self.passed,
             "worst": [{"id": i, "cosine": c} for i, c in self.worst()],
@@ -109,7 +112,8 @@ def plot_histogram(cmp: Comparison, path: str | Path) -> None:
     ax.axvline(1.0 - cmp.min_threshold, color="#cc3311", linestyle="--", label="min threshold")
     ax.set_xlabel("1 - cosine(fast, reference)")
     ax.set_ylabel("frames")
-    ax.set_title(f"{cmp.model}: {len(cmp.cosine)} frames, mean cosine {cmp.cosine.mean():.6f}")
+    mean = f"mean cosine {cmp.cosine.mean():.6f}" if len(cmp.cosine) else "no frames kept"
+    ax.set_title(f"{cmp.model}: {len(cmp.cosine)} frames, {mean}")
     ax.legend()
     fig.tight_layout()
     with atomic_path(path) as tmp:
