@@ -18,6 +18,7 @@ import pytest
 from Bio import SeqIO
 
 from tests.workflow_helpers import (
+    DEMO_READS,
     DOWNSTREAM_OF_ONE_SHARD,
     REPO,
     committed,
@@ -201,3 +202,13 @@ def test_sample_without_kept_frames_completes(tmp_path):
     ]
     rows = [line.split("\t") for line in (out / "summary.tsv").read_text().splitlines()[1:]]
     assert [(r[0], r[3], r[6]) for r in rows] == [("r1", "0", "NA"), ("r2", "0", "NA")]
+
+
+def test_sample_sheet_and_schema_errors(tmp_path):
+    sheet = tmp_path / "samples.tsv"
+    sheet.write_text(f"sample\tfasta\na\t{DEMO_READS}\nb\t{DEMO_READS}\n")
+    write_config(tmp_path, samples=str(sheet))
+    assert planned_jobs(tmp_path)["index_fasta"] == 2
+    write_config(tmp_path, chunk_length=400)
+    proc = run_snakemake(tmp_path, "-n", check=False)
+    assert proc.returncode != 0 and "chunk_length" in proc.stdout + proc.stderr
