@@ -128,8 +128,8 @@ def run_embed_job(
 
 def _embed_fn(encoder, settings: EmbedSettings) -> Callable[[PackedBatch], torch.Tensor]:
     """The encoder's packed forward, with the test hooks (delay, simulated OOM) when set."""
-    delay = float(os.environ.get(knobs.ENV_BATCH_DELAY, "0"))
-    oom_above = int(os.environ.get(knobs.ENV_OOM_ABOVE, "0"))
+    hooks = knobs.FaultHooks.from_env()
+    delay, oom_above = hooks.batch_delay, hooks.oom_above
     if not delay and not oom_above:
         return encoder.embed_packed
 

@@ -147,3 +147,19 @@ def lock_dir() -> str:
     return os.environ.get(
         ENV_LOCK_DIR, os.path.join(os.environ.get("TMPDIR", "/tmp"), "virnuc-gpu-locks")
     )
+
+
+@dataclass(frozen=True)
+class FaultHooks:
+    """Fault injection for the workflow tests (environment variables; off unless set)."""
+
+    batch_delay: float = 0.0  # seconds of sleep before each batch: makes jobs slow to kill
+    oom_above: int = 0  # raise a CUDA OOM while the token budget exceeds this (0: never)
+
+    @classmethod
+    def from_env(cls) -> FaultHooks:
+        """The hooks set in this process's environment."""
+        return cls(
+            batch_delay=float(os.environ.get(ENV_BATCH_DELAY, "0")),
+            oom_above=int(os.environ.get(ENV_OOM_ABOVE, "0")),
+        )
