@@ -55,7 +55,8 @@ def embed_all(enc, toks, budget: int) -> np.ndarray:
     return out
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
+    """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--n", type=int, default=1000, help="frames (default 1000)")
     p.add_argument("--precision", default="bf16", choices=["bf16", "fp16", "fp32"])
@@ -66,11 +67,11 @@ def main(argv=None) -> int:
     p.add_argument("--min-min", type=float, default=0.99)
     p.add_argument("--quick", action="store_true", help="tiny model, 40 frames (CPU crash check)")
     p.add_argument("--out", default=None, help="write results JSON here")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    cfg = TINY_CONFIG if args.quick else FULL_CONFIG
-    n = 40 if args.quick else args.n
+
+def backend_runs(args: argparse.Namespace, device: torch.device) -> list[tuple[str, bool]]:
+    """(backend, compiled) pairs to check; defaults depend on the device and flash-attn."""
     if args.backends:
         backends = args.backends
     elif device.type == "cuda":
@@ -78,7 +79,11 @@ def main(argv=None) -> int:
         backends = ["padded", "flex"] + (["flash"] if have_flash else [])
     else:
         backends = ["loop", "padded"]
+    return [(b, False) for b in backends] + ([("padded", True)] if device.type == "cuda" else [])
 
+
+def build(args: argparse.Namespace, device: torch.device, cfg, n: int):
+    """Random encoder and ``n`` tokenised random frames; returns (enc, toks, lengths)."""
     t0 = time.perf_counter()
     enc = random_encoder(
         cfg,
@@ -98,62 +103,61 @@ def main(argv=None) -> int:
         f"(built in {t_build:.1f} s)",
         flush=True,
     )
+    return enc, toks, lengths
 
+
+def run_reference(enc, toks) -> tuple[np.ndarray, float]:
+    """fp32 one-at-a-time embeddings and the seconds they took."""
     t0 = time.perf_counter()
     ref = enc.reference_embed_ids(toks)
     t_ref = time.perf_counter() - t0
     print(f"fp32 reference: {t_ref:.1f} s", flush=True)
+    return ref, t_ref
 
-    rows, ok = [], True
-    runs = [(b, False) for b in backends] + ([("padded", True)] if device.type == "cuda" else [])
-    for name, compiled in runs:
-        label = name + ("+compile" if compiled else "")
-        try:
-            enc.backend = choose_backend(name, device.type, True) if device.type == "cuda" else name
-            if compiled and not enc.compiled:  # what load(..., compile=True) does
-                enc.model.post = torch.compile(_post_attention, dynamic=True)
-                enc.compiled = True
-            embed_all(enc, toks[:64], args.token_budget)  # warm-up (flex compiles here)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            out = embed_all(enc, toks, args.token_budget)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            secs = time.perf_counter() - t0
-        except Exception as exc:  # noqa: BLE001 - record, fail, and go on with the other backends
-            print(f"{label}: FAILED {type(exc).__name__}: {exc}"[:2000], flush=True)
-            rows.append(
-                {
-                    "backend": label,
-                    "error": f"{type(exc).__name__}: {str(exc)[:500]}",
-                    "pass": False,
-                }
-            )
-            ok = False
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-            continue
-        cos = cosines(out, ref)
-        passed = bool(cos.mean() >= args.mean_min and cos.min() >= args.min_min)
-        ok &= passed
-        rows.append(
-            {
-                "backend": label,
-                "precision": enc.precision,
-                "n": n,
-                "mean_cos": float(cos.mean()),
-                "min_cos": float(cos.min()),
-                "p01_cos": float(np.quantile(cos, 0.01)),
-                "seconds": secs,
-                "pass": passed,
-            }
-        )
-    mfu.print_table(
-        rows,
-        ["backend", "precision", "n", "mean_cos", "min_cos", "p01_cos", "seconds", "pass", "error"],
-    )
-    payload = {
+
+def time_backend(enc, toks, name: str, compiled: bool, budget: int) -> tuple[np.ndarray, float]:
+    """Switch ``enc`` to one backend (optionally compiled), warm up, and time the packed path."""
+    device = enc.device
+    enc.backend = choose_backend(name, device.type, True) if device.type == "cuda" else name
+    if compiled and not enc.compiled:  # what load(..., compile=True) does
+        enc.model.post = torch.compile(_post_attention, dynamic=True)
+        enc.compiled = True
+    embed_all(enc, toks[:64], budget)  # warm-up (flex compiles here)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    out = embed_all(enc, toks, budget)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return out, time.perf_counter() - t0
+
+
+def check_backend(enc, toks, ref, args, name: str, compiled: bool, n: int) -> dict:
+    """One result row: cosines to ``ref`` and pass/fail, or the error if the backend failed."""
+    label = name + ("+compile" if compiled else "")
+    try:
+        out, secs = time_backend(enc, toks, name, compiled, args.token_budget)
+    except Exception as exc:  # noqa: BLE001 - record, fail, and go on with the other backends
+        print(f"{label}: FAILED {type(exc).__name__}: {exc}"[:2000], flush=True)
+        if enc.device.type == "cuda":
+            torch.cuda.empty_cache()
+        return {"backend": label, "error": f"{type(exc).__name__}: {str(exc)[:500]}", "pass": False}
+    cos = cosines(out, ref)
+    return {
+        "backend": label,
+        "precision": enc.precision,
+        "n": n,
+        "mean_cos": float(cos.mean()),
+        "min_cos": float(cos.min()),
+        "p01_cos": float(np.quantile(cos, 0.01)),
+        "seconds": secs,
+        "pass": bool(cos.mean() >= args.mean_min and cos.min() >= args.min_min),
+    }
+
+
+def results_payload(args, cfg, n: int, lengths, t_ref: float, rows: list[dict], ok: bool) -> dict:
+    """The JSON written by ``--out``."""
+    return {
         "bench": "dnabert_fidelity_gpu",
         "machine": mfu.machine_info(),
         "config": cfg.to_dict(),
@@ -172,7 +176,24 @@ def main(argv=None) -> int:
         "results": rows,
         "pass": ok,
     }
-    mfu.write_json(args.out, payload)
+
+
+def main(argv=None) -> int:
+    """Compare every backend with the fp32 reference; print, write JSON; 1 unless all pass."""
+    args = parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cfg = TINY_CONFIG if args.quick else FULL_CONFIG
+    n = 40 if args.quick else args.n
+    runs = backend_runs(args, device)
+    enc, toks, lengths = build(args, device, cfg, n)
+    ref, t_ref = run_reference(enc, toks)
+    rows = [check_backend(enc, toks, ref, args, name, c, n) for name, c in runs]
+    ok = all(r["pass"] for r in rows)
+    mfu.print_table(
+        rows,
+        ["backend", "precision", "n", "mean_cos", "min_cos", "p01_cos", "seconds", "pass", "error"],
+    )
+    mfu.write_json(args.out, results_payload(args, cfg, n, lengths, t_ref, rows, ok))
     if not ok:
         print("FAIL: a backend is below the thresholds", file=sys.stderr)
         return 1

@@ -33,6 +33,7 @@ import argparse
 import importlib.util
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +92,8 @@ def cos_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
+    """Command-line options; ``--quick`` shrinks the run to a CPU crash check."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--frames", type=int, default=20000, help="frames for (b) and (c)")
     p.add_argument("--orig-frames", type=int, default=500, help="frames for (a) (slow)")
@@ -110,12 +112,14 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny model, few frames (CPU crash check)")
     p.add_argument("--out", default=None, help="write results JSON here")
     args = p.parse_args(argv)
-
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    cfg = TINY_CONFIG if args.quick else FULL_CONFIG
     if args.quick:
         args.frames, args.orig_frames, args.batch_size = 64, 16, 16
         args.token_budget, args.repeats = 2048, 1
+    return args
+
+
+def packed_runs(args: argparse.Namespace, device: torch.device) -> list[tuple[str, bool]]:
+    """(backend, compiled) pairs for mode (c); defaults depend on the device and flash-attn."""
     if args.backends:
         backends = args.backends
     elif device.type == "cuda":
@@ -123,7 +127,53 @@ def main(argv=None) -> int:
         backends = ["padded", "flex"] + (["flash"] if have_flash else [])
     else:
         backends = ["loop", "padded"]
+    compile_backends = args.compile_backends
+    if compile_backends is None:
+        compile_backends = ["padded"] if device.type == "cuda" else []
+    return [(b, False) for b in backends] + [(b, True) for b in compile_backends]
 
+
+@dataclass
+class Bench:
+    """Everything the modes share: encoder, tokenised frames, and the rows/outputs collected."""
+
+    args: argparse.Namespace
+    device: torch.device
+    cfg: object
+    peak: float
+    enc: object
+    toks: list
+    lengths: np.ndarray
+    params: int
+    rows: list[dict] = field(default_factory=list)
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def record(self, mode: str, backend: str, n: int, secs: float, ls: np.ndarray, **extra) -> None:
+        """Append a timed row (tokens/s, TFLOP/s, MFU over real tokens) and print tokens/s."""
+        tok = int(ls.sum())
+        flops = count_flops(ls, self.params, self.cfg.num_hidden_layers, self.cfg.hidden_size)
+        tflops = flops / secs / 1e12
+        self.rows.append(
+            {
+                "mode": mode,
+                "backend": backend,
+                "frames": n,
+                "tokens": tok,
+                "seconds": round(secs, 4),
+                "frames_per_s": n / secs,
+                "tokens_per_s": tok / secs,
+                "tflops": tflops,
+                "mfu": tflops / self.peak,
+                **extra,
+            }
+        )
+        print(f"  {mode}/{backend}: {tok / secs:,.0f} tokens/s", flush=True)
+
+
+def setup(args: argparse.Namespace) -> Bench:
+    """Measure the matmul peak, build the random encoder, and tokenise the random frames."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cfg = TINY_CONFIG if args.quick else FULL_CONFIG
     peak = mfu.measure_matmul_tflops(torch.bfloat16)
     print(f"device {device}; measured bf16 matmul rate {peak:.1f} TFLOP/s", flush=True)
     enc = random_encoder(
@@ -140,128 +190,128 @@ def main(argv=None) -> int:
     t_tok = time.perf_counter() - t0
     lengths = np.array([len(t) for t in toks])
     params = sum(v.numel() for k, v in enc.model.state_dict().items() if k.startswith("encoder."))
-    flops = lambda ls: count_flops(ls, params, cfg.num_hidden_layers, cfg.hidden_size)  # noqa: E731
     print(
         f"{args.frames} frames, tokens/frame min {lengths.min()} mean {lengths.mean():.1f} "
         f"max {lengths.max()}; tokenizer {len(frames) / t_tok:.0f} frames/s; "
         f"non-embedding params {params / 1e6:.1f} M",
         flush=True,
     )
+    return Bench(args, device, cfg, peak, enc, toks, lengths, params)
 
-    rows, outputs = [], {}
 
-    def record(mode, backend, n, secs, ls, **extra):
-        tok = int(ls.sum())
-        tflops = flops(ls) / secs / 1e12
-        rows.append(
-            {
-                "mode": mode,
-                "backend": backend,
-                "frames": n,
-                "tokens": tok,
-                "seconds": round(secs, 4),
-                "frames_per_s": n / secs,
-                "tokens_per_s": tok / secs,
-                "tflops": tflops,
-                "mfu": tflops / peak,
-                **extra,
-            }
-        )
-        print(f"  {mode}/{backend}: {tok / secs:,.0f} tokens/s", flush=True)
-
-    # (a) original style -----------------------------------------------------------------
-    sub = toks[: args.orig_frames]
-    enc.reference_embed_ids(sub[:4])  # warm-up
-    best = float("inf")
-    for _ in range(args.repeats):
+def best_time(fn, repeats: int, device: torch.device, sync_after: bool = True):
+    """Run ``fn`` ``repeats`` times; return the fastest wall time and the last result."""
+    best, result = float("inf"), None
+    for _ in range(repeats):
         sync(device)
         t0 = time.perf_counter()
-        outputs["a"] = enc.reference_embed_ids(sub)
+        result = fn()
+        if sync_after:
+            sync(device)
         best = min(best, time.perf_counter() - t0)
-    record("a_original", "reference_fp32", len(sub), best, lengths[: len(sub)])
+    return best, result
 
-    # (b) padded batches of --batch-size ------------------------------------------------------
+
+def run_original(bench: Bench) -> None:
+    """(a) one sequence at a time through the fp32 reference."""
+    enc, sub = bench.enc, bench.toks[: bench.args.orig_frames]
+    enc.reference_embed_ids(sub[:4])  # warm-up
+    best, bench.outputs["a"] = best_time(
+        lambda: enc.reference_embed_ids(sub), bench.args.repeats, bench.device, sync_after=False
+    )
+    bench.record("a_original", "reference_fp32", len(sub), best, bench.lengths[: len(sub)])
+
+
+def padded_batches(toks: list, batch_size: int, device: torch.device) -> list[tuple]:
+    """Input-order batches of ``batch_size`` frames as (ids, bool mask), padded to the longest."""
     batches = []
-    for s in range(0, len(toks), args.batch_size):
-        group = toks[s : s + args.batch_size]
+    for s in range(0, len(toks), batch_size):
+        group = toks[s : s + batch_size]
         width = max(len(t) for t in group)
         ids = np.zeros((len(group), width), dtype=np.int64)
         mask = np.zeros((len(group), width), dtype=bool)
         for i, t in enumerate(group):
             ids[i, : len(t)], mask[i, : len(t)] = t, True
         batches.append((torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)))
+    return batches
+
+
+def run_padded(bench: Bench) -> None:
+    """(b) plain padded bf16 batches through ``padded_forward``."""
+    args, model = bench.args, bench.enc.model
+    batches = padded_batches(bench.toks, args.batch_size, bench.device)
     padded_tokens = sum(int(i.numel()) for i, _ in batches)
-    padded_forward(enc.model, *batches[0])
-    best = float("inf")
-    for _ in range(args.repeats):
-        sync(device)
-        t0 = time.perf_counter()
-        outs = [padded_forward(enc.model, i, m) for i, m in batches]
-        sync(device)
-        best = min(best, time.perf_counter() - t0)
-    outputs["b"] = torch.cat(outs).cpu().numpy()
-    record(
+    padded_forward(model, *batches[0])  # warm-up
+    best, outs = best_time(
+        lambda: [padded_forward(model, i, m) for i, m in batches], args.repeats, bench.device
+    )
+    bench.outputs["b"] = torch.cat(outs).cpu().numpy()
+    bench.record(
         "b_padded_batches",
         f"sdpa_bs{args.batch_size}",
-        len(toks),
+        len(bench.toks),
         best,
-        lengths,
-        padding_overhead=padded_tokens / int(lengths.sum()) - 1,
+        bench.lengths,
+        padding_overhead=padded_tokens / int(bench.lengths.sum()) - 1,
     )
 
-    # (c) packed, per attention backend ----------------------------------------------------------
-    groups = pack_ffd(lengths.tolist(), args.token_budget)
-    packed = [make_batch([toks[i] for i in g]).to(device) for g in groups]
-    compile_backends = args.compile_backends
-    if compile_backends is None:
-        compile_backends = ["padded"] if device.type == "cuda" else []
-    runs = [(b, False) for b in backends] + [(b, True) for b in compile_backends]
-    for name, compiled in runs:
+
+def run_packed_one(bench: Bench, name: str, compiled: bool, groups: list, packed: list) -> None:
+    """(c) one backend (optionally compiled): warm up, time, keep outputs in input order."""
+    enc, device = bench.enc, bench.device
+    label = name + ("+compile" if compiled else "")
+    enc.backend = choose_backend(name, device.type, alibi=True)
+    if device.type != "cuda":
+        enc.backend = name
+    if compiled and not enc.compiled:  # what load(..., compile=True) does
+        enc.model.post = torch.compile(_post_attention, dynamic=True)
+        enc.compiled = True
+    t0 = time.perf_counter()
+    for b in packed[:2]:
+        enc.embed_packed(b)  # warm-up (flex and compile=True compile here)
+    sync(device)
+    warm = time.perf_counter() - t0
+    best, outs = best_time(
+        lambda: [enc.embed_packed(b) for b in packed], bench.args.repeats, device
+    )
+    out = np.empty((len(bench.toks), enc.dim), dtype=np.float32)
+    for g, o in zip(groups, outs, strict=True):
+        out[g] = o.cpu().numpy()
+    bench.outputs[f"c_{label}"] = out
+    bench.record(
+        "c_packed",
+        label,
+        len(bench.toks),
+        best,
+        bench.lengths,
+        batches=len(packed),
+        warmup_seconds=round(warm, 2),
+    )
+
+
+def run_packed(bench: Bench) -> None:
+    """(c) ours on FFD-packed batches, once per backend; a failure is recorded, not raised."""
+    groups = pack_ffd(bench.lengths.tolist(), bench.args.token_budget)
+    packed = [make_batch([bench.toks[i] for i in g]).to(bench.device) for g in groups]
+    for name, compiled in packed_runs(bench.args, bench.device):
         label = name + ("+compile" if compiled else "")
         try:
-            enc.backend = choose_backend(name, device.type, alibi=True)
-            if device.type != "cuda":
-                enc.backend = name
-            if compiled and not enc.compiled:  # what load(..., compile=True) does
-                enc.model.post = torch.compile(_post_attention, dynamic=True)
-                enc.compiled = True
-            t0 = time.perf_counter()
-            for b in packed[:2]:
-                enc.embed_packed(b)  # warm-up (flex and compile=True compile here)
-            sync(device)
-            warm = time.perf_counter() - t0
-            best = float("inf")
-            for _ in range(args.repeats):
-                sync(device)
-                t0 = time.perf_counter()
-                outs = [enc.embed_packed(b) for b in packed]
-                sync(device)
-                best = min(best, time.perf_counter() - t0)
-            out = np.empty((len(toks), enc.dim), dtype=np.float32)
-            for g, o in zip(groups, outs, strict=True):
-                out[g] = o.cpu().numpy()
-            outputs[f"c_{label}"] = out
-            record(
-                "c_packed",
-                label,
-                len(toks),
-                best,
-                lengths,
-                batches=len(packed),
-                warmup_seconds=round(warm, 2),
-            )
+            run_packed_one(bench, name, compiled, groups, packed)
         except Exception as exc:  # noqa: BLE001 - report and go on with the other backends
             print(f"  c_packed/{label}: FAILED {type(exc).__name__}: {exc}"[:2000], flush=True)
-            rows.append(
+            bench.rows.append(
                 {
                     "mode": "c_packed",
                     "backend": label,
                     "error": f"{type(exc).__name__}: {str(exc)[:500]}",
                 }
             )
-            if device.type == "cuda":
+            if bench.device.type == "cuda":
                 torch.cuda.empty_cache()
 
+
+def add_comparisons(rows: list[dict], outputs: dict[str, np.ndarray]) -> None:
+    """Add speed-up over (a) and per-frame cosine to (a)'s embeddings to each row."""
     base = next(r for r in rows if r["mode"] == "a_original")["tokens_per_s"]
     n_a = len(outputs["a"])
     for r in rows:
@@ -273,48 +323,60 @@ def main(argv=None) -> int:
         if key in outputs:
             c = cos_rows(outputs[key][:n_a], outputs["a"])
             r["cos_vs_a_mean"], r["cos_vs_a_min"] = float(c.mean()), float(c.min())
-    mfu.print_table(
-        rows,
-        [
-            "mode",
-            "backend",
-            "frames",
-            "tokens",
-            "seconds",
-            "tokens_per_s",
-            "frames_per_s",
-            "tflops",
-            "mfu",
-            "speedup_vs_a",
-            "cos_vs_a_min",
-        ],
-    )
-    mfu.write_json(
-        args.out,
-        {
-            "bench": "dnabert_throughput",
-            "machine": mfu.machine_info(),
-            "config": cfg.to_dict(),
-            "quick": args.quick,
-            "precision": args.precision,
-            "bf16_matmul_tflops": peak,
-            "token_budget": args.token_budget,
-            "batch_size": args.batch_size,
-            "frames": {
-                "n": args.frames,
-                "orig_n": args.orig_frames,
-                "bases": [300, 500],
-                "tokens_mean": float(lengths.mean()),
-                "tokens_min": int(lengths.min()),
-                "tokens_max": int(lengths.max()),
-                "tokenizer": "BPE (vocab 4096 full / 128 quick) trained on seeded random DNA",
-            },
-            "flops_per_token": "2 * non-embedding params + layers * 4 * seq_len * hidden",
-            "non_embedding_params": params,
-            "results": rows,
+
+
+TABLE_COLUMNS = [
+    "mode",
+    "backend",
+    "frames",
+    "tokens",
+    "seconds",
+    "tokens_per_s",
+    "frames_per_s",
+    "tflops",
+    "mfu",
+    "speedup_vs_a",
+    "cos_vs_a_min",
+]
+
+
+def results_payload(bench: Bench) -> dict:
+    """The JSON written by ``--out``: machine, config, frame statistics, and the rows."""
+    args, lengths = bench.args, bench.lengths
+    return {
+        "bench": "dnabert_throughput",
+        "machine": mfu.machine_info(),
+        "config": bench.cfg.to_dict(),
+        "quick": args.quick,
+        "precision": args.precision,
+        "bf16_matmul_tflops": bench.peak,
+        "token_budget": args.token_budget,
+        "batch_size": args.batch_size,
+        "frames": {
+            "n": args.frames,
+            "orig_n": args.orig_frames,
+            "bases": [300, 500],
+            "tokens_mean": float(lengths.mean()),
+            "tokens_min": int(lengths.min()),
+            "tokens_max": int(lengths.max()),
+            "tokenizer": "BPE (vocab 4096 full / 128 quick) trained on seeded random DNA",
         },
-    )
-    return 1 if any("error" in r for r in rows) else 0
+        "flops_per_token": "2 * non-embedding params + layers * 4 * seq_len * hidden",
+        "non_embedding_params": bench.params,
+        "results": bench.rows,
+    }
+
+
+def main(argv=None) -> int:
+    """Run modes (a), (b), (c); print the table; write JSON; 1 if any backend failed."""
+    bench = setup(parse_args(argv))
+    run_original(bench)
+    run_padded(bench)
+    run_packed(bench)
+    add_comparisons(bench.rows, bench.outputs)
+    mfu.print_table(bench.rows, TABLE_COLUMNS)
+    mfu.write_json(bench.args.out, results_payload(bench))
+    return 1 if any("error" in r for r in bench.rows) else 0
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import argparse
 import importlib.util
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +63,8 @@ def available_backends(device: torch.device) -> list[str]:
     return names
 
 
-def main(argv=None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line."""
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -73,14 +75,15 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="24 proteins (smoke run)")
     ap.add_argument("--out", help="write the results here as JSON")
-    args = ap.parse_args(argv)
-    n = 24 if args.quick else args.n
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    name, arch = ESM2_ARCH[args.model_size]
-    seqs = chunk_proteins(n, args.seed)
+    return ap.parse_args(argv)
+
+
+def random_encoders(
+    name: str, arch: dict, seed: int, device: torch.device
+) -> Callable[[str, str], ESMEncoder]:
+    """Build the random fair-esm model once; return a maker of packed encoders on it."""
     t0 = time.perf_counter()
-    fair, alphabet = random_model(args.seed, device, **arch)
+    fair, alphabet = random_model(seed, device, **arch)
     print(f"{name} architecture, random weights, on {device} in {time.perf_counter() - t0:.1f} s")
 
     def encoder(precision: str, backend: str) -> ESMEncoder:
@@ -93,74 +96,105 @@ def main(argv=None) -> int:
             backend=backend,
         )
 
+    return encoder
+
+
+def compare(kind: str, label: str, got: np.ndarray, want: np.ndarray, seconds: float) -> dict:
+    """One table row: cosines of ``got`` vs ``want`` and whether they meet ``THRESHOLDS[kind]``."""
+    c = cosines(got, want)
+    mean_min, min_min = THRESHOLDS[kind]
+    ok = bool(np.all(np.isfinite(c)) and c.mean() >= mean_min and c.min() >= min_min)
+    return {
+        "comparison": kind,
+        "run": label,
+        "mean_cos": float(c.mean()),
+        "min_cos": float(c.min()),
+        "p01_cos": float(np.quantile(c, 0.01)),
+        "seconds": round(seconds, 3),
+        "pass": ok,
+    }
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the GPU, so that wall-clock times cover its work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed_embed(
+    enc: ESMEncoder, backend: str, seqs: list[str], budget: int
+) -> tuple[np.ndarray, float]:
+    """Embed ``seqs`` with ``enc`` switched to ``backend``, after a warm-up; (embeddings, s)."""
+    device = enc.device
+    enc.backend = choose_backend(backend, device.type, False)
+    enc.embed(seqs[: min(len(seqs), 64)], budget)  # warm-up / compile
+    sync(device)
     t0 = time.perf_counter()
-    ref_enc = encoder("fp32", "padded")
-    reference = ref_enc.reference_embed(seqs)
-    ref_seconds = time.perf_counter() - t0
-    print(f"fp32 reference (fair-esm forward): {n} proteins in {ref_seconds:.1f} s")
+    got = enc.embed(seqs, budget)
+    sync(device)
+    return got, time.perf_counter() - t0
 
+
+def runs_at(precision: str, backends: list[str]) -> list[str]:
+    """The backends compared at ``precision``."""
+    if precision == "fp32":
+        # flash kernels take fp16/bf16 only
+        return [b for b in backends if b not in ("varlen", "flash")]
+    if precision == "fp16":
+        return [b for b in backends if b in ("varlen", "padded")]
+    return list(backends)
+
+
+def against_reference(
+    encoder: Callable[[str, str], ESMEncoder],
+    ref_enc: ESMEncoder,
+    reference: np.ndarray,
+    seqs: list[str],
+    backends: list[str],
+    budget: int,
+) -> tuple[list[dict], dict]:
+    """Every precision x backend vs the fp32 reference; (rows, embeddings by (precision, b))."""
     rows, embs = [], {}
-
-    def compare(kind, label, got, want, seconds):
-        c = cosines(got, want)
-        mean_min, min_min = THRESHOLDS[kind]
-        ok = bool(np.all(np.isfinite(c)) and c.mean() >= mean_min and c.min() >= min_min)
-        rows.append(
-            {
-                "comparison": kind,
-                "run": label,
-                "mean_cos": float(c.mean()),
-                "min_cos": float(c.min()),
-                "p01_cos": float(np.quantile(c, 0.01)),
-                "seconds": round(seconds, 3),
-                "pass": ok,
-            }
-        )
-
-    backends = args.backends or available_backends(device)
-    precisions = ["bf16", "fp16", "fp32"] if device.type == "cuda" else ["fp32"]
+    precisions = ["bf16", "fp16", "fp32"] if ref_enc.device.type == "cuda" else ["fp32"]
     for precision in precisions:
         enc = encoder(precision, backends[0]) if precision != "fp32" else ref_enc
-        for b in backends:
-            if precision == "fp32" and b in ("varlen", "flash"):
-                continue  # flash kernels take fp16/bf16 only
-            if precision == "fp16" and b not in ("varlen", "padded"):
-                continue
-            enc.backend = choose_backend(b, device.type, False)
-            enc.embed(seqs[: min(n, 64)], args.token_budget)  # warm-up / compile
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            got = enc.embed(seqs, args.token_budget)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+        for b in runs_at(precision, backends):
+            got, seconds = timed_embed(enc, b, seqs, budget)
             embs[(precision, b)] = got
-            compare(
-                f"{precision} vs fp32 reference",
-                f"{precision} {b}",
-                got,
-                reference,
-                time.perf_counter() - t0,
-            )
+            kind = f"{precision} vs fp32 reference"
+            rows.append(compare(kind, f"{precision} {b}", got, reference, seconds))
         del enc
-    # the packed backends against each other in bf16 (the 'loop' one is the CPU-fallback semantics)
+    return rows, embs
+
+
+def backend_vs_backend(embs: dict, backends: list[str]) -> list[dict]:
+    """The packed backends against the first one in bf16 ('loop': the CPU-fallback semantics)."""
     bf16 = [b for b in backends if ("bf16", b) in embs]
-    for a, b in zip(bf16[:1] * len(bf16), bf16[1:], strict=False):
+    return [
         compare(
             "bf16 backend vs bf16 backend", f"{a} vs {b}", embs[("bf16", a)], embs[("bf16", b)], 0.0
         )
+        for a, b in zip(bf16[:1] * len(bf16), bf16[1:], strict=False)
+    ]
 
-    mfu.print_table(
-        rows, ["comparison", "run", "mean_cos", "min_cos", "p01_cos", "seconds", "pass"]
-    )
+
+def build_payload(
+    args: argparse.Namespace,
+    name: str,
+    arch: dict,
+    seqs: list[str],
+    ref_seconds: float,
+    rows: list[dict],
+) -> dict:
+    """The JSON written by ``--out``."""
     lengths = [len(s) for s in seqs]
-    payload = {
+    return {
         "bench": "esm2_fidelity_gpu",
         "machine": mfu.machine_info(),
         "model": name,
         "architecture": arch,
         "weights": f"random, fair-esm default init, seed {args.seed}",
-        "n_proteins": n,
+        "n_proteins": len(seqs),
         "protein_lengths": {
             "min": min(lengths),
             "max": max(lengths),
@@ -174,13 +208,40 @@ def main(argv=None) -> int:
         "rows": rows,
         "pass": all(r["pass"] for r in rows),
     }
-    mfu.write_json(args.out, payload)
+
+
+def verdict(rows: list[dict]) -> int:
+    """Print which runs failed their thresholds; the exit status."""
     failed = [r["run"] for r in rows if not r["pass"]]
     if failed:
         print("FAILED thresholds:", ", ".join(failed))
         return 1
     print("all thresholds met")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Compare every backend and precision with the fp32 reference; 1 if a threshold fails."""
+    args = parse_args(argv)
+    n = 24 if args.quick else args.n
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    name, arch = ESM2_ARCH[args.model_size]
+    seqs = chunk_proteins(n, args.seed)
+    encoder = random_encoders(name, arch, args.seed, device)
+    t0 = time.perf_counter()
+    ref_enc = encoder("fp32", "padded")
+    reference = ref_enc.reference_embed(seqs)
+    ref_seconds = time.perf_counter() - t0
+    print(f"fp32 reference (fair-esm forward): {n} proteins in {ref_seconds:.1f} s")
+    backends = args.backends or available_backends(device)
+    rows, embs = against_reference(encoder, ref_enc, reference, seqs, backends, args.token_budget)
+    rows += backend_vs_backend(embs, backends)
+    mfu.print_table(
+        rows, ["comparison", "run", "mean_cos", "min_cos", "p01_cos", "seconds", "pass"]
+    )
+    mfu.write_json(args.out, build_payload(args, name, arch, seqs, ref_seconds, rows))
+    return verdict(rows)
 
 
 if __name__ == "__main__":

@@ -159,11 +159,6 @@ def compile_delta(before: dict, after: dict) -> dict:
     }
 
 
-def model_flops(work, p_nonemb: int, dim: int, layers: int) -> float:
-    """esm2_throughput's FLOP definition: 2 P tokens + 4 L^2 dim per protein and layer."""
-    return sum(2.0 * p_nonemb * w.tokens + 4.0 * dim * layers * w.sq for w in work)
-
-
 class Levers:
     """Ours with one lever changed at a time, on one model; rows appended to ``self.rows``."""
 
@@ -230,7 +225,7 @@ class Levers:
         sec, done = tp.time_batches(step, work[1:] or work, self.args.seconds, warmup=2)
         delta = compile_delta(before, compile_state())
         toks = sum(w.tokens for w in done)
-        tflops = model_flops(done, self.p_nonemb, self.dim, self.layers) / sec / 1e12
+        tflops = tp.model_flops(done, self.p_nonemb, self.dim, self.layers) / sec / 1e12
         steady = sec / len(done)
         return {"tokens_per_s": toks / sec, "proteins_per_s": sum(w.n for w in done) / sec,
                 "model_tflops": tflops, "mfu": tflops / self.peak, "packing_eff": eff,

@@ -31,6 +31,7 @@ import argparse
 import gc
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -154,7 +155,8 @@ def build_hf(arch, device):
     return model
 
 
-def main(argv=None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line; ``--quick`` shrinks the set, the budgets and the seconds."""
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -178,145 +180,190 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.quick:
         args.n, args.seconds, args.token_budget, args.hf_tokens = 200, 1.0, 4096, 8192
+    return args
+
+
+def model_flops(work: list[Work], p_nonemb: int, dim: int, layers: int) -> float:
+    """Model FLOPs of ``work``, real tokens only: 2 P tokens + 4 L^2 dim per protein and layer."""
+    return sum(2.0 * p_nonemb * w.tokens + 4.0 * dim * layers * w.sq for w in work)
+
+
+def nonembedding_parameters(fair: torch.nn.Module) -> int:
+    """Parameters of the transformer layers and the final layer norm (the FLOP count's P)."""
+    return sum(
+        p.numel()
+        for n, p in fair.named_parameters()
+        if n.startswith(("layers.", "emb_layer_norm_after"))
+    )
+
+
+@dataclass
+class Run:
+    """What every method's runner shares: the set, the fair-esm model, the rows so far."""
+
+    args: argparse.Namespace
+    device: torch.device
+    name: str
+    arch: dict
+    peak: float
+    seqs: list[str]
+    fair: torch.nn.Module | None
+    alphabet: object
+    p_nonemb: int
+    results: list[dict] = field(default_factory=list)
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+
+def setup(args: argparse.Namespace) -> Run:
+    """Measure the matmul rate, make the protein set, build the random fair-esm model."""
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     name, arch = ESM2_ARCH[args.model_size]
-    methods = list(args.methods) + (["packed+compile"] if args.compile and cuda else [])
-
     peak = mfu.measure_matmul_tflops(torch.bfloat16, n=8192 if cuda else 512)
     print(f"bf16 matmul rate: {peak:.1f} TFLOP/s" + ("" if cuda else " (CPU: fp32, meaningless)"))
     seqs = chunk_proteins(args.n, args.seed)
     t0 = time.perf_counter()
     fair, alphabet = random_model(args.seed, device, **arch)
     print(f"{name}: random weights built on {device} in {time.perf_counter() - t0:.1f} s")
-    dim, layers = arch["embed_dim"], arch["num_layers"]
-    p_nonemb = sum(
-        p.numel()
-        for n, p in fair.named_parameters()
-        if n.startswith(("layers.", "emb_layer_norm_after"))
+    return Run(args, device, name, arch, peak, seqs, fair, alphabet, nonembedding_parameters(fair))
+
+
+def record(run: Run, method: str, desc: str, seconds: float, work: list[Work]) -> None:
+    """Append one method's row to ``run.results`` and print its one-line summary."""
+    toks = sum(w.tokens for w in work)
+    f = model_flops(work, run.p_nonemb, run.arch["embed_dim"], run.arch["num_layers"])
+    row = {
+        "method": method,
+        "tokens_per_s": toks / seconds,
+        "proteins_per_s": sum(w.n for w in work) / seconds,
+        "model_tflops": f / seconds / 1e12,
+        "mfu": f / seconds / 1e12 / run.peak,
+        "timed_s": seconds,
+        "timed_batches": len(work),
+        "timed_proteins": sum(w.n for w in work),
+        "timed_tokens": toks,
+        "padding_fraction": 1 - toks / sum(w.padded for w in work),
+        "description": desc,
+    }
+    run.results.append(row)
+    print(
+        f"  {method}: {row['tokens_per_s']:,.0f} tokens/s, MFU {row['mfu']:.3f} "
+        f"({row['timed_proteins']} proteins in {seconds:.1f} s)"
     )
 
-    def flops(work):
-        return sum(2.0 * p_nonemb * w.tokens + 4.0 * dim * layers * w.sq for w in work)
 
-    results = []
+def packed_batches(tokens: list, budget: int, seed: int, pin: bool) -> list[Work]:
+    """Ours: first-fit-decreasing packed batches of ``budget`` tokens, in a random order."""
+    work = []
+    for idx in pack_ffd([len(t) for t in tokens], budget):
+        b = make_batch([tokens[i] for i in idx])
+        work.append(Work(b.pin_memory() if pin else b, [len(tokens[i]) for i in idx]))
+    return shuffled(work, seed)
 
-    def record(method, desc, seconds, work):
-        toks = sum(w.tokens for w in work)
-        f = flops(work)
-        row = {
-            "method": method,
-            "tokens_per_s": toks / seconds,
-            "proteins_per_s": sum(w.n for w in work) / seconds,
-            "model_tflops": f / seconds / 1e12,
-            "mfu": f / seconds / 1e12 / peak,
-            "timed_s": seconds,
-            "timed_batches": len(work),
-            "timed_proteins": sum(w.n for w in work),
-            "timed_tokens": toks,
-            "padding_fraction": 1 - toks / sum(w.padded for w in work),
-            "description": desc,
-        }
-        results.append(row)
-        print(
-            f"  {method}: {row['tokens_per_s']:,.0f} tokens/s, MFU {row['mfu']:.3f} "
-            f"({row['timed_proteins']} proteins in {seconds:.1f} s)"
-        )
 
-    ours = {}
-    for m in [m for m in methods if m.startswith("packed")]:
-        enc = ESMEncoder(
-            fair,
-            alphabet,
-            spec=name,
-            device=device,
-            precision="bf16" if cuda else "fp32",
-            backend=args.backend,
-            compile=m.endswith("compile"),
-        )
-        tokens = enc.tokenize(seqs)
-        work = []
-        for idx in pack_ffd([len(t) for t in tokens], args.token_budget):
-            b = make_batch([tokens[i] for i in idx])
-            work.append(Work(b.pin_memory() if cuda else b, [len(tokens[i]) for i in idx]))
-        work = shuffled(work, args.seed)
+def run_packed(run: Run, method: str) -> str:
+    """Time ours (``packed`` or ``packed+compile``); returns the attention backend it used."""
+    args = run.args
+    enc = ESMEncoder(
+        run.fair,
+        run.alphabet,
+        spec=run.name,
+        device=run.device,
+        precision="bf16" if run.cuda else "fp32",
+        backend=args.backend,
+        compile=method.endswith("compile"),
+    )
+    work = packed_batches(enc.tokenize(run.seqs), args.token_budget, args.seed, run.cuda)
 
-        def packed_step(w, enc=enc):
-            return enc.embed_packed(w.payload.to(device, non_blocking=True)).cpu()
+    def packed_step(w):
+        return enc.embed_packed(w.payload.to(run.device, non_blocking=True)).cpu()
 
-        sec, done = time_batches(packed_step, work, args.seconds, warmup=3)
-        record(
-            m,
-            f"packed bf16, token budget {args.token_budget}, backend {enc.backend}"
-            + (", compiled" if enc.compiled else ""),
-            sec,
-            done,
-        )
-        ours[m] = enc.backend
-        del enc
-    last = layers
-    if "original" in methods or "fair16" in methods:
-        subset = seqs[: args.fair_subset]  # fair-esm's tokenizer is slow; same distribution
-        work = shuffled(fair_batches(alphabet, subset), args.seed)
+    sec, done = time_batches(packed_step, work, args.seconds, warmup=3)
+    desc = f"packed bf16, token budget {args.token_budget}, backend {enc.backend}"
+    record(run, method, desc + (", compiled" if enc.compiled else ""), sec, done)
+    return enc.backend
 
-        def fair_step(w, half=False):
-            toks, keep = w.payload
-            with torch.no_grad():
-                rep = fair(toks.to(device, non_blocking=True), repr_layers=[last])[
-                    "representations"
-                ][last]
-            rep = (rep.float() if half else rep).to("cpu")
-            return [rep[i, 1 : k + 1].mean(0).clone() for i, k in enumerate(keep)]
 
-        if "original" in methods:
-            sec, done = time_batches(fair_step, work, args.seconds)
-            record(
-                "original",
-                "fair-esm fp32, 2048-token length-sorted batches (subset timed)",
-                sec,
-                done,
-            )
-        if "fair16" in methods and cuda:
-            fair.half()
-            for layer in fair.layers:  # fair-esm caches rotary cos/sin per length: drop fp32 ones
-                layer.self_attn.rot_emb._seq_len_cached = None
-            sec, done = time_batches(lambda w: fair_step(w, True), work, args.seconds)
-            record("fair16", "fair-esm fp16 (model.half()), 2048-token batches", sec, done)
+def fair_step(run: Run, w: Work, half: bool = False) -> list[torch.Tensor]:
+    """fair-esm's forward on one batch; last-layer representations to the CPU, then means."""
+    toks, keep = w.payload
+    last = run.arch["num_layers"]
+    with torch.no_grad():
+        rep = run.fair(toks.to(run.device, non_blocking=True), repr_layers=[last])[
+            "representations"
+        ][last]
+    rep = (rep.float() if half else rep).to("cpu")
+    return [rep[i, 1 : k + 1].mean(0).clone() for i, k in enumerate(keep)]
 
-    fair = None  # free fair-esm's weights before the HF model is built
+
+def run_fair(run: Run, methods: list[str]) -> None:
+    """Time the original (fp32) and fair16 (model.half(), CUDA only) on a subset."""
+    subset = run.seqs[: run.args.fair_subset]  # fair-esm's tokenizer is slow; same distribution
+    work = shuffled(fair_batches(run.alphabet, subset), run.args.seed)
+    if "original" in methods:
+        sec, done = time_batches(lambda w: fair_step(run, w), work, run.args.seconds)
+        desc = "fair-esm fp32, 2048-token length-sorted batches (subset timed)"
+        record(run, "original", desc, sec, done)
+    if "fair16" in methods and run.cuda:
+        run.fair.half()
+        for layer in run.fair.layers:  # fair-esm caches rotary cos/sin per length: drop fp32 ones
+            layer.self_attn.rot_emb._seq_len_cached = None
+        sec, done = time_batches(lambda w: fair_step(run, w, True), work, run.args.seconds)
+        record(run, "fair16", "fair-esm fp16 (model.half()), 2048-token batches", sec, done)
+
+
+def free_fair(run: Run) -> None:
+    """Drop fair-esm's weights before the HF model is built."""
+    run.fair = None
     gc.collect()
-    if cuda:
+    if run.cuda:
         torch.cuda.empty_cache()
 
+
+def masked_mean(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``h`` over each row's residues (BOS, EOS and padding left out), in fp32."""
+    pos = torch.arange(mask.shape[1], device=mask.device)
+    weight = mask & (pos >= 1) & (pos < mask.sum(1, keepdim=True) - 1)
+    weight = weight.float()
+    return (h.float() * weight[..., None]).sum(1) / weight.sum(1, keepdim=True).clamp_min(1)
+
+
+def run_hf(run: Run) -> None:
+    """Time transformers' EsmModel (sdpa, bf16) on padded batches in a random order."""
+    args, device, pad = run.args, run.device, run.alphabet.padding_idx
+    model = build_hf(run.arch, device)
+    work = hf_batches(Tokenizer(run.alphabet)(run.seqs), pad, args.hf_tokens, args.seed)
+
+    def hf_step(w):
+        ids, lengths = w.payload
+        ids = ids.to(device, non_blocking=True)
+        mask = ids.ne(pad)
+        with torch.no_grad():
+            h = model(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+        return masked_mean(h, mask).cpu()
+
+    sec, done = time_batches(hf_step, work, args.seconds)
+    desc = f"transformers EsmModel sdpa bf16, ~{args.hf_tokens} padded tokens/batch, random order"
+    record(run, "hf-sdpa", desc, sec, done)
+
+
+def run_methods(run: Run, methods: list[str]) -> dict[str, str]:
+    """Every method asked for, ours first; returns ours' attention backend per method."""
+    ours = {m: run_packed(run, m) for m in methods if m.startswith("packed")}
+    if "original" in methods or "fair16" in methods:
+        run_fair(run, methods)
+    free_fair(run)
     if "hf-sdpa" in methods:
-        model = build_hf(arch, device)
-        work = hf_batches(
-            Tokenizer(alphabet)(seqs), alphabet.padding_idx, args.hf_tokens, args.seed
-        )
+        run_hf(run)
+    return ours
 
-        def hf_step(w):
-            ids, lengths = w.payload
-            ids = ids.to(device, non_blocking=True)
-            mask = ids.ne(alphabet.padding_idx)
-            with torch.no_grad():
-                h = model(input_ids=ids, attention_mask=mask.long()).last_hidden_state
-            pos = torch.arange(ids.shape[1], device=device)
-            weight = mask & (pos >= 1) & (pos < mask.sum(1, keepdim=True) - 1)
-            weight = weight.float()
-            return (
-                (h.float() * weight[..., None]).sum(1) / weight.sum(1, keepdim=True).clamp_min(1)
-            ).cpu()
 
-        sec, done = time_batches(hf_step, work, args.seconds)
-        record(
-            "hf-sdpa",
-            f"transformers EsmModel sdpa bf16, ~{args.hf_tokens} padded tokens/batch, random order",
-            sec,
-            done,
-        )
-        del model
-
+def report(results: list[dict]) -> dict[str, float]:
+    """Print the table and the speed-ups over the original; returns the speed-ups."""
     mfu.print_table(
         results,
         ["method", "tokens_per_s", "proteins_per_s", "model_tflops", "mfu", "timed_proteins"],
@@ -327,14 +374,20 @@ def main(argv=None) -> int:
     }
     if speedups:
         print("speed-up over the original:", {k: round(v, 2) for k, v in speedups.items()})
+    return speedups
+
+
+def build_payload(run: Run, ours: dict[str, str], speedups: dict[str, float]) -> dict:
+    """The JSON written by ``--out``."""
+    args, seqs = run.args, run.seqs
     lengths = [len(s) for s in seqs]
-    payload = {
+    return {
         "bench": "esm2_throughput",
         "machine": mfu.machine_info(),
-        "model": name,
-        "architecture": arch,
+        "model": run.name,
+        "architecture": run.arch,
         "weights": f"random, seed {args.seed}",
-        "nonembedding_parameters": p_nonemb,
+        "nonembedding_parameters": run.p_nonemb,
         "flops_definition": "2 * nonembedding_parameters * real_tokens + sum over proteins of "
         "layers * 4 * L^2 * dim (QK^T and AV; L = tokens incl. BOS/EOS); padding never counted",
         "mfu_definition": "model FLOP/s / measured bf16 dense matmul rate (8192^3), all methods",
@@ -342,7 +395,7 @@ def main(argv=None) -> int:
         "tokenization not timed; warm-up batches excluded; each method's batches are made as "
         "that method makes them, then processed in a random order (a timed prefix is a fair "
         "sample); original/fair16 batch the first --fair-subset proteins",
-        "bf16_matmul_tflops": peak,
+        "bf16_matmul_tflops": run.peak,
         "n_proteins": len(seqs),
         "fair_subset": min(args.fair_subset, len(seqs)),
         "protein_lengths": {
@@ -354,10 +407,19 @@ def main(argv=None) -> int:
         "token_budget": args.token_budget,
         "hf_tokens_per_batch": args.hf_tokens,
         "packed_backends": ours,
-        "results": results,
+        "results": run.results,
         "speedup_over_original": speedups,
     }
-    mfu.write_json(args.out, payload)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Time every method asked for; print the table; write the JSON to ``--out`` if given."""
+    args = parse_args(argv)
+    run = setup(args)
+    methods = list(args.methods) + (["packed+compile"] if args.compile and run.cuda else [])
+    ours = run_methods(run, methods)
+    speedups = report(run.results)
+    mfu.write_json(args.out, build_payload(run, ours, speedups))
     return 0
 
 
