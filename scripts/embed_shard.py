@@ -19,7 +19,7 @@ def main() -> int:
     p.add_argument("--work", required=True, help="checkpoint directory (outside the outputs)")
     p.add_argument("--output", required=True, help="the shard's HDF5 output")
     p.add_argument("--token-budget", type=int, help="overrides the settings' (retries halve it)")
-    p.add_argument("--workers", type=int, default=2, help="reader processes")
+    p.add_argument("--workers", type=int, default=4, help="reader processes")
     a = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = EmbedSettings.from_json(a.settings)

@@ -4,6 +4,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from virnuc_core.dedupe import first_occurrences
 from virnuc_core.fasta import read_index
 from virnuc_core.shards import split_strides, write_shard
 
@@ -13,10 +14,24 @@ def main() -> None:
     p.add_argument("--index", required=True, help="frames.index.tsv")
     p.add_argument("--shards", type=int, required=True)
     p.add_argument("--outdir", required=True, help="writes shard_<i>.txt here")
+    p.add_argument("--frames", help="frames.fa: with --proteins, find duplicate sequences")
+    p.add_argument("--proteins", help="proteins.faa")
     a = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    for i, records in enumerate(split_strides(read_index(a.index).aa_length, a.shards)):
-        write_shard(Path(a.outdir) / f"shard_{i}.txt", records)
+    index = read_index(a.index)
+    sources = None
+    if a.frames and a.proteins:
+        sources = {
+            "dnabert": first_occurrences(a.frames, index.nt_offset, index.nt_length),
+            "esm": first_occurrences(a.proteins, index.aa_offset, index.aa_length),
+        }
+        for model, first in sources.items():
+            distinct = int((first == index.record).sum())
+            logging.info("%s: %d distinct sequences of %d frames", model, distinct, len(index))
+    groups = None if sources is None else sources["esm"]
+    for i, records in enumerate(split_strides(index.aa_length, a.shards, groups)):
+        columns = None if sources is None else {m: s[records] for m, s in sources.items()}
+        write_shard(Path(a.outdir) / f"shard_{i}.txt", records, columns)
         logging.info("shard %d: %d records", i, len(records))
 
 

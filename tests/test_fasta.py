@@ -246,7 +246,7 @@ def test_split_strides_more_shards_than_records(tmp_path):
     shards = split_strides(np.array([4, 2]), 4)
     assert [s.tolist() for s in shards] == [[1], [0], [], []]
     write_shard(tmp_path / "s3.txt", shards[3])
-    assert read_shard(tmp_path / "s3.txt").tolist() == []
+    assert read_shard(tmp_path / "s3.txt")[0].tolist() == []
     with pytest.raises(ValueError):
         split_strides(np.array([1]), 0)
 
@@ -255,5 +255,6 @@ def test_shard_file_round_trip(tmp_path):
     path = tmp_path / "shards" / "shard_0.txt"
     write_shard(path, np.array([0, 7, 42]))
     assert path.read_text() == "0\n7\n42\n"
-    assert read_shard(path).dtype == np.int64
-    assert read_shard(path).tolist() == [0, 7, 42]
+    records, sources = read_shard(path, "esm")
+    assert records.dtype == np.int64
+    assert records.tolist() == sources.tolist() == [0, 7, 42]

@@ -89,7 +89,8 @@ def run_embed_job(
     """Embed the shard's records into ``output``; raises :class:`Interrupted` on a stop signal."""
     stop = StopFlag()
     table = read_index(index)
-    records = read_shard(shard)
+    records, sources = read_shard(shard, settings.model)
+    distinct = records[sources == records]  # the others copy their source's row at the end
     with claim_device(knobs.lock_dir()) as claim:
         device = torch.device(claim.device)
         log.info("device %s (%s, GPU index %s)", device, claim.source, claim.index)
@@ -103,14 +104,15 @@ def run_embed_job(
             settings.checkpoint_every,
             settings.checkpoint_seconds,
         )
-        todo = np.setdiff1d(records, ckpt.committed_records(), assume_unique=True)
+        todo = np.setdiff1d(distinct, ckpt.committed_records(), assume_unique=True)
+        log.info("%d records, %d distinct sequences", len(records), len(distinct))
         log.info("resuming: %d records committed, %d to embed", ckpt.n_committed, len(todo))
         offsets, lengths = sequence_columns(table, settings.model)
         reader = RecordReader(sequences, todo, offsets[todo], lengths[todo], encoder.tokenize)
         batches = packed_batches(
             read_tokens(reader, workers), settings.token_budget, pin=device.type == "cuda"
         )
-        progress = Progress(len(records), settings.progress_seconds, log, done=ckpt.n_committed)
+        progress = Progress(len(distinct), settings.progress_seconds, log, done=ckpt.n_committed)
         try:
             for recs, emb, tokens in embed_batches(_embed_fn(encoder, settings), batches, device):
                 ckpt.append(recs, emb)
@@ -122,7 +124,9 @@ def run_embed_job(
             ckpt.commit()  # whatever ended the loop, keep what is done
             log.info(progress.line())
         attrs = {**output_attrs(settings, encoder.describe(), device), "fingerprint": made_with}
-        ckpt.finalize(output, attrs, ids=table.ids[np.sort(records)].tolist())
+        attrs["distinct_sequences"] = len(distinct)
+        copies = (records[sources != records], sources[sources != records])
+        ckpt.finalize(output, attrs, ids=table.ids[np.sort(records)].tolist(), copies=copies)
     log.info("wrote %s", output)
 
 

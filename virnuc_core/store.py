@@ -46,6 +46,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from virnuc_core.dedupe import expand_copies
 from virnuc_core.files import atomic_path
 
 log = logging.getLogger("virnuc.store")
@@ -342,15 +343,19 @@ class ShardCheckpoint:
         out_path: str | os.PathLike,
         attrs: Mapping[str, Any],
         ids: Sequence[str] | None = None,
+        copies: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> Path:
         """Commit what is buffered, write the declared output atomically, delete the work state.
 
         The output holds ``records`` (int64, ascending), ``embeddings`` (float32, N x dim, same
         order), optionally ``ids`` (one per row, in record order) and ``attrs`` as HDF5
-        attributes; ``fingerprint`` is added unless ``attrs`` has one.
+        attributes; ``fingerprint`` is added unless ``attrs`` has one. ``copies`` (records,
+        their source records) adds rows that repeat a committed record's embedding.
         """
         self.commit()
         records, embeddings = self.committed_rows()
+        if copies is not None:
+            records, embeddings = expand_copies(records, embeddings, *copies)
         if ids is not None and len(ids) != records.size:
             raise ValueError(f"{len(ids)} ids for {records.size} records")
         attrs = dict(attrs)

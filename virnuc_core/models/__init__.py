@@ -29,6 +29,7 @@ def load_encoder(settings: EmbedSettings, device: torch.device | str, reference:
             backend=settings.attention_backend,
             repr_layer=settings.repr_layer,
             compile=settings.compile,
+            compile_mode=settings.compile_mode,
         )
     from virnuc_core.models import dnabert
 
@@ -38,4 +39,5 @@ def load_encoder(settings: EmbedSettings, device: torch.device | str, reference:
         precision=precision,
         backend=settings.attention_backend,
         compile=settings.compile,
+        compile_mode=settings.compile_mode,
     )

@@ -68,6 +68,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from virnuc_core.attention import alibi_slopes, choose_backend, varlen_attention
+from virnuc_core.compiling import TokenwiseCompiled
 from virnuc_core.models.dnabert_load import DnabertConfig, DnaTokenizer, read_folder, resolve_folder
 from virnuc_core.models.dnabert_reference import _ref_slopes, reference_hidden  # noqa: F401
 from virnuc_core.packing import PackedBatch, segment_mean
@@ -216,6 +217,7 @@ class DnabertEncoder:
         backend: str,
         source: str = "",
         compile: bool = False,
+        compile_mode: str = "default",
     ):
         self.spec, self.cfg, self.tokenizer, self.source = spec, cfg, tokenizer, source
         self.device = device
@@ -232,8 +234,11 @@ class DnabertEncoder:
         self.compiled = bool(compile) and device.type == "cuda"
         if compile and not self.compiled:
             log.info("compile requested on %s: running eagerly", device.type)
+        self.compile_mode = compile_mode
         if self.compiled:  # fuses GELU * gate, residual adds and LayerNorms; attention stays eager
-            self.model.post = torch.compile(_post_attention, dynamic=True)
+            self.model.post = TokenwiseCompiled(
+                _post_attention, token_args=(0, 1), mode=compile_mode
+            )
         # The fp32 reference reuses the packed model's tensors when those are fp32 already.
         self._cpu_weights = None if self.dtype == torch.float32 else weights
         self._ref_weights: dict[str, torch.Tensor] | None = None
@@ -288,7 +293,8 @@ class DnabertEncoder:
             "vocab_size": c.vocab_size,
             "precision": self.precision,
             "attention_backend": self.backend,
-            "compiled": int(self.compiled),
+            "compiled": int(self.compiled and not getattr(self.model.post, "failed", None)),
+            "compile_mode": self.compile_mode if self.compiled else "",
             "pooling": "mean over all tokens incl. [CLS] and [SEP]",
             "weights_sha256_16": self.weights_digest,
             "device": str(self.device),
@@ -311,12 +317,13 @@ def load(
     precision: str = "fp32",
     backend: str = "auto",
     compile: bool = False,
+    compile_mode: str = "default",
 ) -> DnabertEncoder:
     """DNABERT-S from ``"tiny"``, a local Hugging Face-layout folder, or a hub name
     (``"zhihan1996/DNABERT-S"``, fetched with ``huggingface_hub.snapshot_download``).
 
     ``compile`` (CUDA only) compiles the layers' post-attention part (one graph shared by all
-    layers, dynamic shapes) with ``torch.compile``; that takes a minute or so once per process."""
+    layers and batches, see :mod:`virnuc_core.compiling`) in ``compile_mode``."""
     if precision not in DTYPES:
         raise ValueError(f"precision must be one of {tuple(DTYPES)}, got {precision!r}")
     device = torch.device(device)
@@ -339,5 +346,5 @@ def load(
             f"{spec}: tokenizer has {tokenizer.vocab_size} tokens, model only {cfg.vocab_size}"
         )
     return DnabertEncoder(
-        spec, cfg, weights, tokenizer, device, precision, backend, source, compile=compile
+        spec, cfg, weights, tokenizer, device, precision, backend, source, compile, compile_mode
     )

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from virnuc_core.attention import choose_backend, varlen_attention
+from virnuc_core.compiling import TokenwiseCompiled
 from virnuc_core.packing import PackedBatch, make_batch, pack_ffd, segment_mean
 
 log = logging.getLogger("virnuc.esm2")
@@ -53,9 +54,13 @@ def post_attention(x, attn, out_w, out_b, ln_w, ln_b, fc1_w, fc1_b, fc2_w, fc2_b
 
 
 @functools.cache
-def compiled_ops():
-    """The two functions above compiled once (weights are arguments: one graph for all layers)."""
-    return torch.compile(pre_attention, dynamic=True), torch.compile(post_attention, dynamic=True)
+def compiled_ops(mode: str = "default") -> tuple[TokenwiseCompiled, TokenwiseCompiled]:
+    """The two functions above compiled once per mode (weights are arguments: one graph serves
+    every layer; only the token count of x, cos, sin and attn varies)."""
+    return (
+        TokenwiseCompiled(pre_attention, token_args=(0, 1, 2), mode=mode),
+        TokenwiseCompiled(post_attention, token_args=(0, 1), mode=mode),
+    )
 
 
 class PackedLayer(nn.Module):
@@ -71,8 +76,9 @@ class PackedLayer(nn.Module):
         self.fc1 = nn.Linear(dim, ffn_dim)
         self.fc2 = nn.Linear(ffn_dim, dim)
 
-    def forward(self, x, cos, sin, batch: PackedBatch, backend: str, compiled: bool = False):
-        pre, post = compiled_ops() if compiled else (pre_attention, post_attention)
+    def forward(self, x, cos, sin, batch: PackedBatch, backend: str, compiled: str | None = None):
+        """``compiled``: None (eager) or the torch.compile mode of the element-wise work."""
+        pre, post = compiled_ops(compiled) if compiled else (pre_attention, post_attention)
         ln1, ln2 = self.attn_ln, self.ffn_ln
         qkv = (ln1.weight, ln1.bias, self.qkv.weight, self.qkv.bias)
         q, k, v = pre(x, cos, sin, *qkv, self.heads, self.eps)
@@ -165,7 +171,7 @@ class PackedESM2(nn.Module):
         return emb.cos().to(dtype), emb.sin().to(dtype)
 
     def forward(
-        self, batch: PackedBatch, repr_layer: int, backend: str, compiled=False
+        self, batch: PackedBatch, repr_layer: int, backend: str, compiled: str | None = None
     ) -> torch.Tensor:
         """fair-esm's ``representations[repr_layer]`` for every packed token, (T, dim).
 
@@ -230,6 +236,7 @@ class ESMEncoder:
         repr_layer: int | None = None,
         truncation: int = 1024,
         compile: bool = False,
+        compile_mode: str = "default",
         reference_factory=None,
     ):
         self.device = torch.device(device)
@@ -252,6 +259,8 @@ class ESMEncoder:
         self.n_params = sum(p.numel() for p in fair_model.parameters())
         # compile: fuse the element-wise work around the matmuls (attention stays eager)
         self.compiled = bool(compile) and self.device.type == "cuda"
+        self.compile_mode = compile_mode
+        compiled_ops(compile_mode)  # an unknown mode fails here, not at the first batch
         # The fp32 reference model: rebuilt on first use by ``reference_factory``, or, without
         # one, ``fair_model`` itself (kept as it is: an fp32 model the caller owns).
         self._reference = None if reference_factory else fair_model
@@ -272,7 +281,8 @@ class ESMEncoder:
     @torch.inference_mode()
     def embed_packed(self, batch: PackedBatch) -> torch.Tensor:
         """(n, dim) float32 mean of layer ``repr_layer`` over each protein's residues."""
-        hidden = self.model(batch, self.repr_layer, self.backend, self.compiled)
+        mode = self.compile_mode if self.compiled else None
+        hidden = self.model(batch, self.repr_layer, self.backend, mode)
         return segment_mean(hidden, batch.seq_ids, self.pool_weight(batch), batch.num_seqs)
 
     def embed(self, seqs: list[str], token_budget: int = 16384) -> np.ndarray:
@@ -318,6 +328,10 @@ class ESMEncoder:
             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
         return out
 
+    def compile_failed(self) -> bool:
+        """Whether torch.compile failed (the layers then ran eagerly)."""
+        return self.compiled and any(op.failed for op in compiled_ops(self.compile_mode))
+
     def describe(self) -> dict[str, str | int | float]:
         """Attributes recorded with the embeddings."""
         import esm
@@ -332,7 +346,8 @@ class ESMEncoder:
             "repr_layer": self.repr_layer,
             "precision": self.precision,
             "attention_backend": self.backend,
-            "compiled": int(self.compiled),
+            "compiled": int(self.compiled and not self.compile_failed()),
+            "compile_mode": self.compile_mode if self.compiled else "",
             "truncation": self.truncation,
             "pooling": f"mean of layer {self.repr_layer} over residues "
             f"1..min(len,{self.truncation}) (BOS/EOS excluded)",
@@ -350,6 +365,7 @@ def load(
     repr_layer: int | None = None,
     truncation: int = 1024,
     compile: bool = False,
+    compile_mode: str = "default",
 ) -> ESMEncoder:
     """An :class:`ESMEncoder` for ``spec``: "tiny", a local fair-esm ``.pt`` path, or a fair-esm
     model name (downloaded by fair-esm's hub URLs into torch's hub cache)."""
@@ -366,5 +382,6 @@ def load(
         repr_layer=repr_layer,
         truncation=truncation,
         compile=compile,
+        compile_mode=compile_mode,
         reference_factory=lambda: build_fair_model(spec)[0],
     )

@@ -11,6 +11,9 @@ rule embed_shard:
         settings=lambda wc: SETTINGS.embed(wc.model).to_json(),
         # Resume state lives outside the declared outputs: Snakemake never deletes it.
         work="results/{sample}/work/{model}/shard_{i}",
+        # one thread runs the GPU loop, the others read and tokenize
+        workers=lambda wc, threads: max(0, threads - 1),
+    threads: SETTINGS.reader_workers + 1
     resources:
         gpu=1,
         # Halved on every retry, so a CUDA out-of-memory failure is retried with a smaller batch.
@@ -26,7 +29,7 @@ rule embed_shard:
         "{params.step} --settings {params.settings:q}"
         " --token-budget {resources.token_budget}"
         " --sequences {input.sequences} --index {input.index} --shard {input.shard}"
-        " --work {params.work} --output {output} 2> {log}"
+        " --work {params.work} --output {output} --workers {params.workers} 2> {log}"
 
 
 rule merge_shards:

@@ -25,16 +25,22 @@ rule index_fasta:
 rule split_strides:
     input:
         index="results/{sample}/frames.index.tsv",
+        frames="results/{sample}/frames.fa",
+        proteins="results/{sample}/proteins.faa",
     output:
         expand("results/{{sample}}/shards/shard_{i}.txt", i=SHARDS),
     params:
         step=step("split_strides"),
         outdir=lambda wc: f"results/{wc.sample}/shards",
         shards=config["shards"],
+        # with dedupe, the shard files also say which record's embedding each record shares
+        dedupe=lambda wc, input: (
+            f"--frames {input.frames} --proteins {input.proteins}" if SETTINGS.dedupe else ""
+        ),
     log:
         "logs/{sample}/split_strides.log",
     conda:
         ENV
     shell:
         "{params.step} --index {input.index} --shards {params.shards}"
-        " --outdir {params.outdir} 2> {log}"
+        " --outdir {params.outdir} {params.dedupe} 2> {log}"
