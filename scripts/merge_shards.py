@@ -23,8 +23,9 @@ def main() -> None:
         write_features(a.dnabert, a.esm, a.output)
     else:
         index = read_index(a.index)
+        per_job = ("token_budget", "device", "distinct_sequences")
         with h5py.File(a.shards[0], "r") as first:  # the shards' settings, minus the per-job ones
-            attrs = {k: v for k, v in first.attrs.items() if k not in ("token_budget", "device")}
+            attrs = {k: v for k, v in first.attrs.items() if k not in per_job}
         merge_shards(a.shards, len(index), a.output, index.ids.tolist(), attrs)
     logging.info("wrote %s", a.output)
 

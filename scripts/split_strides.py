@@ -4,7 +4,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from virnuc_core.dedupe import first_occurrences
+from virnuc_core.dedupe import first_occurrences, shared_groups
 from virnuc_core.fasta import read_index
 from virnuc_core.shards import split_strides, write_shard
 
@@ -17,6 +17,8 @@ def main() -> None:
     p.add_argument("--frames", help="frames.fa: with --proteins, find duplicate sequences")
     p.add_argument("--proteins", help="proteins.faa")
     a = p.parse_args()
+    if bool(a.frames) != bool(a.proteins):
+        p.error("--frames and --proteins go together (duplicate removal needs both)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     index = read_index(a.index)
     sources = None
@@ -28,7 +30,7 @@ def main() -> None:
         for model, first in sources.items():
             distinct = int((first == index.record).sum())
             logging.info("%s: %d distinct sequences of %d frames", model, distinct, len(index))
-    groups = None if sources is None else sources["esm"]
+    groups = None if sources is None else shared_groups(*sources.values())
     for i, records in enumerate(split_strides(index.aa_length, a.shards, groups)):
         columns = None if sources is None else {m: s[records] for m, s in sources.items()}
         write_shard(Path(a.outdir) / f"shard_{i}.txt", records, columns)

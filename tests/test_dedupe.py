@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.workflow_helpers import DEMO_READS, run_snakemake, write_config
-from virnuc_core.dedupe import expand_copies, first_occurrences
+from virnuc_core.dedupe import expand_copies, first_occurrences, shared_groups
+from virnuc_core.fasta import FastaRecord, read_index, write_frames
 from virnuc_core.shards import read_shard, split_strides, write_shard
 
 SAMPLE = "results/demo"
@@ -68,6 +69,52 @@ def test_split_strides_keeps_copies_with_their_first():
     ]
 
 
+def plain_components(n: int, *sources) -> list[int]:
+    """Union-find: each record's smallest linked record."""
+    parent = list(range(n))
+
+    def root(i):
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for src in sources:
+        for r, s in enumerate(src.tolist()):
+            a, b = sorted((root(r), root(s)))
+            parent[b] = a
+    return [root(i) for i in range(n)]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 7), st.integers(0, 7)), min_size=1, max_size=40))
+def test_shared_groups_match_union_find(keys):
+    a = np.array(plain_first([str(k) for k, _ in keys]))
+    b = np.array(plain_first([str(k) for _, k in keys]))
+    assert shared_groups(a, b).tolist() == plain_components(len(keys), a, b)
+
+
+def test_identical_frames_with_different_proteins_share_a_shard(tmp_path):
+    """An N ends a frame's protein early: equal frames, different proteins (F1: KA vs KG)."""
+    reads = [FastaRecord("a", "NNNAAAGCC", 1), FastaRecord("b", "NNNAAAGGG", 3)]
+    write_frames(iter(reads), 300, tmp_path / "f.fa", tmp_path / "p.faa", tmp_path / "i.tsv")
+    t = read_index(tmp_path / "i.tsv")
+    nt = first_occurrences(tmp_path / "f.fa", t.nt_offset, t.nt_length)
+    aa = first_occurrences(tmp_path / "p.faa", t.aa_offset, t.aa_length)
+    assert nt[6] == 0 and aa[6] == 6  # the case itself
+
+    def shards_readable(groups) -> bool:
+        for i, recs in enumerate(split_strides(t.aa_length, 12, groups)):
+            write_shard(tmp_path / f"s{i}.txt", recs, {"dnabert": nt[recs], "esm": aa[recs]})
+            try:
+                read_shard(tmp_path / f"s{i}.txt", "dnabert")
+            except ValueError:
+                return False
+        return True
+
+    assert not shards_readable(aa)  # grouping by protein alone splits the frame copies
+    assert shards_readable(shared_groups(nt, aa))
+
+
 def test_shard_file_with_sources(tmp_path):
     path = tmp_path / "shard_0.txt"
     recs = np.array([2, 5, 9])
@@ -116,6 +163,8 @@ def test_workflow_with_duplicates_matches_the_run_without(tmp_path):
         for i in range(2):
             with h5py.File(work / SAMPLE / f"embeddings/esm/shard_{i}.h5") as f:
                 distinct.append((int(f.attrs["distinct_sequences"]), f["records"].size))
+        with h5py.File(work / SAMPLE / "embeddings/esm.h5") as f:
+            assert "distinct_sequences" not in f.attrs  # a per-shard count
         if dedupe:
             assert sum(d for d, _ in distinct) < sum(n for _, n in distinct)
         else:

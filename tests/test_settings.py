@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import yaml
 
 from tests.workflow_helpers import REPO
@@ -34,3 +35,10 @@ def test_config_values_reach_each_job():
     assert dna.compile_mode == esm.compile_mode == "max-autotune-no-cudagraphs"
     assert EmbedSettings.from_json(dna.to_json()) == dna
     assert (s.dedupe, s.reader_workers) == (False, 1)
+
+
+def test_one_boolean_compiles_both_and_modes_are_checked():
+    s = WorkflowSettings.from_config({**BASE, "compile": True})
+    assert s.embed("dnabert").compile is s.embed("esm").compile is True
+    with pytest.raises(ValueError, match="compile_mode"):
+        EmbedSettings(model="esm", model_spec="tiny", compile_mode="fastest")

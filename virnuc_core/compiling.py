@@ -18,9 +18,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-log = logging.getLogger("virnuc.compile")
+from virnuc_core.settings import COMPILE_MODES
 
-COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
+log = logging.getLogger("virnuc.compile")
 
 
 class TokenwiseCompiled:

@@ -36,6 +36,26 @@ def first_occurrences(
     return source
 
 
+def shared_groups(*sources: np.ndarray) -> np.ndarray:
+    """For each record, the smallest record it is linked to through any of ``sources`` (each
+    record -> its first identical record, one array per model), transitively.
+
+    Identical frames can translate to different proteins (an ambiguity code ends the frame
+    before its last codons), so the per-model groups differ; a shard must hold whole groups of
+    both. Label propagation: each round every record takes its source's label and every source
+    the smallest label among its copies, until nothing changes (a few rounds: groups are stars).
+    """
+    label = np.arange(sources[0].size, dtype=np.int64)
+    while True:
+        new = label.copy()
+        for src in sources:
+            np.minimum.at(new, src, new)  # a first takes its copies' smallest label
+            new = np.minimum(new, new[src])  # a copy takes its first's
+        if np.array_equal(new, label):
+            return label
+        label = new
+
+
 def expand_copies(
     records: np.ndarray, rows: np.ndarray, copies: np.ndarray, sources: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
 MODELS = ("dnabert", "esm")
 
 # Environment variables: test hooks and a lock-directory override, never tuning knobs.
@@ -46,6 +47,10 @@ class EmbedSettings:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.token_budget < 64:
             raise ValueError(f"token_budget must be >= 64, got {self.token_budget}")
+        if self.compile_mode not in COMPILE_MODES:
+            raise ValueError(
+                f"compile_mode must be one of {COMPILE_MODES}, got {self.compile_mode!r}"
+            )
 
     def resolved_precision(self, device_type: str) -> str:
         """The precision actually used: reduced precision only on CUDA."""
@@ -123,7 +128,7 @@ class WorkflowSettings:
             precision=config.get("precision", "bf16"),
             token_budget=dict(config.get("token_budget", {"dnabert": 65536, "esm": 65536})),
             attention_backend=config.get("attention_backend", "auto"),
-            compile=dict(config.get("compile", {"dnabert": False, "esm": True})),
+            compile=per_model(config.get("compile", {"dnabert": False, "esm": True})),
             compile_mode=config.get("compile_mode", "default"),
             esm_repr_layer=config.get("esm_repr_layer"),
             checkpoint_every=int(config.get("checkpoint_every", 2000)),
@@ -149,6 +154,13 @@ class WorkflowSettings:
             checkpoint_every=self.checkpoint_every,
             checkpoint_seconds=self.checkpoint_seconds,
         )
+
+
+def per_model(value: bool | Mapping[str, bool]) -> dict[str, bool]:
+    """A per-model switch from a mapping, or one boolean for both models."""
+    if isinstance(value, bool):
+        return dict.fromkeys(MODELS, value)
+    return {m: bool(value[m]) for m in MODELS}
 
 
 def lock_dir() -> str:

@@ -2,8 +2,8 @@
 
 A shard file lists record numbers, one per line, ascending. With duplicate removal it is a TSV
 whose header is ``record`` then one column per model: the record whose embedding each record
-shares for that model (itself for a distinct sequence). All copies of a sequence sit in the
-shard of its first occurrence, so every job can copy rows within its own shard.
+shares for that model (itself for a distinct sequence). All records linked by either model's
+copies sit in one shard, so every job can copy rows within its own shard.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ def split_strides(
 
     The record at sorted position i goes to shard ``i mod n_shards``, so every shard gets the
     same mix of lengths (and about the same work); each shard's numbers are returned ascending.
-    ``groups`` (each record's first identical record) deals only first records and sends every
-    other record to its first's shard: the distinct work is what is balanced.
+    ``groups`` (each record's group label, the group's smallest record: see
+    :func:`virnuc_core.dedupe.shared_groups`) deals only those and sends every other record to
+    its group's shard: the distinct work is what is balanced.
     """
     if n_shards < 1:
         raise ValueError(f"n_shards must be >= 1, got {n_shards}")
