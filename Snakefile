@@ -1,7 +1,5 @@
 # virnuc: VirNucPro-style viral sequence detection (chunk, six-frame, embed, validate, classify).
 # The rules live in workflow/rules/, one file per stage; every algorithm lives in virnuc_core.
-import sys
-
 from snakemake.utils import min_version, validate
 
 min_version("9.0")

@@ -1,44 +1,32 @@
-"""Step script: embed one shard with one model (rule embed_shard). Wires arguments only."""
+"""Rule embed_shard: embed one shard with one model."""
 
-import argparse
 import logging
-import sys
 
 import torch
 
-from virnuc_core.embed_job import EXIT_INTERRUPTED, Interrupted, run_embed_job
+from virnuc_core.embed_job import EXIT_INTERRUPTED, Interrupted, ShardInput, run_embed_job
 from virnuc_core.settings import EmbedSettings
+from virnuc_core.step import run_step
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--settings", required=True, help="EmbedSettings as JSON")
-    p.add_argument("--sequences", required=True, help="frames.fa (dnabert) or proteins.faa (esm)")
-    p.add_argument("--index", required=True, help="frames.index.tsv")
-    p.add_argument("--shard", required=True, help="shard_<i>.txt (record numbers)")
-    p.add_argument("--work", required=True, help="checkpoint directory (outside the outputs)")
-    p.add_argument("--output", required=True, help="the shard's HDF5 output")
-    p.add_argument("--token-budget", type=int, help="overrides the settings' (retries halve it)")
-    p.add_argument("--workers", type=int, default=4, help="reader processes")
-    a = p.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    settings = EmbedSettings.from_json(a.settings)
-    if a.token_budget:
-        settings = settings.replace_budget(a.token_budget)
+def main(sm) -> int:
+    settings = EmbedSettings(**sm.params.settings).replace_budget(sm.resources.token_budget)
+    shard = ShardInput.read(
+        settings.model, sm.input.sequences, sm.input.index, sm.input.sources, sm.input.plan,
+        int(sm.wildcards.i),
+    )  # fmt: skip
     try:
-        run_embed_job(settings, a.sequences, a.index, a.shard, a.work, a.output, a.workers)
+        run_embed_job(settings, shard, sm.params.work, sm.output[0], max(0, sm.threads - 1))
     except Interrupted as stop:
         logging.error("%s; progress committed, rerun to resume", stop)
         return EXIT_INTERRUPTED[stop.signum]
     except torch.OutOfMemoryError as oom:
         logging.error(
             "CUDA out of memory (%s); progress committed. Snakemake retries with half "
-            "the token budget; or lower token_budget in the config.",
-            oom,
-        )
+            "the token budget; or lower token_budget in the config.", oom,
+        )  # fmt: skip
         return 3
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+run_step(snakemake, main)  # noqa: F821 - the object Snakemake's script: directive provides

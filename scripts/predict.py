@@ -1,31 +1,16 @@
-"""Step script: classify every frame and write the verdict tables (rule predict)."""
+"""Rule predict: classify every frame and write the verdict tables."""
 
-import argparse
 import logging
 
-import h5py
-import numpy as np
-
-from virnuc_core.classify import classifier_for, predict_scores, write_predictions
+from virnuc_core.predictions import predict_sample
+from virnuc_core.step import run_step
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--features", required=True, help="features.h5 (ids, dnabert, esm)")
-    p.add_argument("--classifier", required=True, help="classifier file, or 'tiny' (demo)")
-    p.add_argument("--output", required=True, help="prediction_results.tsv")
-    p.add_argument("--highest", required=True, help="prediction_results_highestscore.tsv")
-    a = p.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    with h5py.File(a.features, "r") as f:
-        ids = f["ids"].asstr()[()].tolist()
-        features = np.concatenate([f["dnabert"][()], f["esm"][()]], axis=1)  # DNABERT-S first
-    scores = predict_scores(classifier_for(a.classifier, features.shape[1]), features)
-    write_predictions(ids, scores, a.output, a.highest)
-    logging.info(
-        "%d frames classified, %d called virus", len(ids), int((scores.argmax(1) == 1).sum())
+def main(sm) -> None:
+    frames, virus = predict_sample(
+        sm.input.features, sm.params.classifier, sm.output.frames, sm.output.chunks
     )
+    logging.getLogger("virnuc.predict").info("%d frames classified, %d virus", frames, virus)
 
 
-if __name__ == "__main__":
-    main()
+run_step(snakemake, main)  # noqa: F821 - the object Snakemake's script: directive provides

@@ -1,38 +1,20 @@
-"""Step script: check a sample of fast embeddings against the reference path (rule validate)."""
-
-import argparse
-import json
-import logging
-import sys
+"""Rule validate_embeddings: check a sample of fast embeddings against the reference path."""
 
 from virnuc_core.settings import EmbedSettings, ValidateSettings
-from virnuc_core.validate import ValidationFailed
+from virnuc_core.step import run_step
 from virnuc_core.validate_job import validate_model
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--settings", required=True, help="EmbedSettings as JSON")
-    p.add_argument("--validate", required=True, help="ValidateSettings as JSON")
-    for name in ("merged", "sequences", "index", "table", "reference", "summary", "histogram"):
-        p.add_argument(f"--{name}", required=True)
-    a = p.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    outputs = {k: getattr(a, k) for k in ("table", "reference", "summary", "histogram")}
-    try:
-        validate_model(
-            EmbedSettings.from_json(a.settings),
-            ValidateSettings(**json.loads(a.validate)),
-            a.merged,
-            a.sequences,
-            a.index,
-            outputs,
-        )
-    except ValidationFailed as failed:
-        logging.error("%s", failed)
-        return 1
-    return 0
+def main(sm) -> None:
+    validate_model(
+        EmbedSettings(**sm.params.settings),
+        ValidateSettings(**sm.params.validate),
+        list(sm.input.shards),
+        sm.input.sequences,
+        sm.input.index,
+        sm.input.frames,
+        {k: sm.output[k] for k in ("table", "reference", "summary", "histogram")},
+    )
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+run_step(snakemake, main)  # noqa: F821 - the object Snakemake's script: directive provides

@@ -1,23 +1,17 @@
-"""Step script: combine the validation summaries; verdict agreement with a classifier."""
+"""Rule validation_summary: both models' validation, and the verdict agreement."""
 
-import argparse
 import logging
 
+from virnuc_core.step import run_step
 from virnuc_core.validate_job import summarize
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--features", required=True)
-    p.add_argument("--references", nargs="+", required=True)
-    p.add_argument("--summaries", nargs="+", required=True)
-    p.add_argument("--classifier", default=None, help="classifier file, or 'tiny'")
-    p.add_argument("--output", required=True)
-    a = p.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    result = summarize(a.features, a.references, a.summaries, a.output, a.classifier)
-    logging.info("validation summary: %s", result)
+def main(sm) -> None:
+    result = summarize(
+        sm.input.features, list(sm.input.references), list(sm.input.summaries), sm.output[0],
+        sm.params.classifier,
+    )  # fmt: skip
+    logging.getLogger("virnuc.validate").info("validation summary: %s", result)
 
 
-if __name__ == "__main__":
-    main()
+run_step(snakemake, main)  # noqa: F821 - the object Snakemake's script: directive provides

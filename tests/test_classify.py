@@ -17,13 +17,12 @@ import torch
 from virnuc_core.classify import (
     ClassifierFormatError,
     UnsafeClassifierError,
-    chunk_verdicts,
     load_classifier,
     predict_scores,
     save_state,
     tiny_classifier,
-    write_predictions,
 )
+from virnuc_core.predictions import ChunkMaxima, write_predictions
 
 # A training script in the original's style, run as __main__, so that the pickles name
 # __main__.MLPClassifier exactly as the users' 300_model.pth / 500_model.pth do.
@@ -359,12 +358,6 @@ def test_groups_come_out_sorted_like_pandas_groupby(tmp_path):
         "Beta_chunk_1F3",
     ]
     scores = [[0.75, 0.25], [0.25, 0.75], [0.25, 0.75], [0.125, 0.875], [0.5, 0.5]]
-    assert chunk_verdicts(ids, np.array(scores)) == [
-        ("Beta_chunk_1", True),  # upper case sorts first
-        ("alpha_chunk_1", True),
-        ("zeta_chunk_10", True),  # string order: 10 before 2
-        ("zeta_chunk_2", True),  # rows 0 and 3 grouped although not adjacent
-    ]
     pred, high = _write(tmp_path, ids, scores)
     assert pred.splitlines()[1:] == [  # prediction rows stay in input order
         "zeta_chunk_2F1\tothers\t0.75\t0.25",
@@ -375,16 +368,43 @@ def test_groups_come_out_sorted_like_pandas_groupby(tmp_path):
     ]
     assert high.splitlines() == [
         "Modified_ID\tIs_Virus",
-        "Beta_chunk_1\tTrue",
+        "Beta_chunk_1\tTrue",  # upper case sorts first
         "alpha_chunk_1\tTrue",
-        "zeta_chunk_10\tTrue",
-        "zeta_chunk_2\tTrue",
+        "zeta_chunk_10\tTrue",  # string order: 10 before 2
+        "zeta_chunk_2\tTrue",  # rows 0 and 3 grouped although not adjacent
     ]
 
 
-def test_quote_in_id_is_quoted_like_to_csv(tmp_path):
-    _, high = _write(tmp_path, ['q"x_chunk_1F1'], [[0.75, 0.25]])
-    assert high == 'Modified_ID\tIs_Virus\n"q""x_chunk_1"\tFalse\n'
+def test_chunk_table_sorted_on_disk_in_runs_matches_one_sort(tmp_path):
+    """Many chunks through runs of 7 (sorted on disk, merged) give the table a plain
+    sort-and-group over all frames gives (pandas' groupby rule, written out here)."""
+    rng = np.random.default_rng(5)
+    keys = [f"r{rng.integers(0, 60)}_chunk_{rng.integers(1, 4)}" for _ in range(400)]
+    ids = [k + rng.choice(["F1", "F2", "R3"]) for k in keys]
+    scores = rng.random((400, 2)).astype(np.float32)
+    scores[rng.integers(0, 400, 20), rng.integers(0, 2, 20)] = np.nan
+    chunks = ChunkMaxima(tmp_path, run_chunks=7)
+    for lo in range(0, 400, 13):  # blocks split chunks anywhere
+        block = slice(lo, lo + 13)
+        from virnuc_core.predictions import chunk_maxima
+
+        chunks.add(*chunk_maxima(ids[block], scores[block]))
+    want = []
+    for key in sorted(set(keys)):
+        rows = scores[[k == key for k in keys]]
+        s1, s2 = rows[:, 0][~np.isnan(rows[:, 0])], rows[:, 1][~np.isnan(rows[:, 1])]
+        m1 = s1.max() if s1.size else np.nan
+        m2 = s2.max() if s2.size else np.nan
+        want.append((key, bool(m2 >= m1)))
+    assert list(chunks.verdicts()) == want
+    assert len(chunks.runs) > 10
+
+
+def test_ids_are_written_verbatim(tmp_path):
+    """A leading quote stays as it is (the original's pandas step would have dropped it)."""
+    pred, high = _write(tmp_path, ['"q"x_chunk_1F1'], [[0.75, 0.25]])
+    assert high == 'Modified_ID\tIs_Virus\n"q"x_chunk_1\tFalse\n'
+    assert pred.splitlines()[1] == '"q"x_chunk_1F1\tothers\t0.75\t0.25'
 
 
 def test_float64_scores_are_written_as_float32(tmp_path):

@@ -1,4 +1,4 @@
-"""FASTA intake (validation, gzip, line endings), the frames index and the shard split."""
+"""FASTA intake (validation, gzip, line endings) and FASTA writing."""
 
 from __future__ import annotations
 
@@ -9,18 +9,7 @@ import numpy as np
 import pytest
 from Bio import SeqIO
 
-from virnuc_core.fasta import (
-    INDEX_COLUMNS,
-    FastaError,
-    FastaWriter,
-    read_fasta,
-    read_index,
-    read_sequences,
-    write_fasta,
-    write_frames,
-)
-from virnuc_core.frames import select_frames
-from virnuc_core.shards import read_shard, split_strides, write_shard
+from virnuc_core.fasta import FastaError, FastaWriter, read_fasta, read_sequences, write_fasta
 
 
 def write(tmp_path, text, name="in.fa"):
@@ -149,112 +138,8 @@ def test_writer_offsets_with_non_ascii_ids(tmp_path):
     assert read_sequences(path, offsets, [4, 2, 3]) == ["ACGT", "GG", "TTT"]
 
 
-# -- the frames index -------------------------------------------------------------------------
-
-
-def index_stage(tmp_path, source, size=500, **kw):
-    out = tmp_path / "results" / "sample"
-    paths = out / "frames.fa", out / "proteins.faa", out / "frames.index.tsv"
-    counts = write_frames(read_fasta(source), size, *paths, **kw)
-    return counts, paths
-
-
-@pytest.mark.parametrize("batch_bases", [1 << 20, 600])
-def test_write_frames_outputs_and_index(golden_dir, tmp_path, batch_bases):
-    counts, (frames_fa, proteins_faa, index_tsv) = index_stage(
-        tmp_path, golden_dir / "input.fa", batch_bases=batch_bases
-    )
-    inputs = list(read_fasta(golden_dir / "input.fa"))
-    want = select_frames([r.id for r in inputs], [r.seq for r in inputs], 500)
-    assert counts.as_dict() == {"reads": 200, "chunks": want.chunks, "frames": len(want.ids)}
-
-    nt, aa = pairs(frames_fa), pairs(proteins_faa)
-    assert nt == pairs(golden_dir / "identified_nucleotide500.fa")
-    assert aa == pairs(golden_dir / "identified_protein500.faa")
-    assert index_tsv.read_text().split("\n", 1)[0] == "\t".join(INDEX_COLUMNS)
-
-    index = read_index(index_tsv)
-    assert len(index) == len(want.ids)
-    assert list(index.ids) == want.ids
-    assert index.nt_length.tolist() == [len(s) for s in want.nucleotides]
-    assert index.aa_length.tolist() == [len(s) for s in want.proteins]
-    # A shard job reads only its own records, in any order.
-    pick = np.random.default_rng(0).permutation(len(index))[: len(index) // 3]
-    got = read_sequences(frames_fa, index.nt_offset[pick], index.nt_length[pick])
-    assert got == [want.nucleotides[i] for i in pick]
-    got = read_sequences(proteins_faa, index.aa_offset[pick], index.aa_length[pick])
-    assert got == [want.proteins[i] for i in pick]
-
-
-def test_write_frames_leaves_nothing_on_bad_input(tmp_path):
-    good = "".join(f">r{i}\n{'ATG' * 200}\n" for i in range(50))
-    source = write(tmp_path, good + ">bad\nATG*\n")
-    with pytest.raises(FastaError, match="'bad'"):
-        index_stage(tmp_path, source, size=300, batch_bases=1000)  # some batches written first
-    assert [p.name for p in (tmp_path / "results" / "sample").iterdir()] == []
-
-
-def test_write_frames_keeps_an_old_output_on_failure(tmp_path):
-    source = write(tmp_path, ">a\nATGATG\n")
-    _, paths = index_stage(tmp_path, source)
-    before = [p.read_bytes() for p in paths]
-    write(tmp_path, ">a\nATGATG\n>a\nAT\n")
-    with pytest.raises(FastaError, match="duplicate"):
-        index_stage(tmp_path, source)
-    assert [p.read_bytes() for p in paths] == before
-
-
 def test_read_sequences_detects_a_wrong_offset(tmp_path):
     path = write(tmp_path, ">a\nACGT\n")
     assert read_sequences(path, [3], [4]) == ["ACGT"]
     with pytest.raises(ValueError, match="offset 2"):
         read_sequences(path, [2], [4])
-
-
-def test_read_index_rejects_other_files(tmp_path):
-    path = write(tmp_path, "a\tb\n", name="x.tsv")
-    with pytest.raises(ValueError, match="not a frames index"):
-        read_index(path)
-
-
-def test_empty_index(tmp_path):
-    source = write(tmp_path, ">a\nNNNNNNNA\n")  # every codon dropped: all proteins empty
-    counts, (frames_fa, _, index_tsv) = index_stage(tmp_path, source)
-    assert counts.as_dict() == {"reads": 1, "chunks": 1, "frames": 0}
-    assert frames_fa.read_bytes() == b""
-    assert len(read_index(index_tsv)) == 0
-
-
-# -- shards -----------------------------------------------------------------------------------
-
-
-def test_split_strides():
-    lengths = np.array([5, 1, 5, 3, 1, 9, 3])
-    shards = split_strides(lengths, 3)
-    # sorted stably by length: records 1 4 3 6 0 2 5 -> dealt 0 1 2 0 1 2 0
-    assert [s.tolist() for s in shards] == [[1, 5, 6], [0, 4], [2, 3]]
-    assert sorted(np.concatenate(shards).tolist()) == list(range(7))
-
-
-def test_split_strides_balances_lengths():
-    lengths = np.random.default_rng(1).integers(10, 170, size=10_000)
-    totals = [lengths[s].sum() for s in split_strides(lengths, 4)]
-    assert max(totals) - min(totals) < 170
-
-
-def test_split_strides_more_shards_than_records(tmp_path):
-    shards = split_strides(np.array([4, 2]), 4)
-    assert [s.tolist() for s in shards] == [[1], [0], [], []]
-    write_shard(tmp_path / "s3.txt", shards[3])
-    assert read_shard(tmp_path / "s3.txt")[0].tolist() == []
-    with pytest.raises(ValueError):
-        split_strides(np.array([1]), 0)
-
-
-def test_shard_file_round_trip(tmp_path):
-    path = tmp_path / "shards" / "shard_0.txt"
-    write_shard(path, np.array([0, 7, 42]))
-    assert path.read_text() == "0\n7\n42\n"
-    records, sources = read_shard(path, "esm")
-    assert records.dtype == np.int64
-    assert records.tolist() == sources.tolist() == [0, 7, 42]

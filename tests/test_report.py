@@ -25,7 +25,7 @@ from PIL import Image
 
 from tests.workflow_helpers import DEMO_READS, run_snakemake, write_config
 from virnuc_core import summary, throughput
-from virnuc_core.classify import write_predictions
+from virnuc_core.predictions import write_predictions
 
 SAMPLE = "results/demo"
 REPORT_RESULTS = {
@@ -106,20 +106,30 @@ def test_summary_refuses_predictions_of_other_reads(tmp_path):
         list(summary.summarize_reads(fasta, 500, pred, high))
 
 
-def test_throughput_parsing_of_a_gpu_log(tmp_path):
-    log = (
-        "x virnuc.embed INFO device cuda:1 (lock, GPU index 1)\n"
-        "x virnuc.embed INFO progress: 50/97 records (51.5%), 1,000 tokens/s, 9.5 records/s\n"
-        "x virnuc.embed INFO progress: 97/97 records (100.0%), 23,363 tokens/s, 159.8 records/s,"
-        " ETA 0 s\n"
-    )
-    assert throughput.parse_embed_log(log) == {
-        "tokens_per_s": 23363.0, "records_per_s": 159.8, "torch_device": "cuda:1 (lock, GPU 1)",
-    }  # fmt: skip
-    bench = tmp_path / "b.tsv"
-    bench.write_text("s\th:m:s\tmax_rss\n2.0\t0:00:02\t100\n4.0\t0:00:04\t300\n")
-    assert throughput.read_benchmark(bench) == (3.0, 200.0)
-    assert throughput.read_benchmark(tmp_path / "missing.tsv") == (None, None)
+def test_throughput_row_comes_from_the_shard_file_alone(tmp_path):
+    import h5py
+
+    path = tmp_path / "embeddings" / "esm" / "shard_3.h5"
+    path.parent.mkdir(parents=True)
+    with h5py.File(path, "w") as h5:
+        h5["embeddings"] = np.zeros((97, 4), np.float32)
+        h5.attrs.update(model="esm", device="NVIDIA H200")
+        metrics = {"tokens_per_s": 23363.0, "records_per_s": 159.8, "wall_s": 4.0,
+                   "max_rss_mb": 300.0, "torch_device": "cuda:1", "device_source": "lock",
+                   "gpu_index": 1}  # fmt: skip
+        h5.attrs.update({f"metrics.{k}": v for k, v in metrics.items()})
+    row = throughput.shard_throughput(path)
+    assert (row.model, row.shard, row.device, row.records) == ("esm", 3, "NVIDIA H200", 97)
+    assert (row.tokens_per_s, row.records_per_s, row.wall_s, row.max_rss_mb) == (
+        23363.0, 159.8, 4.0, 300.0,
+    )  # fmt: skip
+    assert row.torch_device == "cuda:1 (lock, GPU 1)" and row.records_per_wall_s == 97 / 4.0
+    with h5py.File(path, "a") as h5:  # a file without metrics still gives a row, NA
+        for key in [k for k in h5.attrs if k.startswith("metrics.")]:
+            del h5.attrs[key]
+    row = throughput.shard_throughput(path)
+    assert row.tokens_per_s is None and row.torch_device == "NA"
+    assert throughput.throughput_rows([row])[0][5] == "NA"
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,7 +187,7 @@ def test_report_embeds_every_result(demo_report):
         assert data == (demo_report / path).read_bytes()  # self-contained: the file itself
     table = (demo_report / SAMPLE / "report/throughput.tsv").read_text().splitlines()
     assert len(table) == 1 + 2 * 2  # 2 models x 2 shards
-    assert all("NA" not in row.split("\t") for row in table[1:])  # every log and benchmark read
+    assert all("NA" not in row.split("\t") for row in table[1:])  # every job's metrics read
 
 
 def _report_results(html: str) -> dict[str, tuple[str, dict]]:

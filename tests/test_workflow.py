@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -13,7 +14,6 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import psutil
 import pytest
 from Bio import SeqIO
 
@@ -22,12 +22,13 @@ from tests.workflow_helpers import (
     DOWNSTREAM_OF_ONE_SHARD,
     REPO,
     committed,
+    embed_job_pid,
     planned_jobs,
     run_snakemake,
+    shard_range,
     snakemake_cmd,
     write_config,
 )
-from virnuc_core.shards import read_shard
 
 pytestmark = pytest.mark.workflow
 SAMPLE = "results/demo"
@@ -48,17 +49,22 @@ def copy_run(src: Path, dst: Path) -> Path:
     return dst
 
 
-def test_prepare_stage_through_split_strides(tmp_path):
+def test_prepare_stage_through_plan_shards(tmp_path):
     write_config(tmp_path, shards=3)
-    run_snakemake(tmp_path, *(f"{SAMPLE}/shards/shard_{i}.txt" for i in range(3)))
+    run_snakemake(tmp_path, f"{SAMPLE}/shards/plan.json")
     frames = list(SeqIO.parse(tmp_path / SAMPLE / "frames.fa", "fasta"))
     proteins = list(SeqIO.parse(tmp_path / SAMPLE / "proteins.faa", "fasta"))
     assert [f.id for f in frames] == [p.id for p in proteins] and len(frames) > 50
     counts = json.loads((tmp_path / SAMPLE / "frames.counts.json").read_text())
     assert counts["frames"] == len(frames) and counts["reads"] == 40
-    shards = [read_shard(tmp_path / SAMPLE / f"shards/shard_{i}.txt")[0] for i in range(3)]
-    assert sorted(np.concatenate(shards).tolist()) == list(range(len(frames)))
-    assert max(map(len, shards)) - min(map(len, shards)) <= 1
+    plan = json.loads((tmp_path / SAMPLE / "shards/plan.json").read_text())
+    for model in ("dnabert", "esm"):
+        bounds = plan["models"][model]["bounds"]
+        assert bounds[0] == 0 and bounds[-1] == len(frames) and len(bounds) == 4
+        tokens = plan["models"][model]["tokens"]
+        assert max(tokens) - min(tokens) <= 0.2 * sum(tokens)  # about equal work
+        sources = np.load(tmp_path / SAMPLE / f"shards/{model}.sources.npy")
+        assert sources.tolist() == list(range(len(frames)))  # the demo has no repeats
     # Nothing later ran: this stage stands on its own.
     assert not (tmp_path / SAMPLE / "embeddings").exists()
 
@@ -69,15 +75,22 @@ def test_demo_produces_every_output(demo_run):
     with h5py.File(s / "features.h5") as f:
         ids = f["ids"].asstr()[()].tolist()
         assert f["dnabert"].shape[0] == f["esm"].shape[0] == n
+        assert f["dnabert"].is_virtual and f["esm"].is_virtual  # each embedding stored once
         assert f["dnabert"].dtype == np.float32 and np.isfinite(f["esm"][()]).all()
         assert f.attrs["esm.precision"] == "fp32" and "dnabert.encoder.attention_backend" in f.attrs
+        rows = {m: f[m][()] for m in ("dnabert", "esm")}
     assert ids == [r.id for r in SeqIO.parse(s / "frames.fa", "fasta")]
     for model in ("dnabert", "esm"):
-        with h5py.File(s / f"embeddings/{model}.h5") as f:
-            assert f["embeddings"].shape[0] == n and f.attrs["model"] == model
+        parts = []
+        for i in range(2):
+            with h5py.File(s / f"embeddings/{model}/shard_{i}.h5") as f:
+                assert f.attrs["model"] == model and f.attrs["metrics.records_per_s"] > 0
+                parts.append(f["embeddings"][()])
+        np.testing.assert_array_equal(np.concatenate(parts), rows[model])
         table = (s / f"validation/{model}.tsv").read_text().splitlines()
         assert table[0].split("\t") == ["record", "id", "length", "cosine"] and len(table) == 41
         assert (s / f"validation/{model}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(s.glob("embeddings/*/*.rows")) and not (s / "embeddings/esm.h5").exists()
     summary = json.loads((s / "validation/summary.json").read_text())
     assert [m["passed"] for m in summary["models"]] == [True, True]
     assert summary["classifier_agreement"]["n"] == 40
@@ -90,15 +103,6 @@ def test_demo_produces_every_output(demo_run):
     assert {c.split("\t")[0] for c in chunks[1:]} == {i[:-2] for i in ids}
 
 
-def _embed_pid(shard_tag: str) -> int | None:
-    """The Python process of an embed job (not the shell Snakemake started it from)."""
-    for proc in psutil.process_iter(["cmdline"]):
-        argv = proc.info["cmdline"] or []
-        if len(argv) > 1 and argv[1].endswith("embed_shard.py") and shard_tag in " ".join(argv):
-            return proc.pid
-    return None
-
-
 def test_kill9_midway_then_rerun_resumes_only_that_shard(demo_run, tmp_path):
     write_config(tmp_path, token_budget={"dnabert": 4096, "esm": 256}, checkpoint_every=5)
     cmd = snakemake_cmd(tmp_path, "--keep-going")
@@ -108,19 +112,20 @@ def test_kill9_midway_then_rerun_resumes_only_that_shard(demo_run, tmp_path):
     deadline = time.time() + 300
     while committed(work) < 10 and time.time() < deadline:
         time.sleep(0.1)
-    pid = _embed_pid("work/esm/shard_0")
+    pid = embed_job_pid(work)
     assert pid is not None and committed(work) >= 10, "the esm shard 0 job never got going"
     os.kill(pid, signal.SIGKILL)
     snake.communicate(timeout=600)
     assert snake.returncode != 0
     done_before = committed(work)
-    assert 0 < done_before < 97
+    lo, hi = shard_range(tmp_path, "demo", "esm", 0)
+    assert 0 < done_before < hi - lo
     assert planned_jobs(tmp_path) == DOWNSTREAM_OF_ONE_SHARD
 
     run_snakemake(tmp_path)
     log = (tmp_path / "logs/demo/embed_shard/esm_0.log").read_text()
-    assert f"resuming: {done_before} records committed, {97 - done_before} to embed" in log
-    assert not work.exists()  # finalized: the checkpoint is gone
+    assert f"resuming: {done_before} records committed, {hi - lo - done_before} to embed" in log
+    assert not work.exists()  # completed: the checkpoint moved to the job's output
     _assert_same_features(tmp_path, demo_run)
 
 
@@ -132,32 +137,51 @@ def _assert_same_features(a: Path, b: Path) -> None:
             np.testing.assert_allclose(fa[model][()], fb[model][()], rtol=1e-4, atol=1e-5)
 
 
-def test_sigterm_commits_and_exits_quickly(demo_run, tmp_path):
-    s = demo_run / SAMPLE
-    settings = json.dumps(
-        {"model": "esm", "model_spec": "tiny", "precision": "fp32", "token_budget": 256,
-         "checkpoint_every": 5, "attention_backend": "auto"}
-    )  # fmt: skip
-    work, out = tmp_path / "work", tmp_path / "shard.h5"
-    job = subprocess.Popen(
-        [sys.executable, str(REPO / "scripts/embed_shard.py"), "--settings", settings,
-         "--sequences", str(s / "proteins.faa"), "--index", str(s / "frames.index.tsv"),
-         "--shard", str(s / "shards/shard_0.txt"), "--work", str(work), "--output", str(out)],
-        env={**os.environ, "VIRNUC_TEST_BATCH_DELAY": "0.3", "PYTHONPATH": str(REPO)},
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+# Runs one embed job as the step script does (its library calls), so a test can signal it.
+EMBED_DRIVER = """
+import logging, sys
+from virnuc_core.embed_job import EXIT_INTERRUPTED, Interrupted, ShardInput, run_embed_job
+from virnuc_core.settings import WorkflowSettings
+s, work, out = sys.argv[1], sys.argv[2], sys.argv[3]
+config = {"samples": {"x": "x"}, "chunk_length": 500, "models": {"dnabert": "tiny", "esm": "tiny"},
+          "precision": "fp32", "token_budget": {"dnabert": 256, "esm": 256},
+          "checkpoint_every": 100000, "checkpoint_seconds": 3600, "progress_seconds": 0.01}
+logging.basicConfig(level=logging.INFO)
+settings = WorkflowSettings.from_config(config).embed("esm")
+shard = ShardInput.read("esm", s + "/proteins.faa", s + "/frames.index.npy",
+                        s + "/shards/esm.sources.npy", s + "/shards/plan.json", 0)
+try:
+    run_embed_job(settings, shard, work, out, 0)
+except Interrupted as stop:
+    print(stop, "; progress committed", file=sys.stderr, flush=True)
+    sys.exit(EXIT_INTERRUPTED[stop.signum])
+"""
+
+
+def test_sigterm_commits_what_is_done_and_exits_quickly(demo_run, tmp_path):
+    """Periodic commits are off (every 100,000 records, 1 h): only the commit that SIGTERM makes
+    can save the rows the job has embedded."""
+    work, out = tmp_path / "work", tmp_path / "shard.rows"
+    log = tmp_path / "job.log"
+    with open(log, "w") as err:
+        job = subprocess.Popen(
+            [sys.executable, "-c", EMBED_DRIVER, str(demo_run / SAMPLE), str(work), str(out)],
+            env={**os.environ, "VIRNUC_TEST_BATCH_DELAY": "0.3", "PYTHONPATH": str(REPO)},
+            stderr=err, text=True,
+        )  # fmt: skip
     deadline = time.time() + 120
-    while committed(work) < 5 and time.time() < deadline:
+    seen = 0
+    while seen < 5 and time.time() < deadline:
+        found = re.findall(r"progress: (\d+)/", log.read_text())
+        seen = int(found[-1]) if found else 0
         time.sleep(0.05)
-    assert committed(work) >= 5
-    start = time.monotonic()
+    assert seen >= 5 and committed(work) == 0  # embedded, nothing committed yet
     job.send_signal(signal.SIGTERM)
-    _, err = job.communicate(timeout=30)
-    assert time.monotonic() - start < 5
-    assert job.returncode == 143, err
-    assert "stopped by SIGTERM; progress committed" in err
-    records = json.loads((work / "progress.json").read_text())["committed"]
-    assert records >= 5 and not out.exists()
+    job.wait(timeout=60)  # at the next batch boundary, not at the end of the shard
+    assert job.returncode == 143, log.read_text()
+    assert "stopped by SIGTERM ; progress committed" in log.read_text()
+    lo, hi = shard_range(demo_run, "demo", "esm", 0)
+    assert seen <= committed(work) < hi - lo and not out.exists()
 
 
 def test_cuda_oom_is_retried_with_half_the_budget(tmp_path):
@@ -165,26 +189,30 @@ def test_cuda_oom_is_retried_with_half_the_budget(tmp_path):
     target = f"{SAMPLE}/embeddings/esm/shard_0.h5"
     proc = run_snakemake(tmp_path, target, env={"VIRNUC_TEST_OOM_ABOVE": "2048"})
     assert "Error in rule embed_shard" in proc.stdout + proc.stderr  # attempt 1 failed
+    lo, hi = shard_range(tmp_path, "demo", "esm", 0)
     with h5py.File(tmp_path / target) as f:
-        assert f.attrs["token_budget"] == 2048 and f["embeddings"].shape[0] == 97
+        assert f.attrs["token_budget"] == 2048 and f["embeddings"].shape[0] == hi - lo
 
 
 def test_validation_fails_naming_the_worst_frames(demo_run, tmp_path):
     work = copy_run(demo_run, tmp_path / "run")
-    merged = work / SAMPLE / "embeddings/esm.h5"
     rows = [
         line.split("\t")
         for line in (work / SAMPLE / "validation/esm.tsv").read_text().splitlines()[1:]
     ]
     id_of = {int(r[0]): r[1] for r in rows}  # record -> frame id of the validated sample
     corrupt = sorted(id_of)[::7]
-    with h5py.File(merged, "r+") as f:
-        emb = f["embeddings"]
-        rng = np.random.default_rng(1)
-        for r in corrupt:
-            emb[r] = rng.normal(size=emb.shape[1]).astype(np.float32)
+    rng = np.random.default_rng(1)
+    for i in range(2):
+        lo, hi = shard_range(work, "demo", "esm", i)
+        with h5py.File(work / SAMPLE / f"embeddings/esm/shard_{i}.h5", "r+") as f:
+            emb = f["embeddings"]
+            for r in corrupt:
+                if lo <= r < hi:
+                    emb[r - lo] = rng.normal(size=emb.shape[1]).astype(np.float32)
     proc = run_snakemake(work, f"{SAMPLE}/validation/esm.json", check=False)
     assert proc.returncode != 0
+    assert "esm embeddings failed validation" in proc.stderr  # on the console, not only the log
     log = (work / "logs/demo/validate_embeddings/esm.log").read_text()
     assert "esm embeddings failed validation" in log
     corrupt_ids = {id_of[r] for r in corrupt}

@@ -12,10 +12,11 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_READS = REPO / "config" / "demo" / "reads.fa"
-# The jobs a rerun plans after one embed shard failed: that shard and what depends on it.
+# The jobs a rerun plans after esm shard 0 of the demo (2 shards) failed: that shard and what
+# depends on it (shard 1's file waits for shard 0's, which its copies may read).
 DOWNSTREAM_OF_ONE_SHARD = {
     "embed_shard": 1,
-    "merge_shards": 1,
+    "finalize_shard": 2,
     "features": 1,
     "validate_embeddings": 1,
     "validation_summary": 1,
@@ -84,4 +85,25 @@ def planned_jobs(workdir: Path, *targets: str) -> dict[str, int]:
 def committed(work_dir: Path) -> int:
     """Rows committed in an embed job's checkpoint directory (0 if none yet)."""
     progress = work_dir / "progress.json"
-    return json.loads(progress.read_text())["committed"] if progress.exists() else 0
+    return json.loads(progress.read_text())["rows"] if progress.exists() else 0
+
+
+def embed_job_pid(work_dir: Path) -> int | None:
+    """The process writing an embed job's work directory (it holds rows.bin open)."""
+    import psutil
+
+    rows = str((work_dir / "rows.bin").resolve())
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if any(f.path == rows for f in proc.open_files()):
+                return proc.pid
+        except (psutil.AccessDenied, psutil.NoSuchProcess):
+            continue
+    return None
+
+
+def shard_range(workdir: Path, sample: str, model: str, i: int) -> tuple[int, int]:
+    """(lo, hi) of a shard, from the run's plan."""
+    plan = json.loads((workdir / f"results/{sample}/shards/plan.json").read_text())
+    bounds = plan["models"][model]["bounds"]
+    return bounds[i], bounds[i + 1]

@@ -1,4 +1,4 @@
-"""The classifier step (spec §4): load the users' MLP safely, score frames, write the verdicts.
+"""The classifier (spec §4): load the users' MLP safely and score frames.
 
 Loading
 -------
@@ -14,33 +14,13 @@ into our own :class:`MLPClassifier`. A plain state dict (``hidden_layer.weight``
 wrapped in ``{"state_dict": ...}`` / ``{"model_state_dict": ...}``, loads through the same path;
 ``*.safetensors`` files through safetensors.
 
-Output formats
---------------
-Both TSVs reproduce the original ``prediction.py`` of VirNucPro (github.com/Li-Jing-1997/VirNucPro,
-commit 0b7e6f1 writes the first file; the later version with ``determine_virus`` and
-``weights_only=False``, whose writing code broadinstitute/virnucpro-broad keeps unchanged, adds the
-second, which it names ``prediction_results_highestscore.csv`` although it is tab-separated):
-
-* ``prediction_results``: header ``Sequence_ID, Prediction, score1, score2`` (tab-separated); each
-  score is ``str()`` of the float32 softmax value as numpy prints it (shortest round-trip repr, e.g.
-  ``0.99912345``, ``1e-05``); Prediction comes from ``torch.max`` over the two probabilities, which
-  returns the first maximal index, so a tie is ``others``.
-* ``prediction_results_highestscore``: the original re-reads the first file with pandas, sets
-  ``Modified_ID = Sequence_ID.str[:-2]``, ``groupby("Modified_ID")`` (default ``sort=True``: groups
-  come out in **sorted** string order, not first appearance — reproduced here with ``sorted``),
-  ``Is_Virus = max(score2) >= max(score1)`` per group, written by ``DataFrame.to_csv(sep="\\t",
-  index=False)``: header ``Modified_ID, Is_Virus``, booleans as ``True`` / ``False``, fields quoted
-  the csv way (QUOTE_MINIMAL) when they hold a quote or a tab. Comparing the float32 scores gives
-  the same verdicts as comparing the re-read decimal strings (shortest repr keeps the order).
+The verdict tables are written by :mod:`virnuc_core.predictions`.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,16 +29,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from virnuc_core.files import atomic_path, atomic_writer
+from virnuc_core.files import atomic_path
 from virnuc_core.safe_pickle import ClassifierFormatError, StandIn, torch_load_safely
 
 # Re-exported: callers catch it as virnuc_core.classify.UnsafeClassifierError.
 from virnuc_core.safe_pickle import UnsafeClassifierError as UnsafeClassifierError
 
 DNABERT_DIM = 768
-PRED_HEADER = "Sequence_ID\tPrediction\tscore1\tscore2\n"
-HIGHEST_HEADER = ("Modified_ID", "Is_Virus")
-LABELS = ("others", "virus")  # class 0, class 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -275,58 +252,6 @@ def predict_scores(model: MLPClassifier, features: np.ndarray, batch: int = 4096
             probs = F.softmax(model(x.to(device)), dim=1)
             out[start : start + len(x)] = probs.cpu().numpy()
     return out
-
-
-def _is_virus(score1: Sequence[float], score2: Sequence[float]) -> bool:
-    """max(score2) >= max(score1), NaNs skipped as pandas' max does (all-NaN -> NaN -> False)."""
-    m1 = max((s for s in score1 if not math.isnan(s)), default=math.nan)
-    m2 = max((s for s in score2 if not math.isnan(s)), default=math.nan)
-    return bool(m2 >= m1)
-
-
-def chunk_verdicts(ids: Sequence[str], scores: np.ndarray) -> list[tuple[str, bool]]:
-    """(Modified_ID, Is_Virus) per chunk, groups keyed by id[:-2], in sorted order (pandas)."""
-    scores = np.asarray(scores, dtype=np.float32)
-    groups: dict[str, tuple[list[float], list[float]]] = {}
-    for seq_id, (s1, s2) in zip(ids, scores.tolist(), strict=True):
-        g = groups.setdefault(seq_id[:-2], ([], []))
-        g[0].append(s1)
-        g[1].append(s2)
-    return [(key, _is_virus(*groups[key])) for key in sorted(groups)]
-
-
-def _check_scores(ids: Sequence[str], scores: np.ndarray) -> np.ndarray:
-    scores = np.asarray(scores)
-    if scores.ndim != 2 or scores.shape[1] != 2:
-        raise ValueError(f"scores must be N x 2, got shape {scores.shape}")
-    if len(ids) != scores.shape[0]:
-        raise ValueError(f"{len(ids)} ids but {scores.shape[0]} score rows")
-    for seq_id in ids:
-        if any(c in seq_id for c in "\t\n\r"):
-            raise ValueError(f"sequence id {seq_id!r} holds a tab or newline")
-    # The original's probabilities are float32 tensors; its text is str() of those values.
-    return scores.astype(np.float32, copy=False)
-
-
-def write_predictions(
-    ids: Sequence[str],
-    scores: np.ndarray,
-    out_tsv: str | os.PathLike,
-    out_highest_tsv: str | os.PathLike,
-) -> None:
-    """Write prediction_results and prediction_results_highestscore exactly as the original."""
-    scores = _check_scores(ids, scores)
-    with atomic_writer(out_tsv) as pred, atomic_writer(out_highest_tsv) as highest:
-        pred.write(PRED_HEADER)
-        for seq_id, row in zip(ids, scores, strict=True):
-            label = LABELS[int(np.argmax(row))]  # first maximal index, as torch.max: tie -> others
-            pred.write(f"{seq_id}\t{label}\t{row[0]!s}\t{row[1]!s}\n")
-        text = io.StringIO()
-        writer = csv.writer(text, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
-        writer.writerow(HIGHEST_HEADER)
-        for key, verdict in chunk_verdicts(ids, scores):
-            writer.writerow((key, "True" if verdict else "False"))
-        highest.write(text.getvalue())
 
 
 def classifier_for(spec: str, in_dim: int) -> MLPClassifier:

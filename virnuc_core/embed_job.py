@@ -1,33 +1,37 @@
 """One embed job: one model over one shard, on one device, resumable, stoppable.
 
-The job claims a device, loads the encoder, resumes its checkpoint (kept outside the rule's
-declared outputs), embeds the records not yet committed, commits at a steady cadence, and writes
-the declared output only when the shard is complete. SIGTERM/SIGINT commit what is done and exit
-non-zero; a CUDA out-of-memory error fails the job cleanly so Snakemake's retry (with half the
-token budget) can succeed.
+The job reads only its shard: the plan's record range, those rows of the binary index and of the
+sources, and their span of the sequence file. It claims a device, loads the encoder, resumes its
+checkpoint (kept outside the rule's declared outputs) if that was made from the same inputs,
+embeds the distinct records not yet committed, commits at a steady cadence, and moves the
+checkpoint to its declared output when the shard is done, with its attributes and metrics
+(``meta.json``). SIGTERM/SIGINT commit what is done and exit non-zero; a CUDA out-of-memory
+error fails the job cleanly so Snakemake's retry (with half the token budget) can succeed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
+import resource
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from virnuc_core import settings as knobs
-from virnuc_core.fasta import FrameIndex, read_index
 from virnuc_core.gpu import claim_device
+from virnuc_core.index import open_index, sequence_spans
 from virnuc_core.models import load_encoder
+from virnuc_core.npyfile import NpyReader
 from virnuc_core.packing import PackedBatch
+from virnuc_core.plan import model_plan, read_plan
 from virnuc_core.progress import Progress
 from virnuc_core.runner import RecordReader, embed_batches, packed_batches, read_tokens
 from virnuc_core.settings import EmbedSettings
-from virnuc_core.shards import read_shard
 from virnuc_core.store import ShardCheckpoint
 
 log = logging.getLogger("virnuc.embed")
@@ -60,74 +64,127 @@ class StopFlag:
             raise Interrupted(self.signum)
 
 
-def input_fingerprint(*paths: str | os.PathLike) -> str:
-    """Content hash of the job's inputs (index and shard list): a resume needs the same ones."""
-    digest = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()[:16]
+@dataclass(frozen=True)
+class ShardInput:
+    """What one job reads: its record range, index rows and sources, and sequence spans."""
 
+    sequences: str
+    lo: int
+    hi: int
+    index_rows: np.ndarray
+    sources: np.ndarray
+    offsets: np.ndarray
+    lengths: np.ndarray
 
-def sequence_columns(table: FrameIndex, model: str) -> tuple[np.ndarray, np.ndarray]:
-    """Byte offsets and lengths of the sequences a model reads: proteins (esm) or frames."""
-    if model == "esm":
-        return table.aa_offset, table.aa_length
-    return table.nt_offset, table.nt_length
+    @classmethod
+    def read(cls, model: str, sequences: str, index: str, sources: str, plan: str, shard: int):
+        lo, hi = model_plan(read_plan(plan), model).shard(shard)
+        rows = open_index(index).read(lo, hi)
+        offsets, lengths = sequence_spans(rows, model)
+        src = NpyReader(sources, np.dtype("<i8")).read(lo, hi)
+        return cls(sequences, lo, hi, rows, src, offsets, lengths)
+
+    @property
+    def distinct(self) -> np.ndarray:
+        """The records this job embeds (the others copy an earlier record's row)."""
+        records = np.arange(self.lo, self.hi)
+        return records[self.sources == records]
+
+    def content_digest(self) -> str:
+        """Hash of what the embeddings are made from: the range, the index rows and the bytes
+        of the shard's span of the sequence file (one changed base changes it)."""
+        digest = hashlib.sha256(f"{self.lo}:{self.hi}|".encode())
+        digest.update(self.index_rows.tobytes())
+        if self.hi > self.lo:
+            start = int(self.offsets[0])
+            size = int(self.offsets[-1] + self.lengths[-1]) - start
+            with open(self.sequences, "rb") as handle:
+                handle.seek(start)
+                while size > 0:
+                    block = handle.read(min(size, 1 << 22))
+                    if not block:
+                        raise ValueError(f"{self.sequences}: shorter than its index says")
+                    digest.update(block)
+                    size -= len(block)
+        return digest.hexdigest()[:32]
 
 
 def run_embed_job(
-    settings: EmbedSettings,
-    sequences: str,
-    index: str,
-    shard: str,
-    work: str,
-    output: str,
-    workers: int = 2,
+    settings: EmbedSettings, shard: ShardInput, work: str, output: str, workers: int = 2
 ) -> None:
-    """Embed the shard's records into ``output``; raises :class:`Interrupted` on a stop signal."""
-    stop = StopFlag()
-    table = read_index(index)
-    records, sources = read_shard(shard, settings.model)
-    distinct = records[sources == records]  # the others copy their source's row at the end
+    """Embed the shard's distinct records into ``output`` (a rows directory, see
+    :mod:`virnuc_core.store`); raises :class:`Interrupted` on a stop signal."""
+    started, stop = time.time(), StopFlag()
+    distinct = shard.distinct
     with claim_device(knobs.lock_dir()) as claim:
         device = torch.device(claim.device)
         log.info("device %s (%s, GPU index %s)", device, claim.source, claim.index)
+        if device.type == "cpu" and workers:  # the readers have the job's other threads
+            torch.set_num_threads(max(1, torch.get_num_threads() - workers))
         encoder = load_encoder(settings, device)
-        # Shards merge only if they share settings and index; a resume also needs the same shard.
-        made_with = f"{settings.fingerprint()}|index={input_fingerprint(index)}"
+        described = encoder.describe()
+        made_with = settings_fingerprint(settings, described)
         ckpt = ShardCheckpoint.open(
-            work,
-            f"{made_with}|shard={input_fingerprint(shard)}",
-            encoder.dim,
-            settings.checkpoint_every,
-            settings.checkpoint_seconds,
-        )
-        todo = np.setdiff1d(distinct, ckpt.committed_records(), assume_unique=True)
-        log.info("%d records, %d distinct sequences", len(records), len(distinct))
-        log.info("resuming: %d records committed, %d to embed", ckpt.n_committed, len(todo))
-        offsets, lengths = sequence_columns(table, settings.model)
-        reader = RecordReader(sequences, todo, offsets[todo], lengths[todo], encoder.tokenize)
-        batches = packed_batches(
-            read_tokens(reader, workers), settings.token_budget, pin=device.type == "cuda"
-        )
-        progress = Progress(len(distinct), settings.progress_seconds, log, done=ckpt.n_committed)
+            work, f"{made_with}|{shard.content_digest()}", encoder.dim, shard.lo, shard.hi,
+            settings.checkpoint_every, settings.checkpoint_seconds, settings.keep_stale,
+        )  # fmt: skip
+        todo = ckpt.pending(distinct)
+        log.info("records %d..%d: %d distinct sequences", shard.lo, shard.hi - 1, distinct.size)
+        log.info("resuming: %d records committed, %d to embed", ckpt.n_committed, todo.size)
+        progress = Progress(distinct.size, settings.progress_seconds, log, done=ckpt.n_committed)
         try:
-            for recs, emb, tokens in embed_batches(_embed_fn(encoder, settings), batches, device):
-                ckpt.append(recs, emb)
-                progress.update(len(recs), tokens)
-                if ckpt.should_commit():
-                    ckpt.commit()
-                stop.check()
+            _embed_loop(encoder, settings, shard, todo, ckpt, progress, stop, device, workers)
         finally:
             ckpt.commit()  # whatever ended the loop, keep what is done
             log.info(progress.line())
-        attrs = {**output_attrs(settings, encoder.describe(), device), "fingerprint": made_with}
-        attrs["distinct_sequences"] = len(distinct)
-        copies = (records[sources != records], sources[sources != records])
-        ckpt.finalize(output, attrs, ids=table.ids[np.sort(records)].tolist(), copies=copies)
+        attrs = output_attrs(settings, described, device)
+        attrs["settings_fingerprint"] = made_with
+        metrics = job_metrics(progress, started, claim, todo.size)
+        ckpt.complete(output, {"attrs": attrs, "metrics": metrics})
     log.info("wrote %s", output)
+
+
+def _embed_loop(encoder, settings, shard, todo, ckpt, progress, stop, device, workers) -> None:
+    local = todo - shard.lo
+    reader = RecordReader(
+        shard.sequences, todo, shard.offsets[local], shard.lengths[local], encoder.tokenize
+    )
+    batches = packed_batches(
+        read_tokens(reader, workers), settings.token_budget, pin=device.type == "cuda"
+    )
+    for recs, emb, tokens in embed_batches(_embed_fn(encoder, settings), batches, device):
+        ckpt.append(recs, emb)
+        progress.update(len(recs), tokens)
+        if ckpt.should_commit():
+            ckpt.commit()
+        stop.check()
+
+
+def settings_fingerprint(settings: EmbedSettings, described: dict) -> str:
+    """What must match for shards to be merged and work to be resumed: the settings that change
+    embeddings and the model's weights (their checksum, when the encoder has one)."""
+    weights = described.get("weights_sha256") or described.get("weights_sha256_16", "")
+    return f"{settings.fingerprint()}|weights={weights}"
+
+
+def job_metrics(progress: Progress, started: float, claim, embedded: int) -> dict:
+    """The job's metrics, as data (the report reads them from the shard file)."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    readers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {
+        "records_embedded": int(embedded),
+        "tokens_per_s": round(progress.tokens_per_s(), 1),
+        "records_per_s": round(progress.records_per_s(), 2),
+        "loop_s": round(progress.elapsed(), 3),
+        "wall_s": round(time.time() - started, 3),
+        "max_rss_mb": round(own, 1),
+        "reader_max_rss_mb": round(readers, 1),
+        "torch_device": str(claim.device),
+        "device_source": claim.source,
+        "gpu_index": -1 if claim.index is None else int(claim.index),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+        "ended": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
 
 
 def _embed_fn(encoder, settings: EmbedSettings) -> Callable[[PackedBatch], torch.Tensor]:

@@ -131,18 +131,21 @@ def _parse(handle: BinaryIO, path: Path) -> Iterator[FastaRecord]:
 
 class FastaWriter:
     """Writes records as ``>id`` and one sequence line to a binary handle, tracking the byte
-    offset of every sequence line."""
+    offset of every sequence line (and, in ``last_id_bytes``, the UTF-8 size of each id of the
+    last call)."""
 
     def __init__(self, handle: BinaryIO, position: int = 0) -> None:
         self.handle = handle
         self.position = position
+        self.last_id_bytes = np.zeros(0, np.int64)
 
     def write(self, ids: Sequence[str], seqs: Sequence[str]) -> np.ndarray:
         """Write the records; return the byte offsets of their sequence lines."""
         text = "".join([f">{i}\n{s}\n" for i, s in zip(ids, seqs, strict=True)])
         data = text.encode("utf-8")
         nbytes = len if len(data) == len(text) else (lambda x: len(x.encode("utf-8")))
-        head = np.fromiter(map(nbytes, ids), np.int64, len(ids)) + 2  # ">" id "\n"
+        self.last_id_bytes = np.fromiter(map(nbytes, ids), np.int64, len(ids))
+        head = self.last_id_bytes + 2  # ">" id "\n"
         size = head + np.fromiter(map(nbytes, seqs), np.int64, len(seqs)) + 1
         offsets = self.position + np.cumsum(size) - size + head
         self.handle.write(data)

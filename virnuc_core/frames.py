@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -86,13 +86,21 @@ class SeqRecordLike(Protocol):
 
 @dataclass
 class FrameBatch:
-    """The kept frames of a batch of records, in output order (chunks, then F1..F3, R1..R3)."""
+    """The kept frames of a batch of records, in output order (chunks, then F1..F3, R1..R3).
+
+    ``read``, ``chunk`` and ``frame`` say where each kept frame comes from: the read's number in
+    the stream (0-based, counting every read, kept frames or not), the chunk's 0-based number in
+    its read, and the frame (0..5 for F1..F3, R1..R3).
+    """
 
     ids: list[str]
     nucleotides: list[str]
     proteins: list[str]
     records: int  # input records in this batch (a long record split over batches counts once)
     chunks: int
+    read: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    chunk: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    frame: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint8))
 
 
 def _check_chunk_length(chunk_length: int) -> None:
@@ -185,16 +193,18 @@ def _select_chunks(
     k: np.ndarray,
     start: np.ndarray,
     end: np.ndarray,
-) -> tuple[list[str], list[str], list[str]]:
-    """Kept frames of the given chunks (ranges into ``seqs``), as (ids, nucleotides, proteins)."""
+) -> tuple[list[str], list[str], list[str], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Kept frames of the given chunks (ranges into ``seqs``): ids, nucleotides, proteins, and
+    each frame's (record index into ``seqs``, chunk number k, frame 0..5)."""
     lengths = np.fromiter(map(len, seqs), np.int64, len(seqs))
     offset = np.cumsum(lengths) - lengths + len(_PAD)
     buffer = "".join([_PAD, *seqs, _PAD]).encode("ascii")
     s, e = start + offset[record], end + offset[record]  # chunks in buffer coordinates
     length, stops, c3 = _frame_counts(buffer, s, e)
     chunk, frame = np.nonzero((length > 0) & (stops == 0))
+    where = (record[chunk], k[chunk].astype(np.int32), frame.astype(np.uint8))
     if chunk.size == 0:
-        return [], [], []
+        return [], [], [], where
 
     # Every string is a slice of a whole-batch text: the upper-cased buffer or its reverse
     # complement (buffer[a:b] reversed is rc[T-b : T-a]) for nucleotides, the amino acid at
@@ -232,32 +242,38 @@ def _select_chunks(
         else:
             out_aa.append(aa_rev[ps:pe:-3].replace("\0", ""))
             out_nt.append(rc_text[ns:ne])
-    return out_ids, out_nt, out_aa
+    return out_ids, out_nt, out_aa, where
 
 
-def select_frames(ids: Sequence[str], seqs: Sequence[str], chunk_length: int) -> FrameBatch:
+def select_frames(
+    ids: Sequence[str], seqs: Sequence[str], chunk_length: int, first_read: int = 0
+) -> FrameBatch:
     """Chunk the records (spec §1) and keep their stop-free, non-empty frames (spec §2).
 
     ``ids`` are record ids (first word of the header), ``seqs`` ASCII sequences as written (any
-    case). All records are processed in one go (see DEFAULT_BATCH_BASES for a good batch size).
+    case); ``first_read`` is the stream number of ``seqs[0]`` (for :attr:`FrameBatch.read`).
+    All records are processed in one go (see DEFAULT_BATCH_BASES for a good batch size).
     """
     record, k, start, end = chunk_bounds(
         np.fromiter(map(len, seqs), np.int64, len(seqs)), chunk_length
     )
-    out_ids, out_nt, out_aa = _select_chunks(ids, seqs, record, k, start, end)
-    return FrameBatch(out_ids, out_nt, out_aa, records=len(seqs), chunks=int(record.size))
+    out_ids, out_nt, out_aa, (read, chunk, frame) = _select_chunks(ids, seqs, record, k, start, end)
+    return FrameBatch(
+        out_ids, out_nt, out_aa, len(seqs), int(record.size), read + first_read, chunk, frame
+    )
 
 
 def _long_record(
-    record_id: str, seq: str, chunk_length: int, batch_bases: int
+    record_id: str, seq: str, chunk_length: int, batch_bases: int, read: int = 0
 ) -> Iterator[FrameBatch]:
-    """One record longer than a batch, in pieces of whole chunks (same output as one piece)."""
+    """One record longer than a batch, in pieces of whole chunks (same output as one piece);
+    ``read`` is its stream number."""
     _, k, start, end = chunk_bounds(np.array([len(seq)]), chunk_length)
     step = max(1, batch_bases // chunk_length)
     for first in range(0, k.size, step):
         sl = slice(first, first + step)
         a, b = int(start[sl][0]), int(end[sl].max())
-        got = _select_chunks(
+        out_ids, out_nt, out_aa, (_, chunk, frame) = _select_chunks(
             [record_id],
             [seq[a:b]],
             np.zeros(k[sl].size, np.int64),
@@ -265,7 +281,10 @@ def _long_record(
             start[sl] - a,
             end[sl] - a,
         )
-        yield FrameBatch(*got, records=int(first == 0), chunks=int(k[sl].size))
+        reads = np.full(len(out_ids), read, np.int64)
+        yield FrameBatch(
+            out_ids, out_nt, out_aa, int(first == 0), int(k[sl].size), reads, chunk, frame
+        )
 
 
 def iter_frame_batches(
@@ -276,19 +295,22 @@ def iter_frame_batches(
     _check_chunk_length(chunk_length)
     ids: list[str] = []
     seqs: list[str] = []
-    size = 0
+    size = done = 0  # bases held; reads before those held
     for rec in records:
         if len(rec.seq) > batch_bases:
             if ids:
-                yield select_frames(ids, seqs, chunk_length)
+                yield select_frames(ids, seqs, chunk_length, done)
+                done += len(ids)
                 ids, seqs, size = [], [], 0
-            yield from _long_record(rec.id, rec.seq, chunk_length, batch_bases)
+            yield from _long_record(rec.id, rec.seq, chunk_length, batch_bases, done)
+            done += 1
             continue
         ids.append(rec.id)
         seqs.append(rec.seq)
         size += len(rec.seq)
         if size >= batch_bases:
-            yield select_frames(ids, seqs, chunk_length)
+            yield select_frames(ids, seqs, chunk_length, done)
+            done += len(ids)
             ids, seqs, size = [], [], 0
     if ids:
-        yield select_frames(ids, seqs, chunk_length)
+        yield select_frames(ids, seqs, chunk_length, done)

@@ -26,14 +26,26 @@ class Progress:
             self.last = now
             self.log.info(self.line(now))
 
+    def elapsed(self, now: float | None = None) -> float:
+        """Seconds since the start."""
+        return max(1e-9, (now or time.monotonic()) - self.start)
+
+    def tokens_per_s(self, now: float | None = None) -> float:
+        """Tokens per second since the start."""
+        return self.tokens / self.elapsed(now)
+
+    def records_per_s(self, now: float | None = None) -> float:
+        """Records per second since the start (records done before it not counted)."""
+        return (self.done - self.start_done) / self.elapsed(now)
+
     def line(self, now: float | None = None) -> str:
         """The current progress line."""
-        elapsed = max(1e-9, (now or time.monotonic()) - self.start)
-        rate = (self.done - self.start_done) / elapsed
+        now = now or time.monotonic()
+        rate = self.records_per_s(now)
         left = self.total - self.done
         eta = f"{left / rate:.0f} s" if rate > 0 else "unknown"
         pct = 100.0 * self.done / self.total if self.total else 100.0
         return (
             f"progress: {self.done}/{self.total} records ({pct:.1f}%), "
-            f"{self.tokens / elapsed:,.0f} tokens/s, {rate:,.1f} records/s, ETA {eta}"
+            f"{self.tokens_per_s(now):,.0f} tokens/s, {rate:,.1f} records/s, ETA {eta}"
         )

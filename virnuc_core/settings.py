@@ -1,18 +1,27 @@
-"""Every tunable of the workflow in one place.
+"""Every tunable of the workflow, in one place.
 
-Config keys (validated by ``workflow/schemas/config.schema.yaml``), step-script flags and the few
-``VIRNUC_*`` environment variables are read here and nowhere else. Outputs record the settings
-that made them through :meth:`EmbedSettings.attrs`.
+Defaults live in the config schema (``workflow/schemas/config.schema.yaml``) and nowhere else:
+:func:`with_defaults` fills a config from it (Snakemake's ``validate`` does the same for a run),
+and :class:`WorkflowSettings` turns the filled config into typed values, one settings object per
+job (:meth:`WorkflowSettings.embed`, :attr:`WorkflowSettings.validate`). The few ``VIRNUC_*``
+environment variables (test hooks, a lock-directory override) are read here and nowhere else.
+Outputs record the settings that made them (:meth:`EmbedSettings.attrs`).
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
+import yaml
+
+SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
 PRECISIONS = ("fp32", "bf16", "fp16")
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
 MODELS = ("dnabert", "esm")
@@ -23,22 +32,44 @@ ENV_BATCH_DELAY = "VIRNUC_TEST_BATCH_DELAY"  # test hook: seconds of sleep per b
 ENV_OOM_ABOVE = "VIRNUC_TEST_OOM_ABOVE"  # test hook: CUDA OOM while token_budget exceeds this
 
 
+@functools.cache
+def schema() -> dict:
+    """The config schema (the one home of every default)."""
+    return yaml.safe_load(SCHEMA.read_text())
+
+
+def _fill(config: dict, properties: Mapping[str, Any]) -> None:
+    for key, spec in properties.items():
+        if key not in config and "default" in spec:
+            config[key] = copy.deepcopy(spec["default"])
+        if isinstance(config.get(key), dict) and "properties" in spec:
+            _fill(config[key], spec["properties"])
+
+
+def with_defaults(config: Mapping[str, Any]) -> dict:
+    """A copy of ``config`` with every schema default filled in (nested objects too)."""
+    out = copy.deepcopy(dict(config))
+    _fill(out, schema()["properties"])
+    return out
+
+
 @dataclass(frozen=True)
 class EmbedSettings:
-    """Settings of one embedding job (one model, one shard)."""
+    """Settings of one embedding job (one model, one shard); see the schema for each key."""
 
     model: str  # "dnabert" or "esm"
     model_spec: str  # a hub name, a local path, or "tiny"
-    precision: str = "bf16"  # on CPU, fp32 is always used (see resolved_precision)
-    token_budget: int = 65536
-    attention_backend: str = "auto"
-    compile: bool = False  # CUDA only; see virnuc_core/compiling.py
-    compile_mode: str = "default"
-    repr_layer: int | None = None  # ESM-2 only; None = the model's last layer
-    checkpoint_every: int = 2000  # records between commits
-    checkpoint_seconds: float = 60.0  # and at least this often
-    progress_seconds: float = 30.0
-    seed: int = 0
+    precision: str  # on CPU, fp32 is always used (see resolved_precision)
+    token_budget: int
+    attention_backend: str
+    compile: bool  # CUDA only; see virnuc_core/compiling.py
+    compile_mode: str
+    repr_layer: int | None  # ESM-2 only; None = the model's last layer
+    checkpoint_every: int  # records between commits
+    checkpoint_seconds: float  # and at least this often
+    progress_seconds: float
+    keep_stale: bool  # keep set-aside work folders once the shard completes
+    seed: int = 0  # the tiny models' seed (not a config key)
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -69,9 +100,13 @@ class EmbedSettings:
         """The same settings with another token budget."""
         return replace(self, token_budget=int(token_budget))
 
+    def as_dict(self) -> dict[str, Any]:
+        """Plain values, how the workflow hands settings to a step script."""
+        return asdict(self)
+
     def to_json(self) -> str:
-        """One-line JSON, how the workflow hands settings to a step script."""
-        return json.dumps(asdict(self), sort_keys=True)
+        """One-line JSON of :meth:`as_dict`."""
+        return json.dumps(self.as_dict(), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> EmbedSettings:
@@ -88,55 +123,45 @@ class EmbedSettings:
 class ValidateSettings:
     """Settings of the embedding validation step."""
 
-    n: int = 200
-    mean_cosine: float = 0.999
-    min_cosine: float = 0.99
-    seed: int = 0
+    n: int
+    mean_cosine: float
+    min_cosine: float
+    seed: int
 
 
 @dataclass(frozen=True)
 class WorkflowSettings:
-    """The whole config after schema validation, as typed values."""
+    """The whole config, defaults filled from the schema, as typed values."""
 
     chunk_length: int
     shards: int
     models: Mapping[str, str]
-    precision: str = "bf16"
-    token_budget: Mapping[str, int] = field(
-        default_factory=lambda: {"dnabert": 65536, "esm": 65536}
-    )
-    attention_backend: str = "auto"
-    # Measured on an H100 (bench/results/README.md): ESM-2 3B +17%; DNABERT-S +4% at best
-    compile: Mapping[str, bool] = field(default_factory=lambda: {"dnabert": False, "esm": True})
-    compile_mode: str = "default"
-    esm_repr_layer: int | None = None
-    checkpoint_every: int = 2000
-    checkpoint_seconds: float = 60.0
-    dedupe: bool = True  # embed each distinct sequence once (virnuc_core/dedupe.py)
-    reader_workers: int = 4  # reader/tokenizer processes per embed job
-    validate: ValidateSettings = ValidateSettings()
-    classifier: str | None = None
+    precision: str
+    token_budget: Mapping[str, int]
+    attention_backend: str
+    compile: Mapping[str, bool]
+    compile_mode: str
+    esm_repr_layer: int | None
+    checkpoint_every: int
+    checkpoint_seconds: float
+    progress_seconds: float
+    dedupe: bool
+    keep_stale: bool
+    reader_workers: int
+    embed_retries: int
+    validate: ValidateSettings
+    classifier: str | None
+    viral_fasta: bool
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> WorkflowSettings:
-        """Build from a (schema-validated) Snakemake config mapping."""
-        val = dict(config.get("validate", {}))
+        """Build from a config mapping (schema defaults filled in for missing keys)."""
+        c = with_defaults(config)
+        names = {f for f in cls.__dataclass_fields__ if f not in ("validate", "compile")}
         return cls(
-            chunk_length=int(config["chunk_length"]),
-            shards=int(config["shards"]),
-            models=dict(config["models"]),
-            precision=config.get("precision", "bf16"),
-            token_budget=dict(config.get("token_budget", {"dnabert": 65536, "esm": 65536})),
-            attention_backend=config.get("attention_backend", "auto"),
-            compile=per_model(config.get("compile", {"dnabert": False, "esm": True})),
-            compile_mode=config.get("compile_mode", "default"),
-            esm_repr_layer=config.get("esm_repr_layer"),
-            checkpoint_every=int(config.get("checkpoint_every", 2000)),
-            checkpoint_seconds=float(config.get("checkpoint_seconds", 60.0)),
-            dedupe=bool(config.get("dedupe", True)),
-            reader_workers=int(config.get("reader_workers", 4)),
-            validate=ValidateSettings(**val),
-            classifier=config.get("classifier"),
+            **{k: c[k] for k in names},
+            compile=per_model(c["compile"]),
+            validate=ValidateSettings(**c["validate"]),
         )
 
     def embed(self, model: str, attempt: int = 1) -> EmbedSettings:
@@ -153,7 +178,13 @@ class WorkflowSettings:
             repr_layer=self.esm_repr_layer if model == "esm" else None,
             checkpoint_every=self.checkpoint_every,
             checkpoint_seconds=self.checkpoint_seconds,
+            progress_seconds=self.progress_seconds,
+            keep_stale=self.keep_stale,
         )
+
+    def validate_dict(self) -> dict[str, Any]:
+        """The validation settings as plain values (for the step script)."""
+        return asdict(self.validate)
 
 
 def per_model(value: bool | Mapping[str, bool]) -> dict[str, bool]:

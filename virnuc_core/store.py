@@ -1,32 +1,35 @@
-"""Embeddings of one (model, shard) job: a crash-safe checkpoint, then one finished HDF5 file.
+"""The rows of one (model, shard) embed job: a crash-safe, checksummed checkpoint.
 
 Durability design
 -----------------
-The work state is *not* an HDF5 file. HDF5 is not crash-safe: a process killed while the library
-flushes metadata can leave a file that no longer opens, and a file opened with
-``libver='latest'`` that was not closed cleanly refuses to open at all ("file is already open for
-write ... use h5clear") -- every ``kill -9`` would then throw away all committed rows. Instead the
-work path is a small directory kept outside Snakemake's declared outputs::
+The work state is a small directory kept outside Snakemake's declared outputs (HDF5 is not
+crash-safe: a process killed while the library flushes metadata can leave a file that no longer
+opens)::
 
-    <work_path>/rows.bin       committed rows, appended in commit order, fixed-size records:
-                               int64 record number + float32[dim] embedding, little-endian
-    <work_path>/progress.json  {"format", "fingerprint", "dim", "committed"}
+    <work>/rows.bin       committed rows in commit order, fixed-size records:
+                          int64 record number + float32[dim] embedding, little-endian
+    <work>/blocks.bin     one entry per commit: int64 row count + the sha256 of those rows' bytes
+    <work>/progress.json  {"format", "fingerprint", "dim", "lo", "hi", "rows", "blocks"}
 
-:meth:`ShardCheckpoint.commit` appends the buffered rows to ``rows.bin`` and ``fsync``\\ s it; only
-then does it write ``progress.json`` to a temporary file, ``fsync`` it and ``rename`` it over the
-old one (then ``fsync`` the directory). ``rename`` is atomic, so at any instant ``progress.json``
-names a count of rows that are complete on disk. Rows past ``committed`` (a commit killed half way)
-are ignored and truncated away on resume. This survives SIGKILL at any instant and, thanks to the
-``fsync`` calls, a power loss too.
+:meth:`ShardCheckpoint.commit` (1) writes the buffered rows after the committed ones and
+``fsync``\\ s them, (2) writes their block entry and ``fsync``\\ s it, and only then (3) writes
+``progress.json`` to a temporary file, ``fsync``\\ s it, renames it over the old one and
+``fsync``\\ s the directory. ``rename`` is atomic, so at any instant ``progress.json`` counts only
+rows and blocks complete on disk; anything past them (a commit killed half way) is ignored and
+truncated away on resume. This survives SIGKILL at any instant and, thanks to the ``fsync``
+calls, a power loss too. A commit costs time in proportion to the rows it commits.
 
-A work directory written with other settings (fingerprint or dim differ), or one that fails the
-checks on open (no/unparsable progress file, ``rows.bin`` shorter than the committed rows,
-duplicated record numbers), is renamed to ``<name>.stale-<timestamp>`` with a WARNING on the
-``virnuc.store`` logger, and the job starts fresh. Only one process may write a work directory at
-a time; a second one gets a :class:`RuntimeError` (``flock`` on ``rows.bin``).
+Resuming checks everything: the fingerprint (settings, model weights, the shard's record range
+and the content of its index rows and sequences: see :mod:`virnuc_core.embed_job`), and every
+committed block against its checksum. Work that fails any check is renamed to
+``<name>.stale-<timestamp>`` with a WARNING on the ``virnuc.store`` logger and the job starts
+fresh; set-aside folders are deleted when the shard completes (unless ``keep_stale``), and the log
+says so. Only one process may write a work directory at a time (``flock`` on ``rows.bin``).
 
-:meth:`ShardCheckpoint.finalize` writes the declared output (HDF5, rows in record order) beside its
-final name, renames it into place, and only then deletes the work directory.
+:meth:`ShardCheckpoint.complete` commits the rest, writes ``meta.json`` (the job's attributes and
+metrics) and renames the directory to the job's declared output; :class:`ShardRows` reads such a
+directory back, checking every block's checksum before a row is used
+(:mod:`virnuc_core.finalize` turns it into the shard's HDF5 file).
 """
 
 from __future__ import annotations
@@ -34,26 +37,25 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import glob
+import hashlib
 import json
 import logging
 import os
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
-
-from virnuc_core.dedupe import expand_copies
-from virnuc_core.files import atomic_path
 
 log = logging.getLogger("virnuc.store")
 
-WORK_FORMAT = "virnuc-shard-work/1"
-ROWS_NAME = "rows.bin"
-PROGRESS_NAME = "progress.json"
+WORK_FORMAT = "virnuc-shard-work/2"
+ROWS_NAME, BLOCKS_NAME = "rows.bin", "blocks.bin"
+PROGRESS_NAME, META_NAME = "progress.json", "meta.json"
+BLOCK_DTYPE = np.dtype([("rows", "<i8"), ("sha256", "S32")])
+READ_BYTES = 32 << 20  # rows read at a time when checking or gathering
 
 
 def row_dtype(dim: int) -> np.dtype:
@@ -65,6 +67,10 @@ class _Stale(Exception):
     """The work directory cannot be resumed; the message says why."""
 
 
+class CorruptRows(RuntimeError):
+    """A finished rows directory fails its checks; the message names the file and block."""
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -73,18 +79,18 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_progress(work: Path, progress: Mapping[str, Any]) -> None:
-    """Replace ``progress.json`` atomically and durably."""
-    tmp = work / f".{PROGRESS_NAME}.tmp"
-    data = json.dumps(dict(progress), sort_keys=True).encode()
+def write_json_durably(path: Path, doc: Mapping[str, Any]) -> None:
+    """Replace ``path`` with ``doc`` as JSON atomically and durably (temp, fsync, rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    data = json.dumps(dict(doc), sort_keys=True).encode()
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        os.write(fd, data)
+        _write_at(fd, data, 0)
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(tmp, work / PROGRESS_NAME)
-    _fsync_dir(work)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
 
 
 def _write_at(fd: int, data: bytes, offset: int) -> None:
@@ -93,14 +99,6 @@ def _write_at(fd: int, data: bytes, offset: int) -> None:
     while view:
         n = os.pwrite(fd, view, offset)
         view, offset = view[n:], offset + n
-
-
-def check_attr(key: str, value: Any) -> None:
-    """Raise TypeError unless ``value`` can be an HDF5 attribute of ours (str/int/float/bool)."""
-    if not isinstance(key, str) or not isinstance(value, str | int | float | bool | np.generic):
-        raise TypeError(
-            f"HDF5 attribute {key!r} must be str/int/float/bool, got {type(value).__name__}"
-        )
 
 
 def _set_aside(path: Path, reason: str) -> Path:
@@ -115,45 +113,98 @@ def _set_aside(path: Path, reason: str) -> Path:
     return target
 
 
+def _stale_folders(work: Path) -> list[Path]:
+    return sorted(work.parent.glob(glob.escape(f"{work.name}.stale-") + "*"))
+
+
+def _iter_blocks(fd: int, dtype: np.dtype, blocks: np.ndarray) -> Iterator[tuple[int, bytes]]:
+    """(block number, bytes of its rows) in commit order, read from ``fd``."""
+    offset = 0
+    for b, count in enumerate(blocks["rows"].tolist()):
+        size = count * dtype.itemsize
+        data = os.pread(fd, size, offset)
+        if len(data) != size:
+            raise _Stale(f"{ROWS_NAME} ends inside block {b}")
+        yield b, data
+        offset += size
+
+
+def _check_rows(fd: int, dtype: np.dtype, blocks: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """Verify every block's sha256 and record numbers; return the per-record state mask
+    (True = committed) over ``lo .. hi-1``. Raises _Stale naming the first bad block."""
+    done = np.zeros(hi - lo, bool)
+    for b, data in _iter_blocks(fd, dtype, blocks):
+        if hashlib.sha256(data).digest() != blocks["sha256"][b]:
+            raise _Stale(f"block {b} of {ROWS_NAME} does not match its checksum (changed on disk)")
+        records = np.frombuffer(data, dtype)["record"]
+        if records.size and (records.min() < lo or records.max() >= hi):
+            raise _Stale(f"block {b} holds records outside the shard's range {lo}..{hi - 1}")
+        local = records - lo
+        if done[local].any() or np.unique(local).size != local.size:
+            raise _Stale(f"block {b} repeats committed record numbers")
+        done[local] = True
+    return done
+
+
+def _read_blocks(fd: int, n_blocks: int, n_rows: int) -> np.ndarray:
+    """The first ``n_blocks`` checksum entries; they must account for ``n_rows`` rows."""
+    data = os.pread(fd, n_blocks * BLOCK_DTYPE.itemsize, 0)
+    if len(data) != n_blocks * BLOCK_DTYPE.itemsize:
+        raise _Stale(f"{BLOCKS_NAME} does not account for the {n_rows} committed rows")
+    blocks = np.frombuffer(data, BLOCK_DTYPE)
+    if int(blocks["rows"].sum()) != n_rows:
+        raise _Stale(f"{BLOCKS_NAME} does not account for the {n_rows} committed rows")
+    return blocks
+
+
+def _read_state(work: Path) -> dict:
+    try:
+        progress = json.loads((work / PROGRESS_NAME).read_text())
+        for key in ("format", "fingerprint", "dim", "lo", "hi", "rows", "blocks"):
+            progress[key]  # noqa: B018 - every key must be there
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise _Stale(f"unreadable progress file: {exc!r}") from None
+    return progress
+
+
+def _lock(path: Path) -> int:
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RuntimeError(f"{path.parent} is being written by another process") from None
+    return fd
+
+
 class ShardCheckpoint:
-    """Resumable, crash-safe store for the embeddings of one (model, shard) job.
+    """Resumable, crash-safe, checksummed store of one (model, shard) job's rows.
 
     Use :meth:`open`, never the constructor. Typical loop::
 
-        with ShardCheckpoint.open(work, settings.fingerprint(), dim,
-                                  every_records=2000, every_seconds=60) as ckpt:
-            todo = np.setdiff1d(all_records, ckpt.committed_records())
-            for records, emb in batches(todo):
+        with ShardCheckpoint.open(work, fingerprint, dim, lo, hi) as ckpt:
+            for records, emb in batches(ckpt.pending(distinct)):
                 ckpt.append(records, emb)
                 if ckpt.should_commit():
                     ckpt.commit()
-            ckpt.finalize(out_path, settings.attrs(), ids=ids)
+            ckpt.complete(output_dir, meta)
 
     ``close()`` (and leaving the ``with`` block) does *not* commit buffered rows: call
     :meth:`commit` yourself if the rows computed so far should be kept.
     """
 
-    def __init__(
-        self,
-        work_path: Path,
-        fingerprint: str,
-        dim: int,
-        fd: int,
-        committed: np.ndarray,
-        every_records: int,
-        every_seconds: float,
-    ) -> None:
-        self.work_path = work_path
-        self.fingerprint = fingerprint
-        self.dim = dim
-        self._dtype = row_dtype(dim)
-        self._fd: int | None = fd
-        self._committed = committed  # records in commit order
-        self._committed_sorted = np.sort(committed)
+    def __init__(self, work: Path, state: dict, fds: tuple[int, int], done: np.ndarray,
+                 every_records: int, every_seconds: float, keep_stale: bool) -> None:  # fmt: skip
+        self.work_path, self.state = work, state
+        self.fingerprint, self.dim = state["fingerprint"], int(state["dim"])
+        self.lo, self.hi = int(state["lo"]), int(state["hi"])
+        self._dtype = row_dtype(self.dim)
+        self._fds: tuple[int, int] | None = fds  # rows.bin (locked), blocks.bin
+        self._status = done.astype(np.uint8) * 2  # 0 to do, 1 buffered, 2 committed
         self._buffer: list[np.ndarray] = []
         self._buffered = 0
-        self.every_records = int(every_records)
-        self.every_seconds = float(every_seconds)
+        self.every_records, self.every_seconds = int(every_records), float(every_seconds)
+        self.keep_stale = keep_stale
         self._last_commit = time.monotonic()
 
     # ------------------------------------------------------------------ opening
@@ -163,106 +214,85 @@ class ShardCheckpoint:
         work_path: str | os.PathLike,
         fingerprint: str,
         dim: int,
+        lo: int,
+        hi: int,
         every_records: int = 2000,
         every_seconds: float = 60.0,
+        keep_stale: bool = False,
     ) -> ShardCheckpoint:
-        """Resume the work directory at ``work_path`` if it has these settings, else start fresh."""
-        if dim <= 0:
-            raise ValueError(f"dim must be positive, got {dim}")
+        """Resume the work directory if it was made from the same inputs and passes its
+        checks, else set it aside (WARNING) and start fresh, for records ``lo .. hi-1``."""
+        if dim <= 0 or hi < lo:
+            raise ValueError(f"bad shard: dim {dim}, records {lo}..{hi - 1}")
         work = Path(work_path)
+        want = {"format": WORK_FORMAT, "fingerprint": fingerprint, "dim": dim, "lo": lo, "hi": hi}
+        args = (every_records, every_seconds, keep_stale)
         if work.exists() or work.is_symlink():
             try:
-                return cls._resume(work, fingerprint, dim, every_records, every_seconds)
+                return cls._resume(work, want, *args)
             except _Stale as exc:
                 _set_aside(work, str(exc))
-        return cls._fresh(work, fingerprint, dim, every_records, every_seconds)
+        return cls._fresh(work, want, *args)
 
     @classmethod
-    def _fresh(cls, work: Path, fingerprint: str, dim: int, every_records, every_seconds):
+    def _fresh(cls, work: Path, want: dict, *args) -> ShardCheckpoint:
         work.parent.mkdir(parents=True, exist_ok=True)
-        # Build the directory under a temporary name, then rename: a work directory either has a
-        # valid progress file or does not exist.
-        for old in work.parent.glob(
-            glob.escape(f".{work.name}.new-") + "*"
-        ):  # left by a killed process
+        # Built under a temporary name, then renamed: a work directory either has a valid
+        # progress file or does not exist.
+        for old in work.parent.glob(glob.escape(f".{work.name}.new-") + "*"):  # a killed one's
             shutil.rmtree(old, ignore_errors=True)
         tmp = work.with_name(f".{work.name}.new-{os.getpid()}")
         tmp.mkdir()
         (tmp / ROWS_NAME).touch()
-        _write_progress(
-            tmp, {"format": WORK_FORMAT, "fingerprint": fingerprint, "dim": dim, "committed": 0}
-        )
+        (tmp / BLOCKS_NAME).touch()
+        state = {**want, "rows": 0, "blocks": 0}
+        write_json_durably(tmp / PROGRESS_NAME, state)
         os.replace(tmp, work)
         _fsync_dir(work.parent)
-        fd = cls._lock_rows(work)
-        return cls(work, fingerprint, dim, fd, np.empty(0, np.int64), every_records, every_seconds)
-
-    @staticmethod
-    def _lock_rows(work: Path) -> int:
-        fd = os.open(work / ROWS_NAME, os.O_RDWR)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise RuntimeError(f"{work} is being written by another process") from None
-        return fd
+        fds = (_lock(work / ROWS_NAME), os.open(work / BLOCKS_NAME, os.O_RDWR))
+        return cls(work, state, fds, np.zeros(want["hi"] - want["lo"], bool), *args)
 
     @classmethod
-    def _resume(cls, work: Path, fingerprint: str, dim: int, every_records, every_seconds):
+    def _resume(cls, work: Path, want: dict, *args) -> ShardCheckpoint:
         if not work.is_dir():
             raise _Stale("not a work directory (left by another version or tool?)")
+        state = _read_state(work)
+        for key, value in want.items():
+            if state[key] != value:
+                raise _Stale(f"{key} differs: work has {state[key]!r}, job has {value!r}")
         try:
-            progress = json.loads((work / PROGRESS_NAME).read_text())
-            fmt, fp = progress["format"], progress["fingerprint"]
-            old_dim, committed = int(progress["dim"]), int(progress["committed"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise _Stale(f"unreadable progress file: {exc!r}") from None
-        if fmt != WORK_FORMAT:
-            raise _Stale(f"work format {fmt!r}, expected {WORK_FORMAT!r}")
-        if fp != fingerprint:
-            raise _Stale(f"settings differ: work has {fp!r}, job has {fingerprint!r}")
-        if old_dim != dim:
-            raise _Stale(f"embedding dim differs: work has {old_dim}, job has {dim}")
-        if committed < 0:
-            raise _Stale(f"negative committed count {committed}")
-        try:
-            fd = cls._lock_rows(work)
+            fd = _lock(work / ROWS_NAME)
         except FileNotFoundError:
             raise _Stale(f"{ROWS_NAME} is missing") from None
         try:
-            dtype = row_dtype(dim)
-            size = os.fstat(fd).st_size
-            if size < committed * dtype.itemsize:
-                raise _Stale(
-                    f"{ROWS_NAME} holds {size // dtype.itemsize} whole rows, "
-                    f"progress says {committed} are committed"
-                )
+            dtype, n_rows, n_blocks = row_dtype(want["dim"]), int(state["rows"]), state["blocks"]
+            bfd = os.open(work / BLOCKS_NAME, os.O_RDWR)
+            blocks = _read_blocks(bfd, n_blocks, n_rows)
+            done = _check_rows(fd, dtype, blocks, want["lo"], want["hi"])
             # Drop a half-written commit: those rows were never acknowledged.
-            os.ftruncate(fd, committed * dtype.itemsize)
-            records = np.fromfile(work / ROWS_NAME, dtype=dtype, count=committed)["record"].copy()
-            if np.unique(records).size != records.size:
-                raise _Stale("duplicated record numbers among committed rows")
+            os.ftruncate(fd, n_rows * dtype.itemsize)
+            os.ftruncate(bfd, n_blocks * BLOCK_DTYPE.itemsize)
         except BaseException:
             os.close(fd)
+            with contextlib.suppress(NameError, OSError):
+                os.close(bfd)
             raise
-        if size > committed * dtype.itemsize:
-            tail = size - committed * dtype.itemsize
-            log.info("%s: dropped an uncommitted tail of %d bytes", work, tail)
-        log.info("%s: resuming with %d committed records", work, committed)
-        return cls(work, fingerprint, dim, fd, records, every_records, every_seconds)
+        log.info("%s: resuming with %d committed records (checksums verified)", work, n_rows)
+        return cls(work, state, (fd, bfd), done, *args)
 
     # ---------------------------------------------------------------- the loop
     @property
     def n_committed(self) -> int:
-        return int(self._committed.size)
+        return int(self.state["rows"])
 
     @property
     def n_buffered(self) -> int:
         return self._buffered
 
-    def committed_records(self) -> np.ndarray:
-        """Record numbers already committed (int64, in commit order)."""
-        return self._committed.copy()
+    def pending(self, records: np.ndarray) -> np.ndarray:
+        """The given records (in this shard's range) that are not committed yet."""
+        records = np.asarray(records, np.int64)
+        return records[self._status[records - self.lo] != 2]
 
     def append(self, records: np.ndarray, embeddings: np.ndarray) -> None:
         """Buffer rows in memory; nothing reaches disk before :meth:`commit`."""
@@ -275,20 +305,18 @@ class ShardCheckpoint:
             )
         if records.size == 0:
             return
-        if (records < 0).any():
-            raise ValueError("record numbers must be >= 0")
-        if np.unique(records).size != records.size:
+        if records.min() < self.lo or records.max() >= self.hi:
+            raise ValueError(f"records outside the shard's range {self.lo}..{self.hi - 1}")
+        local = records - self.lo
+        if np.unique(local).size != local.size:
             raise ValueError("duplicated record numbers within one append")
-        done = self._committed_sorted
-        if done.size:
-            pos = np.clip(np.searchsorted(done, records), 0, done.size - 1)
-            again = records[done[pos] == records]
-            if again.size:
-                raise ValueError(f"records already committed: {again[:5].tolist()}")
+        again = records[self._status[local] != 0]
+        if again.size:
+            raise ValueError(f"records already committed or buffered: {again[:5].tolist()}")
         rows = np.empty(records.size, dtype=self._dtype)
-        rows["record"] = records
-        rows["embedding"] = embeddings
+        rows["record"], rows["embedding"] = records, embeddings
         self._buffer.append(rows)
+        self._status[local] = 1
         self._buffered += records.size
 
     def should_commit(self) -> bool:
@@ -306,86 +334,57 @@ class ShardCheckpoint:
         self._last_commit = time.monotonic()
         if not self._buffered:
             return 0
-        rows = np.concatenate(self._buffer)
-        if np.unique(rows["record"]).size != rows.size:
-            raise ValueError("duplicated record numbers among buffered rows")
-        # 1. rows, made durable; 2. only then the count that makes them committed.
-        # Written at the end of the committed rows, so the leftovers of a commit that failed
-        # (ENOSPC, EIO) are overwritten rather than shifting the rows after them.
-        _write_at(self._fd, rows.tobytes(), self.n_committed * self._dtype.itemsize)
-        os.fsync(self._fd)
-        committed = np.concatenate([self._committed, rows["record"]])
-        _write_progress(
-            self.work_path,
-            {
-                "format": WORK_FORMAT,
-                "fingerprint": self.fingerprint,
-                "dim": self.dim,
-                "committed": int(committed.size),
-            },
-        )
-        self._committed = committed
-        self._committed_sorted = np.sort(committed)
-        self._buffer.clear()
-        self._buffered = 0
-        return int(rows.size)
+        rows_fd, blocks_fd = self._fds
+        data = np.concatenate(self._buffer).tobytes()
+        entry = np.array([(self._buffered, hashlib.sha256(data).digest())], BLOCK_DTYPE)
+        # 1. rows, 2. their checksum, each made durable; 3. only then the counts that make them
+        # committed. Written at the end of the committed data, so the leftovers of a commit that
+        # failed (ENOSPC, EIO) are overwritten rather than shifting what follows.
+        _write_at(rows_fd, data, self.n_committed * self._dtype.itemsize)
+        os.fsync(rows_fd)
+        _write_at(blocks_fd, entry.tobytes(), self.state["blocks"] * BLOCK_DTYPE.itemsize)
+        os.fsync(blocks_fd)
+        state = dict(self.state, rows=self.n_committed + self._buffered)
+        state["blocks"] += 1
+        write_json_durably(self.work_path / PROGRESS_NAME, state)
+        self.state = state
+        self._status[self._status == 1] = 2
+        n, self._buffer, self._buffered = self._buffered, [], 0
+        return n
 
-    def committed_rows(self) -> tuple[np.ndarray, np.ndarray]:
-        """(records, embeddings) of every committed row, in record order."""
-        self._check_open()
-        rows = np.fromfile(self.work_path / ROWS_NAME, dtype=self._dtype, count=self.n_committed)
-        order = np.argsort(rows["record"], kind="stable")
-        rows = rows[order]
-        return rows["record"].copy(), np.ascontiguousarray(rows["embedding"], dtype=np.float32)
-
-    def finalize(
-        self,
-        out_path: str | os.PathLike,
-        attrs: Mapping[str, Any],
-        ids: Sequence[str] | None = None,
-        copies: tuple[np.ndarray, np.ndarray] | None = None,
-    ) -> Path:
-        """Commit what is buffered, write the declared output atomically, delete the work state.
-
-        The output holds ``records`` (int64, ascending), ``embeddings`` (float32, N x dim, same
-        order), optionally ``ids`` (one per row, in record order) and ``attrs`` as HDF5
-        attributes; ``fingerprint`` is added unless ``attrs`` has one. ``copies`` (records,
-        their source records) adds rows that repeat a committed record's embedding.
-        """
+    def complete(self, output: str | os.PathLike, meta: Mapping[str, Any]) -> Path:
+        """Commit what is buffered, write ``meta.json`` and move the work directory to
+        ``output`` (the job's declared output); delete set-aside work of this shard."""
         self.commit()
-        records, embeddings = self.committed_rows()
-        if copies is not None:
-            records, embeddings = expand_copies(records, embeddings, *copies)
-        if ids is not None and len(ids) != records.size:
-            raise ValueError(f"{len(ids)} ids for {records.size} records")
-        attrs = dict(attrs)
-        attrs.setdefault("fingerprint", self.fingerprint)
-        for key, value in attrs.items():
-            check_attr(key, value)
-        out = Path(out_path)
-        with atomic_path(out) as tmp, h5py.File(tmp, "w") as h5:
-            h5.create_dataset("records", data=records, dtype=np.int64)
-            h5.create_dataset("embeddings", data=embeddings, dtype=np.float32)
-            if ids is not None:
-                h5.create_dataset("ids", data=list(ids), dtype=h5py.string_dtype("utf-8"))
-            for key, value in attrs.items():
-                h5.attrs[key] = value
+        write_json_durably(self.work_path / META_NAME, meta)
         self.close()
-        shutil.rmtree(self.work_path)
+        out = Path(output)
+        if out.exists():  # left by an earlier, failed attempt at the move
+            shutil.rmtree(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.work_path, out)
+        _fsync_dir(out.parent)
+        _fsync_dir(self.work_path.parent)
+        stale = _stale_folders(self.work_path)
+        if stale and not self.keep_stale:
+            for path in stale:
+                shutil.rmtree(path, ignore_errors=True)
+            log.info("deleted %d set-aside work folder(s): %s", len(stale), [p.name for p in stale])
         return out
 
     def close(self) -> None:
         """Release the work directory; buffered (uncommitted) rows are dropped."""
-        if self._fd is not None:
-            os.close(self._fd)  # also releases the flock
-            self._fd = None
+        if self._fds is not None:
+            for fd in self._fds:
+                os.close(fd)  # closing rows.bin also releases the flock
+            self._fds = None
         if self._buffered:
             log.debug("%s: closing with %d uncommitted rows", self.work_path, self._buffered)
-        self._buffer.clear()
-        self._buffered = 0
+        self._status[self._status == 1] = 0
+        self._buffer, self._buffered = [], 0
 
     def _check_open(self) -> None:
-        if self._fd is None:
+        if self._fds is None:
             raise RuntimeError(f"{self.work_path}: checkpoint is closed")
 
     def __enter__(self) -> ShardCheckpoint:
@@ -399,19 +398,76 @@ class ShardCheckpoint:
             self.close()
 
 
-def read_embeddings(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """(records, embeddings, attrs) of a finished shard file written by :meth:`finalize`."""
-    with h5py.File(path, "r") as h5:
-        records = h5["records"][()].astype(np.int64, copy=False)
-        embeddings = h5["embeddings"][()].astype(np.float32, copy=False)
-        attrs = {key: plain_attr(value) for key, value in h5.attrs.items()}
-    return records, embeddings, attrs
+def _runs(sorted_pos: np.ndarray, span: int, gap: int = 16) -> Iterator[np.ndarray]:
+    """Index runs of ``sorted_pos`` worth one read each: split where the positions are more than
+    ``gap`` rows apart, and so that no read spans more than ``span`` rows."""
+    bounds = [0, *(np.flatnonzero(np.diff(sorted_pos) > gap) + 1).tolist(), sorted_pos.size]
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        while a < b:
+            stop = int(np.searchsorted(sorted_pos[a:b], sorted_pos[a] + span, side="left")) + a
+            stop = max(stop, a + 1)
+            yield np.arange(a, stop)
+            a = stop
 
 
-def plain_attr(value: Any) -> Any:
-    """h5py attribute value -> Python str/int/float/bool where possible."""
-    if isinstance(value, bytes):
-        return value.decode()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
+class ShardRows:
+    """A completed rows directory (the output of an embed job), read back safely.
+
+    :meth:`positions` checks every block's checksum and record numbers first, so no row of a
+    changed or damaged file is ever used; :meth:`gather` then reads rows by position.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        try:
+            self.state = _read_state(self.path)
+            self.meta = json.loads((self.path / META_NAME).read_text())
+        except (_Stale, OSError, ValueError) as exc:
+            raise CorruptRows(f"{self.path}: not a complete rows directory ({exc})") from None
+        if self.state["format"] != WORK_FORMAT:
+            raise CorruptRows(f"{self.path}: format {self.state['format']!r}, not {WORK_FORMAT}")
+        self.dim, self.lo, self.hi = (int(self.state[k]) for k in ("dim", "lo", "hi"))
+        self.dtype = row_dtype(self.dim)
+
+    def positions(self) -> np.ndarray:
+        """Row position in ``rows.bin`` of each record ``lo .. hi-1`` (-1: no row), after
+        checking every block; raises :class:`CorruptRows` naming the file and the block."""
+        out = np.full(self.hi - self.lo, -1, np.int64)
+        fd = os.open(self.path / ROWS_NAME, os.O_RDONLY)
+        try:
+            with open(self.path / BLOCKS_NAME, "rb") as handle:
+                blocks = _read_blocks(handle.fileno(), self.state["blocks"], self.state["rows"])
+            _check_rows(fd, self.dtype, blocks, self.lo, self.hi)
+            row = 0
+            for _, data in _iter_blocks(fd, self.dtype, blocks):
+                records = np.frombuffer(data, self.dtype)["record"]
+                out[records - self.lo] = np.arange(row, row + records.size)
+                row += records.size
+        except _Stale as exc:
+            raise CorruptRows(f"{self.path / ROWS_NAME}: {exc}; delete {self.path} and rerun "
+                              "(the embed job recomputes it)") from None  # fmt: skip
+        finally:
+            os.close(fd)
+        return out
+
+    def gather(self, positions: np.ndarray) -> np.ndarray:
+        """Embeddings (k, dim) float32 of the rows at ``positions``, in the given order."""
+        positions = np.asarray(positions, np.int64)
+        out = np.empty((positions.size, self.dim), np.float32)
+        if positions.size == 0:
+            return out
+        order = np.argsort(positions, kind="stable")
+        sorted_pos = positions[order]
+        fd = os.open(self.path / ROWS_NAME, os.O_RDONLY)
+        try:
+            for run in _runs(sorted_pos, max(1, READ_BYTES // self.dtype.itemsize)):
+                first, last = int(sorted_pos[run[0]]), int(sorted_pos[run[-1]])
+                size = (last - first + 1) * self.dtype.itemsize
+                data = os.pread(fd, size, first * self.dtype.itemsize)
+                if len(data) != size:
+                    raise CorruptRows(f"{self.path / ROWS_NAME}: shorter than its progress says")
+                rows = np.frombuffer(data, self.dtype)
+                out[order[run]] = rows["embedding"][sorted_pos[run] - first]
+        finally:
+            os.close(fd)
+        return out

@@ -20,9 +20,11 @@ Report pieces
 from __future__ import annotations
 
 import contextlib
-import csv
 import heapq
 import html
+import itertools
+import json
+import logging
 import math
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -41,6 +43,7 @@ PREDICTION_COLUMNS = ("Sequence_ID", "Prediction", "score1", "score2")
 HIGHEST_COLUMNS = ("Modified_ID", "Is_Virus")
 NA = "NA"
 FASTA_WIDTH = 60
+log = logging.getLogger("virnuc.summary")
 RERUN_HINT = "rerun with `snakemake --forcerun index_fasta` (or delete the sample's results/)"
 
 
@@ -77,13 +80,14 @@ class ReadSummary:
 
 
 def _tsv_rows(path: str | os.PathLike, header: Sequence[str]) -> Iterator[list[str]]:
-    """Rows of a tab-separated file (csv quoting, as pandas writes) after checking its header."""
+    """Rows of a tab-separated file, fields verbatim (no quoting: ids may start with a quote),
+    after checking its header."""
     with open(path, newline="") as handle:
-        reader = csv.reader(handle, delimiter="\t")
-        first = next(reader, None)
-        if first is None or tuple(first) != tuple(header):
+        first = handle.readline().rstrip("\r\n").split("\t")
+        if tuple(first) != tuple(header):
             raise SummaryError(f"{path}: header is {first}, expected {list(header)}")
-        for lineno, row in enumerate(reader, 2):
+        for lineno, line in enumerate(handle, 2):
+            row = line.rstrip("\r\n").split("\t")
             if len(row) != len(header):
                 raise SummaryError(
                     f"{path}: line {lineno} has {len(row)} fields, not {len(header)}"
@@ -91,9 +95,27 @@ def _tsv_rows(path: str | os.PathLike, header: Sequence[str]) -> Iterator[list[s
             yield row
 
 
-def read_chunk_verdicts(highest_tsv: str | os.PathLike) -> dict[str, bool]:
-    """Chunk id -> Is_Virus, from prediction_results_highestscore.tsv."""
-    return {cid: flag == "True" for cid, flag in _tsv_rows(highest_tsv, HIGHEST_COLUMNS)}
+def _chunk_tally(highest_tsv: str | os.PathLike) -> tuple[int, int]:
+    """(chunks, chunks called viral) in prediction_results_highestscore.tsv, streamed."""
+    chunks = viral = 0
+    for _, flag in _tsv_rows(highest_tsv, HIGHEST_COLUMNS):
+        chunks += 1
+        viral += flag == "True"
+    return chunks, viral
+
+
+def _score(text: str) -> np.float32:
+    return np.float32(text)
+
+
+def _viral_chunks(rows: list[list[str]]) -> int:
+    """Chunks called viral among one read's prediction rows: per chunk (id minus its last two
+    characters), max score2 >= max score1, NaN skipped (the rule of the chunk table)."""
+    best: dict[str, list[np.float32]] = {}
+    for row in rows:
+        m = best.setdefault(row[0][:-2], [np.float32("nan"), np.float32("nan")])
+        m[0], m[1] = np.fmax(m[0], _score(row[2])), np.fmax(m[1], _score(row[3]))
+    return sum(bool(m2 >= m1) for m1, m2 in best.values())
 
 
 def _read_frames(
@@ -112,37 +134,45 @@ def _read_frames(
 
 
 def summarize_reads(
-    fasta: str | os.PathLike,
+    fasta: str | os.PathLike | Sequence[str | os.PathLike],
     chunk_length: int,
     predictions_tsv: str | os.PathLike,
     highest_tsv: str | os.PathLike,
 ) -> Iterator[tuple[FastaRecord, ReadSummary]]:
     """Each input read with its summary row, in input order (see the module docstring).
 
-    Raises :class:`SummaryError` when a prediction row or chunk verdict matches no read.
+    Streams the reads and the prediction rows together; holds one read's rows at a time.
+    Raises :class:`SummaryError` when a prediction row matches no read, or when the chunk table
+    does not agree with the prediction rows.
     """
-    verdicts = read_chunk_verdicts(highest_tsv)
     rows = _tsv_rows(predictions_tsv, PREDICTION_COLUMNS)
     pending: list[str] | None = None
-    for read in read_fasta(fasta):
+    framed = viral_total = 0
+    for read in _reads(fasta):
         chunks, mine, pending = _read_frames(read, chunk_length, rows, pending)
-        framed = {row[0][:-2] for row in mine}
-        missing = framed.difference(verdicts)
-        if missing:
-            raise SummaryError(
-                f"{highest_tsv}: no verdict for chunk {sorted(missing)[0]!r}; the two prediction "
-                "files disagree: delete them and rerun (rule predict)"
-            )
         best = max(mine, key=lambda row: float(row[3]), default=None)
         score = None if best is None else best[3]
-        viral = sum(verdicts.pop(c) for c in framed)
+        viral = _viral_chunks(mine)
+        framed += len({row[0][:-2] for row in mine})
+        viral_total += viral
         yield read, ReadSummary(read.id, len(read.seq), len(chunks), len(mine), viral, score)
-    leftover = pending[0] if pending is not None else next(iter(verdicts), None)
-    if leftover is not None:
+    if pending is not None:
         raise SummaryError(
-            f"{predictions_tsv} or {highest_tsv}: {leftover!r} belongs to no read of {fasta} (in "
-            f"input order): the predictions were made from other reads; {RERUN_HINT}"
+            f"{predictions_tsv}: {pending[0]!r} belongs to no read of {fasta} (in input "
+            f"order): the predictions were made from other reads; {RERUN_HINT}"
         )
+    if _chunk_tally(highest_tsv) != (framed, viral_total):
+        raise SummaryError(
+            f"{highest_tsv} does not agree with {predictions_tsv} ({_chunk_tally(highest_tsv)} "
+            f"chunks / viral, the frames give {(framed, viral_total)}): the two prediction files "
+            "disagree: delete them and rerun (rule predict)"
+        )
+
+
+def _reads(fasta) -> Iterator[FastaRecord]:
+    paths = [fasta] if isinstance(fasta, str | os.PathLike) else list(fasta)
+    for path in paths:
+        yield from read_fasta(path)
 
 
 @dataclass
@@ -200,6 +230,32 @@ def write_read_outputs(
             out.write("\t".join(summary.row()) + "\n")
             if fa is not None and summary.viral:
                 _write_fasta_record(fa, read, summary)
+    return totals
+
+
+def summarize_sample(
+    sample: str,
+    reads: Sequence[str],
+    chunk_length: int,
+    classifier: str,
+    inputs: Mapping[str, str],
+    outputs: Mapping[str, str],
+) -> SampleTotals:
+    """The summarize_sample step: ``summary.tsv``, ``viral.fa`` (when ``outputs`` has
+    ``viral``) and the run summary page, from the sample's ``reads`` and the prediction tables.
+    ``inputs``: ``predictions``, ``highest``, ``counts``, ``features``."""
+    rows = summarize_reads(reads, chunk_length, inputs["predictions"], inputs["highest"])
+    totals = write_read_outputs(rows, outputs["summary"], outputs.get("viral"))
+    with open(inputs["counts"]) as handle:
+        check_counts(totals, json.load(handle), sample)
+    settings = run_settings(inputs["features"], chunk_length, classifier)
+    virus_frames = count_virus_frames(inputs["predictions"])
+    write_run_summary_html(outputs["html"], sample, totals, virus_frames, settings)
+    log.info(
+        "%d reads, %d chunks, %d frames; %d chunks and %d reads called viral; %d reads unscored",
+        totals.reads, totals.chunks, totals.frames, totals.viral_chunks, totals.viral_reads,
+        totals.reads_without_frames,
+    )  # fmt: skip
     return totals
 
 
@@ -317,19 +373,30 @@ def save_figure(fig, path: str | os.PathLike) -> None:
     pyplot().close(fig)
 
 
+def _histogram(values: Iterator[str], bins: int = 50, block: int = 1 << 16) -> np.ndarray:
+    """Counts over [0, 1] in ``bins`` bins of the decimal strings ``values``, a block at a time."""
+    counts = np.zeros(bins, np.int64)
+    while True:
+        part = np.fromiter(itertools.islice(values, block), float)
+        if part.size == 0:
+            return counts
+        counts += np.histogram(part, bins=bins, range=(0, 1))[0]
+
+
 def plot_scores(
     predictions_tsv: str | os.PathLike, summary_tsv: str | os.PathLike, path: str | os.PathLike
 ) -> None:
-    """Histograms of P(virus): per frame (prediction_results) and per read (summary.tsv max)."""
-    frames = np.fromiter((row[3] for row in _tsv_rows(predictions_tsv, PREDICTION_COLUMNS)), float)
+    """Histograms of P(virus): per frame (prediction_results) and per read (summary.tsv max),
+    counted while the files stream by."""
+    frames = _histogram(row[3] for row in _tsv_rows(predictions_tsv, PREDICTION_COLUMNS))
     rows = _tsv_rows(summary_tsv, SUMMARY_COLUMNS)
-    reads = np.fromiter((row[-1] for row in rows if row[-1] != NA), float)
+    reads = _histogram(row[-1] for row in rows if row[-1] != NA)
+    edges = np.linspace(0, 1, frames.size + 1)
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=100)
     panels = ((frames, "frames", "P(virus) of each kept frame"), (reads, "reads", "max P(virus)"))
-    for ax, (values, what, xlabel) in zip(axes, panels, strict=True):
-        counts, edges = np.histogram(values, bins=50, range=(0, 1))
+    for ax, (counts, what, xlabel) in zip(axes, panels, strict=True):
         ax.stairs(counts, edges, fill=True, color="#4C72B0")
         ax.axvline(0.5, color="#C44E52", linestyle="--", linewidth=1)
-        ax.set(xlabel=xlabel, ylabel=what, title=f"{len(values):,} {what}", xlim=(0, 1))
+        ax.set(xlabel=xlabel, ylabel=what, title=f"{int(counts.sum()):,} {what}", xlim=(0, 1))
     save_figure(fig, path)

@@ -1,41 +1,34 @@
 """Embedding throughput per shard, for the report: a table (TSV and HTML) and a bar chart.
 
-One row per embed job (model x shard), put together from three files the job leaves: the shard's
-HDF5 (record count and the ``device`` attribute), its log (the last ``progress:`` line's tokens/s
-and records/s, and the ``device`` line) and its Snakemake benchmark file (wall time, peak RSS).
-A missing log or benchmark file gives NA, not an error: the report still builds.
+One row per embed job (model x shard), read from the shard's HDF5 file alone: its record count,
+its ``device`` attribute and the metrics its embed job recorded as data (``metrics.*``: tokens/s
+and records/s of the embedding loop, the job's wall time and peak memory, the device it claimed).
+Metrics a file lacks (made by an older version) are NA: the report still builds.
 """
 
 from __future__ import annotations
 
-import csv
 import os
 import re
-import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 
 import h5py
 
 from virnuc_core.files import atomic_writer
+from virnuc_core.finalize import plain_attr
 from virnuc_core.summary import NA, html_page, html_table, pyplot, save_figure
-
-_PROGRESS = re.compile(
-    r"progress: (\d+)/(\d+) records \([\d.]+%\), ([\d,.]+) tokens/s, ([\d,.]+) records/s"
-)
-_DEVICE = re.compile(r"\bdevice (\S+) \(([^,()]*), GPU index ([^)]*)\)")
 
 
 @dataclass(frozen=True)
 class ShardThroughput:
-    """One embed job. Rates come from its log (the embedding loop, model load excluded), wall
-    time and peak memory from its benchmark file (whole job); None where a file is missing."""
+    """One embed job. Rates are the embedding loop's (model load excluded); wall time and peak
+    memory the whole job's (load included); None where the file does not say."""
 
     model: str
     shard: int
-    device: str  # the GPU's name, or cpu (the shard's HDF5 attribute)
-    torch_device: str  # e.g. cuda:1, and how it was chosen (log)
+    device: str  # the GPU's name, or cpu
+    torch_device: str  # e.g. cuda:1 (lock, GPU 1)
     records: int
     tokens_per_s: float | None
     records_per_s: float | None
@@ -51,62 +44,31 @@ class ShardThroughput:
 THROUGHPUT_COLUMNS = (*(f.name for f in fields(ShardThroughput)), "records_per_wall_s")
 
 
-def parse_embed_log(text: str) -> dict[str, object]:
-    """tokens/s and records/s of the last ``progress:`` line, and the device line, of a log."""
-    out: dict[str, object] = {"tokens_per_s": None, "records_per_s": None, "torch_device": NA}
-    progress = _PROGRESS.findall(text)
-    if progress:
-        out["tokens_per_s"] = float(progress[-1][2].replace(",", ""))
-        out["records_per_s"] = float(progress[-1][3].replace(",", ""))
-    device = _DEVICE.findall(text)
-    if device:
-        name, source, index = device[-1]
-        out["torch_device"] = name if source == "cpu" else f"{name} ({source}, GPU {index})"
-    return out
+def _torch_device(metrics: dict) -> str:
+    device = metrics.get("torch_device")
+    if device is None:
+        return NA
+    source = metrics.get("device_source", "")
+    return device if source == "cpu" else f"{device} ({source}, GPU {metrics.get('gpu_index')})"
 
 
-def read_benchmark(path: str | os.PathLike) -> tuple[float | None, float | None]:
-    """(wall seconds, peak RSS in MB) of a Snakemake benchmark file; means over repeats."""
-    try:
-        with open(path, newline="") as handle:
-            rows = list(csv.DictReader(handle, delimiter="\t"))
-    except FileNotFoundError:
-        return None, None
-
-    def mean(key: str) -> float | None:
-        values = [float(r[key]) for r in rows if r.get(key) not in (None, "", NA, "-")]
-        return statistics.fmean(values) if values else None
-
-    return mean("s"), mean("max_rss")
-
-
-def embed_jobs(
-    sample: str, models: Sequence[str], shards: int, patterns: Mapping[str, str]
-) -> list[dict]:
-    """Each embed job's model, shard and files: ``patterns`` (h5, log, benchmark, with
-    ``{sample}``, ``{model}`` and ``{i}`` as in rule embed_shard) filled in."""
-    return [
-        {
-            "model": m,
-            "shard": i,
-            **{k: p.format(sample=sample, model=m, i=i) for k, p in patterns.items()},
-        }
-        for m in models
-        for i in range(shards)
-    ]
-
-
-def shard_throughput(
-    model: str, shard: int, shard_h5: str | os.PathLike, log: str | os.PathLike, benchmark: str
-) -> ShardThroughput:
-    """The throughput row of one embed job; a missing log or benchmark gives None values."""
+def shard_throughput(shard_h5: str | os.PathLike) -> ShardThroughput:
+    """The throughput row of one embed job, from its shard file."""
     with h5py.File(shard_h5, "r") as f:
-        records = int(f["records"].shape[0])
-        device = str(f.attrs.get("device", NA))
-    text = Path(log).read_text(errors="replace") if os.path.exists(log) else ""
-    wall, rss = read_benchmark(benchmark)
+        records = int(f["embeddings"].shape[0])
+        attrs = {k: plain_attr(v) for k, v in f.attrs.items()}
+    metrics = {k.removeprefix("metrics."): v for k, v in attrs.items() if k.startswith("metrics.")}
+    found = re.search(r"shard_(\d+)\.h5$", str(shard_h5))
     return ShardThroughput(
-        model, shard, device, records=records, wall_s=wall, max_rss_mb=rss, **parse_embed_log(text)
+        model=str(attrs.get("model", NA)),
+        shard=int(found.group(1)) if found else -1,
+        device=str(attrs.get("device", NA)),
+        torch_device=_torch_device(metrics),
+        records=records,
+        tokens_per_s=metrics.get("tokens_per_s"),
+        records_per_s=metrics.get("records_per_s"),
+        wall_s=metrics.get("wall_s"),
+        max_rss_mb=metrics.get("max_rss_mb"),
     )
 
 
@@ -130,9 +92,9 @@ def write_throughput(
         out.write("\t".join(THROUGHPUT_COLUMNS) + "\n")
         out.writelines("\t".join(map(str, r)) + "\n" for r in table)
     note = (
-        "<p>tokens/s and records/s: the embedding loop, from each job's last progress line. "
-        "wall_s and max_rss_mb: the whole job (model loading included), from its benchmark "
-        "file. NA: the job's log or benchmark file is missing.</p>"
+        "<p>tokens/s and records/s: the embedding loop; wall_s and max_rss_mb: the whole job "
+        "(model loading included); all recorded by each job in its shard file. NA: the file "
+        "does not say.</p>"
     )
     with atomic_writer(page) as out:
         out.write(

@@ -12,11 +12,14 @@ import numpy as np
 import torch
 
 from virnuc_core import settings as knobs
-from virnuc_core.embed_job import output_attrs, sequence_columns
-from virnuc_core.fasta import read_index, read_sequences
+from virnuc_core.embed_job import output_attrs
+from virnuc_core.fasta import read_sequences
+from virnuc_core.features import open_features, shard_rows
 from virnuc_core.files import atomic_path, atomic_writer
 from virnuc_core.gpu import claim_device
+from virnuc_core.index import open_index, read_ids, sequence_spans
 from virnuc_core.models import load_encoder
+from virnuc_core.npyfile import NpyReader
 from virnuc_core.settings import EmbedSettings, ValidateSettings
 from virnuc_core.validate import (
     Comparison,
@@ -34,22 +37,25 @@ log = logging.getLogger("virnuc.validate")
 def validate_model(
     settings: EmbedSettings,
     checks: ValidateSettings,
-    merged: str,
+    shards: Sequence[str],
     sequences: str,
     index: str,
+    frames_fa: str,
     outputs: dict[str, str],
 ) -> Comparison:
-    """Compare the merged fast embeddings of a stratified sample with the reference path.
+    """Compare the fast embeddings (the model's ``shards``, in order) of a stratified sample
+    with the reference path.
 
     Writes ``outputs['table' | 'summary' | 'histogram' | 'reference']``; raises
     :class:`ValidationFailed` (after writing nothing) when the thresholds are not met.
     """
-    table = read_index(index)
-    records = stratified_sample(table.aa_length, checks.n, checks.seed)
-    offsets, lengths = sequence_columns(table, settings.model)
-    seqs = read_sequences(sequences, offsets[records], lengths[records])
-    with h5py.File(merged, "r") as f:
-        fast = f["embeddings"][records]  # ascending, as h5py's fancy indexing needs
+    frames = open_index(index)
+    records = stratified_sample(frames.column("aa_length"), checks.n, checks.seed)
+    rows = _rows(frames, records)
+    offsets, lengths = sequence_spans(rows, settings.model)
+    seqs = read_sequences(sequences, offsets, lengths)
+    ids = [read_ids(frames_fa, frames, int(r), int(r) + 1)[0] for r in records.tolist()]
+    fast = shard_rows(shards, records)
     with claim_device(knobs.lock_dir()) as claim:
         encoder = load_encoder(settings, claim.device, reference=True)
         with torch.inference_mode():
@@ -57,8 +63,8 @@ def validate_model(
     cmp = Comparison(
         settings.model,
         records,
-        table.ids[records].tolist(),
-        lengths[records],
+        ids,
+        lengths,
         cosine_rows(fast, ref),
         checks.mean_cosine,
         checks.min_cosine,
@@ -73,6 +79,14 @@ def validate_model(
         f["embeddings"] = ref.astype(np.float32)
         f.attrs.update(output_attrs(settings, encoder.describe(), torch.device(claim.device)))
     return cmp
+
+
+def _rows(index: NpyReader, records: np.ndarray) -> np.ndarray:
+    """The index rows of a few records (one small read each)."""
+    out = np.empty(records.size, index.dtype)
+    for j, r in enumerate(records.tolist()):
+        out[j] = index.read(r, r + 1)[0]
+    return out
 
 
 def summarize(
@@ -101,7 +115,7 @@ def _agreement(features: str, references: Sequence[str], classifier: str) -> dic
     (rec_d, ref_d), (rec_e, ref_e) = refs["dnabert"], refs["esm"]
     if not np.array_equal(rec_d, rec_e):
         raise ValueError("the two models' validation samples differ; rerun validate_embeddings")
-    with h5py.File(features, "r") as f:
+    with open_features(features) as f:
         fast = np.concatenate([f["dnabert"][rec_d], f["esm"][rec_d]], axis=1)
     model = classifier_for(classifier, fast.shape[1])
     v2 = predict_scores(model, fast)

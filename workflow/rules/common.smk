@@ -1,46 +1,25 @@
-# Samples, shard numbers and the Python that runs the step scripts.
-import csv
-import dataclasses
-import json
+# Samples, shard numbers and the settings every rule reads (virnuc_core.settings).
 import os
 import re
-import shlex
-from pathlib import Path
+import sys
 
-# Under --sdm conda the env's python runs the scripts; otherwise the one running Snakemake.
-# The repository goes first on PYTHONPATH so the scripts find virnuc_core without an install.
-_conda = any(m.name == "CONDA" for m in workflow.deployment_settings.deployment_method)
-_pythonpath = os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")]))
-PYTHON = f"PYTHONPATH={shlex.quote(_pythonpath)} {'python' if _conda else shlex.quote(sys.executable)}"
-ENV = "../../envs/virnuc.yaml"
-SCRIPTS = Path(workflow.basedir) / "scripts"
-MODELS = ["dnabert", "esm"]
-SHARDS = list(range(config["shards"]))
+# The step scripts import virnuc_core from the repository (jobs inherit this environment).
 sys.path.insert(0, workflow.basedir)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")])
+)
+from virnuc_core.samples import missing_files, read_samples  # noqa: E402
 from virnuc_core.settings import WorkflowSettings  # noqa: E402
 
 SETTINGS = WorkflowSettings.from_config(config)
-
-
-def read_samples(samples):
-    """Samples: a mapping name -> FASTA path, or the path of a TSV sheet (sample, fasta)."""
-    if isinstance(samples, dict):
-        table = dict(samples)
-    else:
-        with open(samples, newline="") as handle:
-            rows = list(csv.DictReader(handle, delimiter="\t"))
-        for row in rows:
-            validate(row, "../schemas/samples.schema.yaml")
-        table = {row["sample"]: row["fasta"] for row in rows}
-    if not table:
-        raise ValueError("config 'samples' lists no samples")
-    return table
-
-# The classifier file (or "tiny" for the demo) as a script argument; predictions need one.
-CLASSIFIER_ARG = f"--classifier {shlex.quote(config['classifier'])}" if config.get("classifier") else ""
-
-
+ENV = "../../envs/virnuc.yaml"
+MODELS = ["dnabert", "esm"]
+SHARDS = list(range(SETTINGS.shards))
 SAMPLES = read_samples(config["samples"])
+for _sample, _path in missing_files(SAMPLES):
+    raise WorkflowError(f"sample {_sample!r}: input file {_path} does not exist")
+# What each model reads (DNABERT-S the frames' nucleotides, ESM-2 their proteins).
+SEQUENCES = {"dnabert": "frames.fa", "esm": "proteins.faa"}
 
 
 wildcard_constraints:
@@ -49,8 +28,12 @@ wildcard_constraints:
     i=r"\d+",
 
 
-def sample_fasta(wildcards):
+def sample_reads(wildcards):
     return SAMPLES[wildcards.sample]
+
+
+def shard_files(sample, model):
+    return [f"results/{sample}/embeddings/{model}/shard_{i}.h5" for i in SHARDS]
 
 
 def all_outputs(wildcards):
@@ -58,7 +41,7 @@ def all_outputs(wildcards):
     outs = []
     for s in SAMPLES:
         outs += [f"results/{s}/features.h5", f"results/{s}/validation/summary.json"]
-        if not config.get("classifier"):
+        if not SETTINGS.classifier:
             continue
         outs += [
             f"results/{s}/prediction_results.tsv",
@@ -69,27 +52,25 @@ def all_outputs(wildcards):
             f"results/{s}/report/throughput.png",
             f"results/{s}/report/throughput.html",
         ]
-        if config["viral_fasta"]:
+        if SETTINGS.viral_fasta:
             outs.append(f"results/{s}/viral.fa")
     return outs
 
 
-if not config.get("classifier"):
+# The classifier is an input of the rules that use it (a changed file reruns them); "tiny" is
+# the demo's seeded random one, built in code.
+CLASSIFIER_INPUT = (
+    {"classifier": SETTINGS.classifier}
+    if SETTINGS.classifier not in (None, "tiny")
+    else {}
+)
+if SETTINGS.classifier is None:
     logger.warning(
         "config 'classifier' is not set: the run stops after embeddings and validation. "
         "Set it to the original tool's 300_model.pth or 500_model.pth to get predictions."
     )
-
-
-def step(name):
-    """The command that runs step script ``scripts/<name>.py`` (a rule's params.step)."""
-    return f"{PYTHON} {SCRIPTS / name}.py"
-
-
-def embed_input(wildcards):
-    seqs = "proteins.faa" if wildcards.model == "esm" else "frames.fa"
-    return {
-        "sequences": f"results/{wildcards.sample}/{seqs}",
-        "index": f"results/{wildcards.sample}/frames.index.tsv",
-        "shard": f"results/{wildcards.sample}/shards/shard_{wildcards.i}.txt",
-    }
+elif SETTINGS.classifier != "tiny" and not os.path.isfile(SETTINGS.classifier):
+    raise WorkflowError(
+        f"config 'classifier': {SETTINGS.classifier} does not exist (give the path of the "
+        "original tool's 300_model.pth or 500_model.pth, matching chunk_length)"
+    )

@@ -1,66 +1,82 @@
-# Embed every shard with each model (one job per model and shard), then merge back to index order.
+# Embed every shard with each model (one GPU job per model and shard), finish each shard's file,
+# then map them all, in record order, into features.h5.
+
+
+def earlier_shards(wildcards):
+    """The shard files a shard's copies may take rows from (none without dedupe)."""
+    return shard_files(wildcards.sample, wildcards.model)[: int(wildcards.i)] if SETTINGS.dedupe else []
+
+
+def embed_input(wildcards):
+    return {
+        "sequences": f"results/{wildcards.sample}/{SEQUENCES[wildcards.model]}",
+        "index": f"results/{wildcards.sample}/frames.index.npy",
+        "sources": f"results/{wildcards.sample}/shards/{wildcards.model}.sources.npy",
+        "plan": f"results/{wildcards.sample}/shards/plan.json",
+    }
 
 
 rule embed_shard:
     input:
         unpack(embed_input),
     output:
-        "results/{sample}/embeddings/{model}/shard_{i}.h5",
+        # The job's rows; temporary: finalize_shard turns them into the shard's HDF5 file.
+        temp(directory("results/{sample}/embeddings/{model}/shard_{i}.rows")),
     params:
-        step=step("embed_shard"),
-        settings=lambda wc: SETTINGS.embed(wc.model).to_json(),
+        settings=lambda wc: SETTINGS.embed(wc.model).as_dict(),
         # Resume state lives outside the declared outputs: Snakemake never deletes it.
         work="results/{sample}/work/{model}/shard_{i}",
-        # one thread runs the GPU loop, the others read and tokenize
-        workers=lambda wc, threads: max(0, threads - 1),
+    # one thread runs the GPU loop, the others read and tokenize
     threads: SETTINGS.reader_workers + 1
     resources:
         gpu=1,
         # Halved on every retry, so a CUDA out-of-memory failure is retried with a smaller batch.
         token_budget=lambda wc, attempt: SETTINGS.embed(wc.model, attempt).token_budget,
-    retries: config.get("embed_retries", 2)
+    retries: SETTINGS.embed_retries
     log:
         "logs/{sample}/embed_shard/{model}_{i}.log",
     benchmark:
         "benchmarks/{sample}/embed_shard/{model}_{i}.tsv"
     conda:
         ENV
-    shell:
-        "{params.step} --settings {params.settings:q}"
-        " --token-budget {resources.token_budget}"
-        " --sequences {input.sequences} --index {input.index} --shard {input.shard}"
-        " --work {params.work} --output {output} --workers {params.workers} 2> {log}"
+    script:
+        "../../scripts/embed_shard.py"
 
 
-rule merge_shards:
+rule finalize_shard:
     input:
-        shards=expand("results/{{sample}}/embeddings/{{model}}/shard_{i}.h5", i=SHARDS),
-        index="results/{sample}/frames.index.tsv",
+        rows="results/{sample}/embeddings/{model}/shard_{i}.rows",
+        sources="results/{sample}/shards/{model}.sources.npy",
+        plan="results/{sample}/shards/plan.json",
+        # Copies take their first occurrence's row, which lies in this shard or an earlier one.
+        # ancient: an earlier shard's file made again later must not make this one (whose rows
+        # are temporary, gone once used) be embedded again.
+        earlier=lambda wc: [ancient(f) for f in earlier_shards(wc)],
     output:
-        "results/{sample}/embeddings/{model}.h5",
-    params:
-        step=step("merge_shards"),
+        "results/{sample}/embeddings/{model}/shard_{i}.h5",
     log:
-        "logs/{sample}/merge_shards/{model}.log",
+        "logs/{sample}/finalize_shard/{model}_{i}.log",
+    resources:
+        mem_mb=2000,
     conda:
         ENV
-    shell:
-        "{params.step} --index {input.index} --output {output}"
-        " {input.shards} 2> {log}"
+    script:
+        "../../scripts/finalize_shard.py"
 
 
 rule features:
     input:
-        dnabert="results/{sample}/embeddings/dnabert.h5",
-        esm="results/{sample}/embeddings/esm.h5",
+        dnabert=lambda wc: shard_files(wc.sample, "dnabert"),
+        esm=lambda wc: shard_files(wc.sample, "esm"),
+        index="results/{sample}/frames.index.npy",
+        frames="results/{sample}/frames.fa",
     output:
         "results/{sample}/features.h5",
-    params:
-        step=step("merge_shards"),
     log:
         "logs/{sample}/features.log",
+    resources:
+        mem_mb=2000,
     conda:
         ENV
-    shell:
-        "{params.step} --features --dnabert {input.dnabert}"
-        " --esm {input.esm} --output {output} 2> {log}"
+    script:
+        "../../scripts/features.py"

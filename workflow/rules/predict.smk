@@ -3,17 +3,18 @@
 
 rule predict:
     input:
+        unpack(lambda wc: CLASSIFIER_INPUT),
         features="results/{sample}/features.h5",
     output:
         frames="results/{sample}/prediction_results.tsv",
         chunks="results/{sample}/prediction_results_highestscore.tsv",
     params:
-        step=step("predict"),
-        classifier=CLASSIFIER_ARG,
+        classifier=SETTINGS.classifier,
     log:
         "logs/{sample}/predict.log",
+    resources:
+        mem_mb=2000,
     conda:
         ENV
-    shell:
-        "{params.step} --features {input.features} {params.classifier}"
-        " --output {output.frames} --highest {output.chunks} 2> {log}"
+    script:
+        "../../scripts/predict.py"

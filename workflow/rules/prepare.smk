@@ -1,46 +1,44 @@
-# Chunk every read, keep the stop-free frames, and split them into length-balanced shards.
+# Chunk every read, keep the stop-free frames, and plan each model's shards.
 
 
 rule index_fasta:
     input:
-        sample_fasta,
+        reads=sample_reads,
     output:
         frames="results/{sample}/frames.fa",
         proteins="results/{sample}/proteins.faa",
-        index="results/{sample}/frames.index.tsv",
+        index_tsv="results/{sample}/frames.index.tsv",
+        index="results/{sample}/frames.index.npy",
         counts="results/{sample}/frames.counts.json",
     params:
-        step=step("index_fasta"),
-        chunk_length=config["chunk_length"],
+        chunk_length=SETTINGS.chunk_length,
     log:
         "logs/{sample}/index_fasta.log",
+    resources:
+        mem_mb=2000,
     conda:
         ENV
-    shell:
-        "{params.step} --fasta {input} --chunk-length {params.chunk_length}"
-        " --frames {output.frames} --proteins {output.proteins} --index {output.index}"
-        " --counts {output.counts} 2> {log}"
+    script:
+        "../../scripts/index_fasta.py"
 
 
-rule split_strides:
+rule plan_shards:
     input:
-        index="results/{sample}/frames.index.tsv",
+        index="results/{sample}/frames.index.npy",
         frames="results/{sample}/frames.fa",
         proteins="results/{sample}/proteins.faa",
     output:
-        expand("results/{{sample}}/shards/shard_{i}.txt", i=SHARDS),
+        plan="results/{sample}/shards/plan.json",
+        sources=expand("results/{{sample}}/shards/{model}.sources.npy", model=MODELS),
     params:
-        step=step("split_strides"),
-        outdir=lambda wc: f"results/{wc.sample}/shards",
-        shards=config["shards"],
-        # with dedupe, the shard files also say which record's embedding each record shares
-        dedupe=lambda wc, input: (
-            f"--frames {input.frames} --proteins {input.proteins}" if SETTINGS.dedupe else ""
-        ),
+        models=MODELS,
+        shards=SETTINGS.shards,
+        dedupe=SETTINGS.dedupe,
     log:
-        "logs/{sample}/split_strides.log",
+        "logs/{sample}/plan_shards.log",
+    resources:
+        mem_mb=2000,
     conda:
         ENV
-    shell:
-        "{params.step} --index {input.index} --shards {params.shards}"
-        " --outdir {params.outdir} {params.dedupe} 2> {log}"
+    script:
+        "../../scripts/plan_shards.py"

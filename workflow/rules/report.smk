@@ -11,18 +11,12 @@ SUMMARY_OUTPUTS = {
         category="Run summary",
         labels={"sample": "{sample}", "table": "counts and top reads"},
     ),
-} | ({"viral": "results/{sample}/viral.fa"} if config["viral_fasta"] else {})
-# The files of each embed job, as embed_shard declares them (report_figures reads them).
-EMBED_PATTERNS = {
-    "h5": rules.embed_shard.output[0],
-    "log": rules.embed_shard.log[0],
-    "benchmark": rules.embed_shard.benchmark,
-}
+} | ({"viral": "results/{sample}/viral.fa"} if SETTINGS.viral_fasta else {})
 
 
 rule summarize_sample:
     input:
-        fasta=sample_fasta,
+        reads=sample_reads,
         counts="results/{sample}/frames.counts.json",
         features="results/{sample}/features.h5",
         predictions="results/{sample}/prediction_results.tsv",
@@ -30,29 +24,24 @@ rule summarize_sample:
     output:
         **SUMMARY_OUTPUTS,
     params:
-        step=step("summarize"),
-        chunk_length=config["chunk_length"],
-        classifier=config.get("classifier") or "none",
-        viral=lambda wc, output: f"--viral-fasta {output.viral}" if "viral" in output.keys() else "",
+        chunk_length=SETTINGS.chunk_length,
+        classifier=SETTINGS.classifier or "none",
     log:
         "logs/{sample}/summarize_sample.log",
+    resources:
+        mem_mb=2000,
     conda:
         ENV
-    shell:
-        "{params.step} --sample {wildcards.sample} --fasta {input.fasta:q}"
-        " --chunk-length {params.chunk_length} --classifier {params.classifier:q}"
-        " --counts {input.counts} --features {input.features} --predictions {input.predictions}"
-        " --highest {input.highest} --summary {output.summary} --html {output.html}"
-        " {params.viral} 2> {log}"
+    script:
+        "../../scripts/summarize_sample.py"
 
 
 rule report_figures:
     input:
         predictions="results/{sample}/prediction_results.tsv",
         summary="results/{sample}/summary.tsv",
-        # Only the shard files: logs and benchmarks are read if present (NA if not), so that
-        # deleting logs/ never makes Snakemake embed everything again.
-        shards=expand(EMBED_PATTERNS["h5"], model=MODELS, i=SHARDS, allow_missing=True),
+        # The shard files carry each embed job's metrics.
+        shards=lambda wc: [f for m in MODELS for f in shard_files(wc.sample, m)],
     output:
         scores=report(
             "results/{sample}/report/scores.png",
@@ -73,20 +62,11 @@ rule report_figures:
             labels={"sample": "{sample}", "view": "table"},
         ),
         throughput_tsv="results/{sample}/report/throughput.tsv",
-    params:
-        step=step("report_figures"),
-        # A function, so that Snakemake leaves the patterns' {wildcards} alone.
-        patterns=lambda wc: json.dumps({k: str(v) for k, v in EMBED_PATTERNS.items()}),
-        models=MODELS,
-        shards=len(SHARDS),
     log:
         "logs/{sample}/report_figures.log",
+    resources:
+        mem_mb=2000,
     conda:
         ENV
-    shell:
-        "{params.step} --sample {wildcards.sample}"
-        " --predictions {input.predictions} --summary {input.summary} --patterns {params.patterns:q}"
-        " --models {params.models} --shards {params.shards}"
-        " --scores-png {output.scores} --throughput-png {output.throughput_png}"
-        " --throughput-tsv {output.throughput_tsv} --throughput-html {output.throughput_html}"
-        " 2> {log}"
+    script:
+        "../../scripts/report_figures.py"

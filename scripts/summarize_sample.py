@@ -1,0 +1,14 @@
+"""Rule summarize_sample: per-read summary, viral reads and the run summary page."""
+
+from virnuc_core.step import run_step
+from virnuc_core.summary import summarize_sample
+
+
+def main(sm) -> None:
+    summarize_sample(
+        sm.wildcards.sample, list(sm.input.reads), sm.params.chunk_length, sm.params.classifier,
+        dict(sm.input.items()), dict(sm.output.items()),
+    )  # fmt: skip
+
+
+run_step(snakemake, main)  # noqa: F821 - the object Snakemake's script: directive provides

@@ -1,0 +1,159 @@
+"""The index stage: frames.fa, proteins.faa, both index files, ids read back in blocks."""
+
+from __future__ import annotations
+
+import gzip
+import io
+
+import numpy as np
+import pytest
+from Bio import SeqIO
+
+from virnuc_core.fasta import FastaError, read_fasta, read_sequences
+from virnuc_core.frames import FRAME_LABELS, iter_frame_batches, select_frames
+from virnuc_core.index import (
+    INDEX_COLUMNS,
+    INDEX_DTYPE,
+    index_sample,
+    open_index,
+    read_ids,
+    sequence_spans,
+    write_index,
+)
+from virnuc_core.npyfile import NpyAppender, NpyReader
+
+
+def pairs(path):
+    """(id, sequence) of a FASTA file, read by Biopython (an independent parser)."""
+    return [(r.id, str(r.seq)) for r in SeqIO.parse(path, "fasta")]
+
+
+def outputs(tmp_path):
+    out = tmp_path / "results" / "sample"
+    names = ("frames.fa", "proteins.faa", "frames.index.tsv", "frames.index.npy")
+    return [out / n for n in names]
+
+
+def index_stage(tmp_path, source, size=500, batch_bases=1 << 16):
+    paths = outputs(tmp_path)
+    batches = iter_frame_batches(read_fasta(source), size, batch_bases)
+    return write_index(batches, *paths), paths
+
+
+def tsv_rows(path):
+    lines = path.read_text().splitlines()
+    assert lines[0].split("\t") == list(INDEX_COLUMNS)
+    return [line.split("\t") for line in lines[1:]]
+
+
+@pytest.mark.parametrize("batch_bases", [1 << 20, 600])
+def test_outputs_match_the_golden_files_and_each_other(golden_dir, tmp_path, batch_bases):
+    counts, (frames_fa, proteins_faa, index_tsv, index_npy) = index_stage(
+        tmp_path, golden_dir / "input.fa", batch_bases=batch_bases
+    )
+    inputs = list(read_fasta(golden_dir / "input.fa"))
+    want = select_frames([r.id for r in inputs], [r.seq for r in inputs], 500)
+    assert counts.as_dict() == {"reads": 200, "chunks": want.chunks, "frames": len(want.ids)}
+    assert pairs(frames_fa) == pairs(golden_dir / "identified_nucleotide500.fa")
+    assert pairs(proteins_faa) == pairs(golden_dir / "identified_protein500.faa")
+
+    rows = tsv_rows(index_tsv)
+    index = open_index(index_npy)
+    binary = index.read()
+    assert len(rows) == len(index) == len(want.ids)
+    assert [r[1] for r in rows] == want.ids
+    for j, col in enumerate(INDEX_COLUMNS[2:], 2):  # the two index files agree
+        assert [int(r[j]) for r in rows] == binary[col].tolist()
+    # read, chunk and frame rebuild every id (read ids from the input, independently)
+    rebuilt = [
+        f"{inputs[r].id}_chunk_{c + 1}{FRAME_LABELS[f]}"
+        for r, c, f in zip(binary["read"], binary["chunk"], binary["frame"], strict=True)
+    ]
+    assert rebuilt == want.ids
+    # A shard job reads only its own records, in any order.
+    pick = np.sort(np.random.default_rng(0).permutation(len(index))[: len(index) // 3])
+    offsets, lengths = sequence_spans(binary[pick], "dnabert")
+    assert read_sequences(frames_fa, offsets, lengths) == [want.nucleotides[i] for i in pick]
+    offsets, lengths = sequence_spans(binary[pick], "esm")
+    assert read_sequences(proteins_faa, offsets, lengths) == [want.proteins[i] for i in pick]
+
+
+def test_ids_read_back_in_blocks_of_any_size(tmp_path):
+    reads = tmp_path / "r.fa"
+    reads.write_text("".join(f">ñ{i}x desc\n{'ATGAAACCC' * (5 + i % 7)}\n" for i in range(60)))
+    _, (frames_fa, _, _, index_npy) = index_stage(tmp_path, reads, size=30, batch_bases=100)
+    index = open_index(index_npy)
+    want = [r.id for r in SeqIO.parse(frames_fa, "fasta")]
+    for block in (1, 7, len(want)):
+        got = [i for lo in range(0, len(want), block) for i in read_ids(frames_fa, index, lo,
+               min(len(want), lo + block))]  # fmt: skip
+        assert got == want
+    assert read_ids(frames_fa, index, 5, 5) == []
+
+
+def test_index_sample_reads_files_in_order(tmp_path):
+    a, b = tmp_path / "a.fa", tmp_path / "b.fa.gz"
+    a.write_text(">x\n" + "ATG" * 120 + "\n")
+    b.write_bytes(gzip.compress((">y\n" + "ATGAAA" * 40 + "\n").encode()))
+    out = {k: str(p) for k, p in zip(("frames", "proteins", "index_tsv", "index"),
+                                      outputs(tmp_path), strict=True)}  # fmt: skip
+    out["counts"] = str(tmp_path / "counts.json")
+    counts = index_sample([str(a), str(b)], 300, out)
+    ids = [r.id for r in SeqIO.parse(out["frames"], "fasta")]
+    assert counts.reads == 2 and ids[0].startswith("x_chunk_1") and ids[-1].startswith("y_chunk")
+    assert open_index(out["index"]).column("read").tolist() == [
+        0 if i.startswith("x") else 1 for i in ids
+    ]
+
+
+def test_nothing_appears_on_bad_input(tmp_path):
+    good = "".join(f">r{i}\n{'ATG' * 200}\n" for i in range(50))
+    source = tmp_path / "in.fa"
+    source.write_text(good + ">bad\nATG*\n")
+    with pytest.raises(FastaError, match="'bad'"):
+        index_stage(tmp_path, source, size=300, batch_bases=1000)  # some batches written first
+    assert [p.name for p in (tmp_path / "results" / "sample").iterdir()] == []
+
+
+def test_an_old_output_is_kept_on_failure(tmp_path):
+    source = tmp_path / "in.fa"
+    source.write_text(">a\nATGATG\n")
+    _, paths = index_stage(tmp_path, source)
+    before = [p.read_bytes() for p in paths]
+    source.write_text(">a\nATGATG\n>a\nAT\n")
+    with pytest.raises(FastaError, match="duplicate"):
+        index_stage(tmp_path, source)
+    assert [p.read_bytes() for p in paths] == before
+
+
+def test_empty_index(tmp_path):
+    source = tmp_path / "in.fa"
+    source.write_text(">a\nNNNNNNNA\n")  # every codon dropped: all proteins empty
+    counts, (frames_fa, _, index_tsv, index_npy) = index_stage(tmp_path, source)
+    assert counts.as_dict() == {"reads": 1, "chunks": 1, "frames": 0}
+    assert frames_fa.read_bytes() == b"" and tsv_rows(index_tsv) == []
+    assert len(open_index(index_npy)) == 0 and np.load(index_npy).dtype == INDEX_DTYPE
+
+
+def test_npy_appender_writes_what_numpy_reads(tmp_path):
+    rng = np.random.default_rng(3)
+    dtype = np.dtype([("a", "<i8"), ("b", "u1"), ("c", "<f4", (3,))])
+    parts = [np.zeros(k, dtype) for k in (0, 5, 1, 17)]
+    for p in parts:
+        p["a"], p["b"], p["c"] = rng.integers(0, 1 << 40, p.size), 7, rng.random((p.size, 3))
+    path = tmp_path / "x.npy"
+    with open(path, "wb") as handle:
+        out = NpyAppender(handle, dtype)
+        for p in parts:
+            out.append(p)
+        out.close()
+    whole = np.concatenate(parts)
+    np.testing.assert_array_equal(np.load(path), whole)  # numpy's own reader
+    reader = NpyReader(path, dtype)
+    np.testing.assert_array_equal(reader.read(3, 9), whole[3:9])
+    np.testing.assert_array_equal(reader.column("a", 2, 20, block=4), whole["a"][2:20])
+    with pytest.raises(ValueError, match="holds"):
+        NpyReader(path, np.dtype("<i8"))
+    buf = io.BytesIO()
+    NpyAppender(buf, dtype).close()
+    assert np.load(io.BytesIO(buf.getvalue())).shape == (0,)

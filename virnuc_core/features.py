@@ -1,0 +1,132 @@
+"""``features.h5``: the classifier's input, built from the shard files without copying them.
+
+Each model's shard files hold contiguous record ranges in order (:mod:`virnuc_core.plan`), so
+the model's embeddings in record order are the shard files one after the other. ``features.h5``
+holds ``ids`` (one per frame, streamed from ``frames.fa``) and, per model, a virtual dataset
+(``dnabert``, ``esm``: float32, N x dim) that maps the shards' ``embeddings``: each embedding is
+stored once, in its shard file. The source paths are relative to ``features.h5``'s folder, so the
+sample's results folder can be moved or copied as a whole; a missing source reads as NaN (never
+as silent zeros), and :func:`open_features` refuses to read when a source is missing.
+Attributes: both models' settings and encoder description, prefixed ``dnabert.`` / ``esm.``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from virnuc_core.files import atomic_path
+from virnuc_core.finalize import plain_attr
+from virnuc_core.index import open_index, read_ids
+
+STR = h5py.string_dtype("utf-8")
+IDS_BLOCK = 1 << 18  # ids written at a time
+# Per-job attributes that say nothing about how the features were made.
+_PER_JOB = ("token_budget", "device", "distinct_sequences", "records_lo", "records_hi")
+
+
+class FeaturesError(ValueError):
+    """features.h5 cannot be used as it is; the message says why and what to do."""
+
+
+def _shard_layout(paths: Sequence[str | os.PathLike], n: int, base: Path):
+    """A virtual layout (n x dim) over the shard files' embeddings, and the first shard's
+    attributes (minus per-job ones)."""
+    dims, attrs, row = set(), {}, 0
+    sources = []
+    for path in paths:
+        with h5py.File(path, "r") as h5:
+            shape = h5["embeddings"].shape
+            lo = int(h5.attrs.get("records_lo", row))
+            if lo != row:
+                raise FeaturesError(f"{path}: starts at record {lo}, expected {row}")
+            dims.add(shape[1])
+            if not attrs:
+                attrs = {k: plain_attr(v) for k, v in h5.attrs.items() if not _per_job(k)}
+        sources.append((os.path.relpath(path, base), row, shape))
+        row += shape[0]
+    if row != n or len(dims) != 1:
+        raise FeaturesError(f"shards hold {row} rows of dims {sorted(dims)}; the index has {n}")
+    dim = dims.pop()
+    layout = h5py.VirtualLayout(shape=(n, dim), dtype="<f4")
+    for rel, start, shape in sources:
+        if shape[0]:
+            layout[start : start + shape[0]] = h5py.VirtualSource(rel, "embeddings", shape=shape)
+    return layout, attrs
+
+
+def _per_job(key: str) -> bool:
+    return key in _PER_JOB or key.startswith("metrics.")
+
+
+def write_features(
+    shards: Mapping[str, Sequence[str | os.PathLike]],
+    index_npy: str | os.PathLike,
+    frames_fa: str | os.PathLike,
+    out_path: str | os.PathLike,
+) -> Path:
+    """Write ``features.h5`` (see the module docstring) for ``shards`` (model -> its shard files
+    in order). The shards must together hold every record of the index exactly once, in order."""
+    out = Path(out_path)
+    index = open_index(index_npy)
+    n = index.rows
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as dst:
+        ids = dst.create_dataset("ids", shape=(n,), dtype=STR)
+        for lo in range(0, n, IDS_BLOCK):
+            hi = min(n, lo + IDS_BLOCK)
+            ids[lo:hi] = read_ids(frames_fa, index, lo, hi)
+        for model, paths in shards.items():
+            layout, attrs = _shard_layout(paths, n, out.parent)
+            dst.create_virtual_dataset(model, layout, fillvalue=np.nan)
+            for key, value in attrs.items():
+                dst.attrs[f"{model}.{key}"] = value
+    return out
+
+
+@contextlib.contextmanager
+def open_features(path: str | os.PathLike) -> Iterator[h5py.File]:
+    """``features.h5`` opened for reading, after checking that every shard it maps is there."""
+    path = Path(path)
+    with h5py.File(path, "r") as f:
+        for name in ("dnabert", "esm"):
+            if name in f and f[name].is_virtual:
+                for source in f[name].virtual_sources():
+                    where = path.parent / source.file_name
+                    if not where.is_file():
+                        raise FeaturesError(
+                            f"{path}: its {name} embeddings are in {where}, which is missing: "
+                            "keep the sample's results folder whole (or rerun the workflow)"
+                        )
+        yield f
+
+
+def feature_blocks(
+    f: h5py.File, block_rows: int, models: Sequence[str] = ("dnabert", "esm")
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """(lo, hi, concat of the models' rows lo .. hi-1), DNABERT-S first, block by block."""
+    n = f["ids"].shape[0]
+    for lo in range(0, n, block_rows):
+        hi = min(n, lo + block_rows)
+        yield lo, hi, np.concatenate([f[m][lo:hi] for m in models], axis=1)
+
+
+def shard_rows(paths: Sequence[str | os.PathLike], records: np.ndarray) -> np.ndarray:
+    """The embeddings of ``records`` (ascending) from one model's shard files (in order)."""
+    records = np.asarray(records, np.int64)
+    out, row = [], 0
+    for path in paths:
+        with h5py.File(path, "r") as h5:
+            emb = h5["embeddings"]
+            lo, hi = row, row + emb.shape[0]
+            take = records[(records >= lo) & (records < hi)] - lo
+            if take.size:
+                out.append(emb[take])
+            dim, row = emb.shape[1], hi
+    if records.size and (records.max() >= row or records.min() < 0):
+        raise FeaturesError(f"records beyond the {row} rows of the shard files")
+    return np.concatenate(out) if out else np.zeros((0, dim if paths else 0), np.float32)

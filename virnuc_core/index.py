@@ -1,0 +1,158 @@
+"""The index stage's outputs and the frames index every later stage reads.
+
+:func:`write_index` streams frame batches (:mod:`virnuc_core.frames`) into ``frames.fa``,
+``proteins.faa``, the user-readable ``frames.index.tsv`` and the binary ``frames.index.npy``: one
+row of :data:`INDEX_DTYPE` per kept frame (where its read and chunk are, where its sequences and
+id lie in the two FASTA files). Later stages map the binary index (:func:`open_index`) and touch
+only the rows they need: an embed job its shard's, predict a block at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from virnuc_core.fasta import FastaWriter
+from virnuc_core.files import atomic_writer
+from virnuc_core.frames import FrameBatch
+from virnuc_core.npyfile import NpyAppender, NpyReader
+
+log = logging.getLogger("virnuc.index")
+
+INDEX_COLUMNS = ("record", "id", "nt_offset", "nt_length", "aa_offset", "aa_length")
+# Packed (no alignment padding): 41 bytes a frame. Offsets are those of the sequence lines; the
+# frame's id is the id_length bytes before its sequence line in frames.fa, after '>'.
+INDEX_DTYPE = np.dtype(
+    [
+        ("read", "<i8"),  # the read's number in the sample (every read counted)
+        ("chunk", "<i4"),  # the chunk's 0-based number in its read
+        ("frame", "u1"),  # 0..5: F1, F2, F3, R1, R2, R3
+        ("id_length", "<i4"),  # bytes of the frame id (UTF-8)
+        ("nt_offset", "<i8"),
+        ("nt_length", "<i4"),
+        ("aa_offset", "<i8"),
+        ("aa_length", "<i4"),
+    ]
+)
+# Which file and which index columns each model reads (DNABERT-S: nucleotides; ESM-2: protein).
+SEQUENCE_FILE = {"dnabert": "frames.fa", "esm": "proteins.faa"}
+SEQUENCE_COLUMNS = {"dnabert": ("nt_offset", "nt_length"), "esm": ("aa_offset", "aa_length")}
+
+
+@dataclass(frozen=True)
+class FrameCounts:
+    reads: int
+    chunks: int
+    frames: int
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def _index_rows(
+    batch: FrameBatch, nt_offsets: np.ndarray, aa_offsets: np.ndarray, id_lengths: np.ndarray
+) -> np.ndarray:
+    rows = np.empty(len(batch.ids), INDEX_DTYPE)
+    rows["read"], rows["chunk"], rows["frame"] = batch.read, batch.chunk, batch.frame
+    rows["id_length"] = id_lengths
+    rows["nt_offset"], rows["aa_offset"] = nt_offsets, aa_offsets
+    rows["nt_length"] = np.fromiter(map(len, batch.nucleotides), np.int64, len(batch.ids))
+    rows["aa_length"] = np.fromiter(map(len, batch.proteins), np.int64, len(batch.ids))
+    return rows
+
+
+def _tsv_lines(first: int, ids: list[str], rows: np.ndarray) -> str:
+    cols = [rows[c].tolist() for c in ("nt_offset", "nt_length", "aa_offset", "aa_length")]
+    return "".join(
+        [
+            f"{first + j}\t{i}\t{no}\t{nl}\t{ao}\t{al}\n"
+            for j, (i, no, nl, ao, al) in enumerate(zip(ids, *cols, strict=True))
+        ]
+    )
+
+
+def write_index(
+    batches: Iterable[FrameBatch],
+    frames_fa: str | os.PathLike,
+    proteins_faa: str | os.PathLike,
+    index_tsv: str | os.PathLike,
+    index_npy: str | os.PathLike,
+) -> FrameCounts:
+    """The index stage: write the frames of ``batches`` into the four outputs.
+
+    ``frames_fa`` gets the nucleotide string of every kept frame, ``proteins_faa`` its protein
+    (same ids, same order), ``index_tsv`` one row per frame (:data:`INDEX_COLUMNS`) and
+    ``index_npy`` the same frames as :data:`INDEX_DTYPE` rows. All four are written aside and
+    renamed only when ``batches`` has ended, so on any error none appears.
+    """
+    reads = chunks = frames = 0
+    with contextlib.ExitStack() as stack:
+        nt = FastaWriter(stack.enter_context(atomic_writer(frames_fa, "wb")))
+        aa = FastaWriter(stack.enter_context(atomic_writer(proteins_faa, "wb")))
+        tsv = stack.enter_context(atomic_writer(index_tsv, "w"))
+        npy = NpyAppender(stack.enter_context(atomic_writer(index_npy, "wb")), INDEX_DTYPE)
+        tsv.write("\t".join(INDEX_COLUMNS) + "\n")
+        for batch in batches:
+            nt_offsets = nt.write(batch.ids, batch.nucleotides)
+            aa_offsets = aa.write(batch.ids, batch.proteins)
+            rows = _index_rows(batch, nt_offsets, aa_offsets, nt.last_id_bytes)
+            npy.append(rows)
+            tsv.write(_tsv_lines(frames, batch.ids, rows))
+            reads += batch.records
+            chunks += batch.chunks
+            frames += len(batch.ids)
+        npy.close()
+    return FrameCounts(reads=reads, chunks=chunks, frames=frames)
+
+
+def open_index(path: str | os.PathLike) -> NpyReader:
+    """The binary frames index (:data:`INDEX_DTYPE` rows), read a range or a column at a time."""
+    return NpyReader(path, INDEX_DTYPE)
+
+
+def sequence_spans(rows: np.ndarray, model: str) -> tuple[np.ndarray, np.ndarray]:
+    """Byte offsets and lengths of the sequences ``model`` reads, for index ``rows``."""
+    off, length = SEQUENCE_COLUMNS[model]
+    return rows[off].astype(np.int64), rows[length].astype(np.int64)
+
+
+def read_ids(frames_fa: str | os.PathLike, index: NpyReader, lo: int, hi: int) -> list[str]:
+    """The frame ids of records ``lo .. hi-1``: one read of the span of frames.fa they lie in."""
+    if hi <= lo:
+        return []
+    rows = index.read(lo, hi)
+    start = int(rows["nt_offset"][0]) - int(rows["id_length"][0]) - 2  # '>' id '\n'
+    end = int(rows["nt_offset"][-1])
+    with open(frames_fa, "rb") as handle:
+        handle.seek(start)
+        data = handle.read(end - start)
+    lines = data.split(b"\n")[0:-1:2]  # header lines; each sequence line follows its header
+    if len(lines) != hi - lo or any(line[:1] != b">" for line in lines):
+        raise ValueError(f"{frames_fa}: records {lo}..{hi - 1} are not where the index says")
+    return [line[1:].decode("utf-8") for line in lines]
+
+
+def index_sample(read_files: list[str], chunk_length: int, outputs: dict[str, str]) -> FrameCounts:
+    """The index stage for one sample: its read files, in order, into ``outputs`` (``frames``,
+    ``proteins``, ``index_tsv``, ``index``, ``counts``)."""
+    from virnuc_core.fasta import read_fasta
+    from virnuc_core.frames import iter_frame_batches
+
+    records = (record for path in read_files for record in read_fasta(path))
+    counts = write_index(
+        iter_frame_batches(records, chunk_length),
+        outputs["frames"],
+        outputs["proteins"],
+        outputs["index_tsv"],
+        outputs["index"],
+    )
+    with atomic_writer(outputs["counts"]) as out:
+        json.dump(counts.as_dict(), out, indent=2)
+    log.info("%s", counts.as_dict())
+    return counts
