@@ -16,7 +16,9 @@ import torch
 
 from virnuc_core.classify import (
     ClassifierFormatError,
+    UnreadableModelFileError,
     UnsafeClassifierError,
+    classifier_for,
     load_classifier,
     predict_scores,
     save_state,
@@ -206,6 +208,57 @@ def test_width_mismatch_names_both_numbers(made):
         load_classifier(out / "full_model.pth", expected_dim=768 + 1280)
     with pytest.raises(ClassifierFormatError, match=r"784.*800|800.*784"):
         load_classifier(out / "small_model.pth", expected_dim=800)
+
+
+def test_width_mismatch_names_the_actual_models_widths(tmp_path):
+    save_state(tiny_classifier(768 + 16, hidden=8), tmp_path / "c.pth")
+    dims = {"dnabert": 96, "esm": 64}  # the tiny models
+    with pytest.raises(ClassifierFormatError) as err:
+        load_classifier(tmp_path / "c.pth", expected_dim=dims)
+    msg = str(err.value)
+    assert "784-wide" in msg and "160 wide (96 DNABERT-S + 64 ESM-2)" in msg
+    assert "-608" not in msg and str(tmp_path / "c.pth") in msg
+    with pytest.raises(ClassifierFormatError, match=r"160 wide \(96 DNABERT-S \+ 64 ESM-2\)"):
+        classifier_for(str(tmp_path / "c.pth"), dims)
+    save_state(tiny_classifier(160, hidden=8), tmp_path / "ok.pth")
+    assert load_classifier(tmp_path / "ok.pth", expected_dim=dims).input_dim == 160
+    assert classifier_for("tiny", dims).input_dim == 160
+
+
+def _damaged(made, tmp_path, how):
+    out, _, _ = made
+    if how == "random":
+        raw = np.random.default_rng(11).bytes(4000)
+    elif how == "empty":
+        raw = b""
+    else:  # "truncated" / "legacy-truncated": a real module pickle cut short
+        name = "small_model.pth" if how == "truncated" else "legacy_model.pth"
+        whole = (out / name).read_bytes()
+        raw = whole[: len(whole) // 2]
+    path = tmp_path / "300_model.pth"
+    path.write_bytes(raw)
+    return path
+
+
+@pytest.mark.parametrize("how", ["random", "empty", "truncated", "legacy-truncated"])
+def test_corrupt_classifier_says_corrupt_and_names_the_file(made, tmp_path, how):
+    path = _damaged(made, tmp_path, how)
+    with pytest.raises(UnreadableModelFileError) as err:
+        load_classifier(path, expected_dim=768 + 16)
+    msg = str(err.value)
+    assert str(path) in msg and "not a readable model file" in msg
+    assert "corrupt or truncated" in msg and "Get the classifier file again" in msg
+    assert "weights_only" not in msg
+
+
+def test_corrupt_safetensors_classifier_says_corrupt(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "c.safetensors"
+    save_file(tiny_classifier(20, hidden=4).state_dict(), str(path))
+    path.write_bytes(path.read_bytes()[:-50])
+    with pytest.raises(UnreadableModelFileError, match=r"c\.safetensors: not a readable model"):
+        load_classifier(path)
 
 
 def test_predict_scores_batches_and_shapes():

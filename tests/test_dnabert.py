@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 import warnings
 
 import numpy as np
 import pytest
 import torch
 
+from tests.model_fixtures import offline
 from virnuc_core.attention import alibi_slopes
+from virnuc_core.corrupt import UnreadableModelFileError
+from virnuc_core.model_files import ModelFilesError
 from virnuc_core.models import dnabert
 from virnuc_core.models.dnabert_load import DnaTokenizer, expected_shapes, resolve_folder
 from virnuc_core.models.dnabert_tiny import (
@@ -21,6 +26,8 @@ from virnuc_core.models.dnabert_tiny import (
     write_folder,
 )
 from virnuc_core.packing import make_batch
+
+FORMATS = [("safetensors", "model.safetensors"), ("bin", "pytorch_model.bin")]
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +137,54 @@ def test_tiny_spec_equals_tiny_folder(enc):
     ]
     b = make_batch(toks)
     np.testing.assert_array_equal(tiny.embed_packed(b).numpy(), enc.embed_packed(b).numpy())
-    assert tiny.weights_digest == enc.weights_digest
+    # the same tensors: tiny's checksum is of its tensors, the folder's of its file
+    assert tiny.describe()["weights_sha256_of"].startswith("tensors")
+    assert enc.describe()["weights_sha256_of"] == "model.safetensors"
+
+
+@pytest.mark.parametrize(
+    "fmt,name", [("safetensors", "model.safetensors"), ("bin", "pytorch_model.bin")]
+)
+def test_describe_has_the_sha256_of_the_weights_file(tmp_path, fmt, name):
+    folder = write_folder(tmp_path / "m", fmt=fmt)
+    d = dnabert.load(str(folder)).describe()
+    assert d["weights_sha256"] == hashlib.sha256((folder / name).read_bytes()).hexdigest()
+    assert d["weights_sha256_of"] == name
+
+
+def test_sharded_weights_checksum_covers_every_shard(tmp_path):
+    from safetensors.torch import save_file
+
+    folder = write_folder(tmp_path / "m")
+    state = random_state_dict(TINY_CONFIG, seed=0)
+    keys = sorted(state)
+    shards = {
+        "model-00001-of-00002.safetensors": keys[::2],
+        "model-00002-of-00002.safetensors": keys[1::2],
+    }
+    for name, part in shards.items():
+        save_file({k: state[k] for k in part}, str(folder / name))
+    index = {"weight_map": {k: name for name, part in shards.items() for k in part}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    (folder / "model.safetensors").unlink()
+    d = dnabert.load(str(folder)).describe()
+    lines = "".join(
+        f"{hashlib.sha256((folder / n).read_bytes()).hexdigest()}  {n}\n" for n in sorted(shards)
+    )
+    assert d["weights_sha256"] == hashlib.sha256(lines.encode()).hexdigest()  # as sha256sum lists
+    assert d["weights_sha256_of"] == ", ".join(sorted(shards))
+
+
+def test_tiny_checksum_covers_every_tensor_fully():
+    base = dnabert.load("tiny").describe()["weights_sha256"]
+    assert len(base) == 64 and base == dnabert.load("tiny").describe()["weights_sha256"]
+    state = random_state_dict(TINY_CONFIG, seed=0)
+    key = "encoder.layer.1.mlp.wo.weight"
+    state[key].view(-1)[-1] += 1.0  # the last element: past any prefix a short hash would read
+    changed = dnabert.DnabertEncoder(
+        "x", TINY_CONFIG, state, dnabert.load("tiny").tokenizer, torch.device("cpu"), "fp32", "auto"
+    )
+    assert changed.describe()["weights_sha256"] != base
 
 
 def test_contract_attributes(enc):
@@ -188,18 +242,53 @@ def test_incomplete_folder_fails(tmp_path, folder):
         dnabert.load(str(tmp_path / "nope"))
 
 
-def test_hub_name_goes_through_snapshot_download(monkeypatch, folder):
-    import huggingface_hub
+def test_hub_name_is_refused_with_the_fetch_command(monkeypatch):
+    offline(monkeypatch)  # runs never download
+    with pytest.raises(ModelFilesError, match=r"never download.*fetch_models\.py"):
+        resolve_folder("zhihan1996/DNABERT-S")
+    with pytest.raises(ModelFilesError, match="fetch_models.py"):
+        dnabert.load("zhihan1996/DNABERT-S")
 
-    calls = []
 
-    def fake(repo_id, allow_patterns=None, **kw):
-        calls.append((repo_id, allow_patterns))
-        return str(folder)
+def _damage(path, how):
+    raw = path.read_bytes()
+    if how == "random":
+        path.write_bytes(np.random.default_rng(9).bytes(len(raw)))
+    elif how == "truncated":
+        path.write_bytes(raw[: len(raw) // 2])
+    else:  # "empty"
+        path.write_bytes(b"")
 
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake)
-    assert resolve_folder("zhihan1996/DNABERT-S") == folder
-    assert calls[0][0] == "zhihan1996/DNABERT-S" and "tokenizer.json" in calls[0][1]
+
+@pytest.mark.parametrize("how", ["random", "truncated", "empty"])
+@pytest.mark.parametrize(
+    "fmt,name", [("bin", "pytorch_model.bin"), ("safetensors", "model.safetensors")]
+)
+def test_corrupt_weights_say_corrupt_and_name_the_file(tmp_path, how, fmt, name):
+    folder = write_folder(tmp_path / "m", fmt=fmt)
+    _damage(folder / name, how)
+    with pytest.raises(UnreadableModelFileError) as err:
+        dnabert.load(str(folder))
+    msg = str(err.value)
+    assert str(folder / name) in msg and "corrupt or truncated" in msg and "not a readable" in msg
+    assert "weights_only" not in msg  # never suggests unsafe loading
+    assert "fetch_models.py" in msg
+
+
+def test_refused_global_in_bin_names_it_and_never_suggests_unsafe_loading(tmp_path):
+    state = random_state_dict(TINY_CONFIG, seed=0)
+    folder = write_folder(tmp_path / "m", state=state, fmt="bin")
+    torch.save({**state, "extra": _Evil()}, folder / "pytorch_model.bin")
+    with pytest.raises(ValueError, match="refusing to load") as err:
+        dnabert.load(str(folder))
+    msg = str(err.value)
+    assert str(folder / "pytorch_model.bin") in msg and "system" in msg
+    assert "weights_only" not in msg and not (tmp_path / "pwned").exists()
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
 
 
 def test_full_size_shapes_are_dnabert_s():

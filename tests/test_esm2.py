@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 
 import numpy as np
@@ -11,6 +12,9 @@ import torch
 
 esm = pytest.importorskip("esm")
 
+from tests.model_fixtures import offline, save_fair_checkpoint  # noqa: E402
+from virnuc_core.corrupt import UnreadableModelFileError  # noqa: E402
+from virnuc_core.model_files import ModelFilesError  # noqa: E402
 from virnuc_core.models import esm2  # noqa: E402
 from virnuc_core.models.esm2_load import random_model  # noqa: E402
 from virnuc_core.packing import make_batch  # noqa: E402
@@ -160,30 +164,6 @@ def test_embed_packed_contract(tiny):
 
 
 # -- checkpoints in fair-esm's published format ---------------------------------------------------
-def save_fair_checkpoint(model, path, with_regression=True):
-    """Write ``model`` as the published ESM-2 .pt files are laid out."""
-    state = {}
-    regression = {}
-    for key, value in model.state_dict().items():
-        if key.startswith("contact_head.regression"):
-            regression[key] = value.clone()
-        elif key.startswith("lm_head"):
-            state["encoder." + key] = value.clone()
-        else:
-            state["encoder.sentence_encoder." + key] = value.clone()
-    cfg = argparse.Namespace(
-        encoder_layers=model.num_layers,
-        encoder_embed_dim=model.embed_dim,
-        encoder_ffn_embed_dim=4 * model.embed_dim,
-        encoder_attention_heads=model.attention_heads,
-        token_dropout=model.token_dropout,
-        arch="ESM2",
-    )
-    torch.save({"model": state, "cfg": {"model": cfg}}, path)
-    if with_regression:
-        torch.save({"model": regression}, str(path.with_suffix("")) + "-contact-regression.pt")
-
-
 @pytest.mark.parametrize("with_regression", [True, False])
 def test_local_checkpoint_loads_like_fair_esm(tmp_path, with_regression):
     model, _ = random_model(seed=7, num_layers=3, embed_dim=32, attention_heads=2)
@@ -217,6 +197,70 @@ def test_checkpoint_with_disallowed_global_is_refused(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="refusing to load"):
         esm2.load(str(path))
     assert not (tmp_path / "esm2_pwned").exists()
+
+
+def test_refused_global_message_names_it_and_never_suggests_unsafe_loading(tmp_path):
+    model, _ = random_model()
+    path = tmp_path / "esm2_t2_evil.pt"
+    save_fair_checkpoint(model, path, with_regression=False)
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        data = torch.load(path, weights_only=True)
+    data["extra"] = _Evil()
+    torch.save(data, path)
+    with pytest.raises(ValueError) as err:
+        esm2.load(str(path))
+    msg = str(err.value)
+    assert str(path) in msg and "system" in msg  # the refused global, posix.system or os.system
+    assert "corrupt" not in msg and "weights_only" not in msg
+
+
+def _corrupt(path, how):
+    raw = path.read_bytes()
+    if how == "random":
+        path.write_bytes(np.random.default_rng(5).bytes(len(raw)))
+    elif how == "truncated":
+        path.write_bytes(raw[: len(raw) // 2])
+    else:  # "legacy-truncated": a legacy-format checkpoint cut in its storage data
+        data = torch.load(path, weights_only=False)
+        torch.save(data, path, _use_new_zipfile_serialization=False)
+        raw = path.read_bytes()
+        path.write_bytes(raw[: len(raw) - 100])
+
+
+@pytest.mark.parametrize("how", ["random", "truncated", "legacy-truncated"])
+@pytest.mark.parametrize("which", ["checkpoint", "regression"])
+def test_corrupt_checkpoint_says_corrupt_and_names_the_file(tmp_path, how, which):
+    model, _ = random_model(seed=3, num_layers=2, embed_dim=32, attention_heads=2)
+    path = tmp_path / "esm2_t2_test_UR50D.pt"
+    save_fair_checkpoint(model, path)
+    bad = path if which == "checkpoint" else tmp_path / "esm2_t2_test_UR50D-contact-regression.pt"
+    _corrupt(bad, how)
+    with pytest.raises(UnreadableModelFileError) as err:
+        esm2.load(str(path))
+    msg = str(err.value)
+    assert str(bad) in msg and "corrupt or truncated" in msg and "not a readable" in msg
+    assert "weights_only" not in msg and "other than tensors" not in msg
+    assert "fetch_models.py" in msg  # what to do
+
+
+def test_describe_has_the_sha256_of_the_checkpoint_file(tmp_path):
+    model, _ = random_model(seed=4, num_layers=2, embed_dim=32, attention_heads=2)
+    path = tmp_path / "esm2_t2_test_UR50D.pt"
+    save_fair_checkpoint(model, path)
+    d = esm2.load(str(path)).describe()
+    assert d["weights_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert d["weights_sha256_of"] == path.name
+    tiny = esm2.load("tiny").describe()
+    assert len(tiny["weights_sha256"]) == 64 and tiny["weights_sha256_of"].startswith("tensors")
+    assert tiny["weights_sha256"] == esm2.load("tiny").describe()["weights_sha256"]
+    direct = esm2.ESMEncoder(model, esm2.load("tiny").alphabet, spec="direct").describe()
+    assert len(direct["weights_sha256"]) == 64 and direct["weights_sha256"] != d["weights_sha256"]
+
+
+def test_hub_name_is_refused_with_the_fetch_command(monkeypatch):
+    offline(monkeypatch)
+    with pytest.raises(ModelFilesError, match=r"never download.*fetch_models\.py"):
+        esm2.load("esm2_t36_3B_UR50D")
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):

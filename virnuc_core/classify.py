@@ -29,14 +29,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from virnuc_core.corrupt import UnreadableModelFileError as UnreadableModelFileError
+from virnuc_core.corrupt import unreadable
 from virnuc_core.files import atomic_path
-from virnuc_core.safe_pickle import ClassifierFormatError, StandIn, torch_load_safely
+from virnuc_core.safe_pickle import (
+    CLASSIFIER_TODO,
+    ClassifierFormatError,
+    StandIn,
+    torch_load_safely,
+)
 
 # Re-exported: callers catch it as virnuc_core.classify.UnsafeClassifierError.
 from virnuc_core.safe_pickle import UnsafeClassifierError as UnsafeClassifierError
-
-DNABERT_DIM = 768
-
 
 # --------------------------------------------------------------------------------------------
 # The network
@@ -173,18 +177,26 @@ def _build(tensors: dict[str, torch.Tensor], eps: float, path: str) -> MLPClassi
     return model.eval()
 
 
-def load_classifier(path: str | os.PathLike, expected_dim: int | None = None) -> MLPClassifier:
+def load_classifier(
+    path: str | os.PathLike, expected_dim: int | Mapping[str, int] | None = None
+) -> MLPClassifier:
     """Load the VirNucPro MLP from a whole-module pickle or a state dict, without running code.
 
-    ``expected_dim`` is the feature width the caller will feed (768 + ESM dim); a classifier of a
-    different input width is refused with both numbers in the message. Returned in eval mode on CPU.
+    ``expected_dim``: the widths of the features the caller will feed, as the models that made
+    them have them, ``{"dnabert": 768, "esm": 2560}`` (DNABERT-S first), or their sum. A
+    classifier of another input width is refused, the message giving both widths. Returned in
+    eval mode on CPU. A file that is not readable (corrupt, truncated) raises
+    :class:`UnreadableModelFileError`; one that names code to run, :class:`UnsafeClassifierError`.
     """
     path = os.fspath(path)
     raw = Path(path).read_bytes()
     if path.endswith(".safetensors"):
         from safetensors.torch import load as load_safetensors
 
-        obj: Any = load_safetensors(raw)
+        try:
+            obj: Any = load_safetensors(raw)
+        except Exception as e:  # noqa: BLE001 - safetensors' own error type names no file
+            raise unreadable(path, "model file", str(e), CLASSIFIER_TODO) from None
     else:
         obj = torch_load_safely(raw, path)
     if isinstance(obj, StandIn):
@@ -196,14 +208,32 @@ def load_classifier(path: str | os.PathLike, expected_dim: int | None = None) ->
             f"{path}: holds a {type(obj).__name__}, not an MLPClassifier module or a state dict"
         )
     model = _build(tensors, eps, path)
-    if expected_dim is not None and model.input_dim != expected_dim:
-        esm = expected_dim - DNABERT_DIM
-        raise ClassifierFormatError(
-            f"classifier {path} takes {model.input_dim}-wide input, but the features are "
-            f"{expected_dim} wide ({DNABERT_DIM} DNABERT-S + {esm} ESM); use a classifier trained "
-            "on this ESM model (3328 = 768 + 2560 for esm2_t36_3B_UR50D)"
-        )
+    if expected_dim is not None:
+        check_width(model.input_dim, expected_dim, path)
     return model
+
+
+VIRNUCPRO_DIMS = {"dnabert": 768, "esm": 2560}  # DNABERT-S + ESM-2 3B: what 300/500_model.pth take
+_NAMES = {"dnabert": "DNABERT-S", "esm": "ESM-2"}
+
+
+def check_width(input_dim: int, dims: int | Mapping[str, int], path: str) -> None:
+    """Refuse a classifier whose input width is not the features' (``dims``: per model or sum)."""
+    if isinstance(dims, Mapping):
+        total = sum(int(v) for v in dims.values())
+        parts = " + ".join(f"{int(v)} {_NAMES.get(k, k)}" for k, v in dims.items())
+        features = f"{total} wide ({parts})"
+    else:
+        total, features = int(dims), f"{int(dims)} wide"
+    if input_dim == total:
+        return
+    official = " + ".join(f"{v} {_NAMES[k]}" for k, v in VIRNUCPRO_DIMS.items())
+    raise ClassifierFormatError(
+        f"classifier {path} takes {input_dim}-wide input, but the features are {features}: it "
+        f"was trained on other models' embeddings. Use a classifier trained on these models "
+        f"(VirNucPro's 300_model.pth / 500_model.pth take {sum(VIRNUCPRO_DIMS.values())} = "
+        f"{official}, from zhihan1996/DNABERT-S and esm2_t36_3B_UR50D)."
+    )
 
 
 def tiny_classifier(in_dim: int, hidden: int = 32, seed: int = 0) -> MLPClassifier:
@@ -254,8 +284,12 @@ def predict_scores(model: MLPClassifier, features: np.ndarray, batch: int = 4096
     return out
 
 
-def classifier_for(spec: str, in_dim: int) -> MLPClassifier:
-    """The configured classifier: a file path, or ``tiny`` (the demo's seeded random one)."""
+def classifier_for(spec: str, dims: int | Mapping[str, int]) -> MLPClassifier:
+    """The configured classifier: a file path, or ``tiny`` (the demo's seeded random one).
+
+    ``dims``: the features' widths per model (``{"dnabert": ..., "esm": ...}``) or their sum.
+    """
     if spec == "tiny":
-        return tiny_classifier(in_dim)
-    return load_classifier(spec, expected_dim=in_dim)
+        width = sum(dims.values()) if isinstance(dims, Mapping) else dims
+        return tiny_classifier(int(width))
+    return load_classifier(spec, expected_dim=dims)

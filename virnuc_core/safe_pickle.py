@@ -24,6 +24,13 @@ from typing import Any
 
 import torch
 
+from virnuc_core.corrupt import torch_detail, torch_file_problem, unreadable
+
+CLASSIFIER_TODO = (
+    "Get the classifier file again (VirNucPro's 300_model.pth or 500_model.pth from its "
+    "repository), or restore it from a copy you trust."
+)
+
 
 class UnsafeClassifierError(pickle.UnpicklingError):
     """The classifier file names a global outside the allow-list (it was not imported)."""
@@ -178,6 +185,20 @@ _SAFE_PICKLE.load = safe_pickle_load  # type: ignore[attr-defined]
 _SAFE_PICKLE.UnpicklingError = pickle.UnpicklingError  # type: ignore[attr-defined]
 
 
+def _is_torchscript(buf: io.BytesIO, path: str) -> bool:
+    """Whether the zip archive in ``buf`` holds TorchScript's constants.pkl; rewinds ``buf``."""
+    try:
+        if not zipfile.is_zipfile(buf):
+            return False
+        with zipfile.ZipFile(buf) as zf:
+            return any(n.rsplit("/", 1)[-1] == "constants.pkl" for n in zf.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        problem = f"its zip archive is damaged: {e}"
+        raise unreadable(path, "model file", problem, CLASSIFIER_TODO) from None
+    finally:
+        buf.seek(0)
+
+
 def torch_load_safely(raw: bytes, path: str) -> Any:
     """``torch.load`` of a file's bytes (CPU) through the allow-list; ``path`` names it in errors.
 
@@ -185,24 +206,28 @@ def torch_load_safely(raw: bytes, path: str) -> Any:
     :class:`UnsafeClassifierError`. Module classes come back as :class:`StandIn` objects.
     """
     buf = io.BytesIO(raw)
-    if zipfile.is_zipfile(buf):
-        with zipfile.ZipFile(buf) as zf:
-            if any(n.rsplit("/", 1)[-1] == "constants.pkl" for n in zf.namelist()):
-                raise UnsafeClassifierError(
-                    f"{path} is a TorchScript archive; only torch.save'd modules or state dicts "
-                    "are accepted"
-                )
-    buf.seek(0)  # is_zipfile moved it
+    if _is_torchscript(buf, path):
+        raise UnsafeClassifierError(
+            f"{path} is a TorchScript archive; only torch.save'd modules or state dicts "
+            "are accepted"
+        )
     if os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "0").lower() in ("1", "y", "yes", "true"):
         # torch.load would then reject any pickle_module, ours included.
         raise RuntimeError(
             f"cannot load {path}: TORCH_FORCE_WEIGHTS_ONLY_LOAD is set, which makes torch.load "
             "refuse the allow-list unpickler used here; unset it for this step"
         )
-    with warnings.catch_warnings():
-        # legacy format: the saved class source is compared with our stand-in's; irrelevant
-        warnings.simplefilter("ignore", torch.serialization.SourceChangeWarning)
-        warnings.filterwarnings("ignore", message="Couldn't retrieve source code for container")
-        return torch.load(
-            buf, map_location="cpu", pickle_module=_SAFE_PICKLE, weights_only=False, mmap=False
-        )
+    try:
+        with warnings.catch_warnings():
+            # legacy format: the saved class source is compared with our stand-in's; irrelevant
+            warnings.simplefilter("ignore", torch.serialization.SourceChangeWarning)
+            warnings.filterwarnings("ignore", message="Couldn't retrieve source code for container")
+            return torch.load(
+                buf, map_location="cpu", pickle_module=_SAFE_PICKLE, weights_only=False, mmap=False
+            )
+    except (UnsafeClassifierError, ClassifierFormatError):
+        raise  # the file is readable; its content is refused, and the message says why
+    except Exception as e:  # noqa: BLE001 - anything else means the bytes do not parse
+        # torch's own messages (invalid load key, negative seek value, ...) name no file
+        problem = torch_file_problem(raw) or torch_detail(e)
+        raise unreadable(path, "model file", problem, CLASSIFIER_TODO) from None

@@ -136,6 +136,8 @@ class WorkflowSettings:
     chunk_length: int
     shards: int
     models: Mapping[str, str]
+    models_dir: str
+    dnabert_revision: str | None
     precision: str
     token_budget: Mapping[str, int]
     attention_backend: str
@@ -181,6 +183,17 @@ class WorkflowSettings:
             progress_seconds=self.progress_seconds,
             keep_stale=self.keep_stale,
         )
+
+    def with_local_models(self) -> WorkflowSettings:
+        """The same settings with hub names in ``models`` replaced by their files in the locked
+        ``models_dir`` (runs never download); raises ModelFilesError saying what to fetch."""
+        from virnuc_core.model_files import resolve_model_spec
+
+        local = {
+            m: resolve_model_spec(m, spec, self.models_dir, dnabert_revision=self.dnabert_revision)
+            for m, spec in self.models.items()
+        }
+        return replace(self, models=local)
 
     def validate_dict(self) -> dict[str, Any]:
         """The validation settings as plain values (for the step script)."""

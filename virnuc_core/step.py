@@ -14,8 +14,15 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-# Errors a user can act on: the message says what and where. Anything else is a bug: traceback.
+# Errors a user can act on: the message says what and where (our own error classes, and bad
+# values or missing files). Anything else is a bug: traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, PermissionError)
+
+
+def _for_the_user(err: BaseException) -> bool:
+    return isinstance(err, USER_ERRORS) or type(err).__module__.startswith("virnuc_core.")
+
+
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 
 
@@ -53,11 +60,11 @@ def run_step(snakemake: Any, main: Callable[[Any], int | None]) -> None:
     name = getattr(snakemake, "rule", "step")
     try:
         code = main(snakemake) or 0
-    except USER_ERRORS as err:
-        logging.getLogger("virnuc").error("rule %s: %s", name, err)
-        code = 1
-    except Exception:
-        logging.getLogger("virnuc").exception("rule %s failed (a bug: please report it)", name)
+    except Exception as err:
+        if _for_the_user(err):
+            logging.getLogger("virnuc").error("rule %s: %s", name, err)
+        else:
+            logging.getLogger("virnuc").exception("rule %s failed (a bug: please report it)", name)
         code = 1
     logging.shutdown()
     sys.exit(code)

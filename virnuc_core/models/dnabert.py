@@ -58,7 +58,6 @@ bias matrix and softmax(QK^T * scale + bias) V.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
@@ -69,7 +68,14 @@ from torch import nn
 
 from virnuc_core.attention import alibi_slopes, choose_backend, varlen_attention
 from virnuc_core.compiling import TokenwiseCompiled
-from virnuc_core.models.dnabert_load import DnabertConfig, DnaTokenizer, read_folder, resolve_folder
+from virnuc_core.digests import tensors_sha256
+from virnuc_core.models.dnabert_load import (
+    DnabertConfig,
+    DnaTokenizer,
+    read_folder,
+    resolve_folder,
+    weights_checksum,
+)
 from virnuc_core.models.dnabert_reference import _ref_slopes, reference_hidden  # noqa: F401
 from virnuc_core.packing import PackedBatch, segment_mean
 
@@ -218,6 +224,7 @@ class DnabertEncoder:
         source: str = "",
         compile: bool = False,
         compile_mode: str = "default",
+        weights_checksum: tuple[str, str] | None = None,  # [models] (sha256, of what)
     ):
         self.spec, self.cfg, self.tokenizer, self.source = spec, cfg, tokenizer, source
         self.device = device
@@ -242,7 +249,11 @@ class DnabertEncoder:
         # The fp32 reference reuses the packed model's tensors when those are fp32 already.
         self._cpu_weights = None if self.dtype == torch.float32 else weights
         self._ref_weights: dict[str, torch.Tensor] | None = None
-        self.weights_digest = _digest(weights)
+        # [models] the weights file(s)' sha256 from load(), or a hash of the tensors (tiny, benches)
+        self.weights_sha256, self.weights_of = weights_checksum or (
+            tensors_sha256(weights),
+            "tensors (built in code)",
+        )
 
     def tokenize(self, seqs: list[str]) -> list[np.ndarray]:
         """int64 ids per sequence, [CLS] ... [SEP] included."""
@@ -296,19 +307,10 @@ class DnabertEncoder:
             "compiled": int(self.compiled and not getattr(self.model.post, "failed", None)),
             "compile_mode": self.compile_mode if self.compiled else "",
             "pooling": "mean over all tokens incl. [CLS] and [SEP]",
-            "weights_sha256_16": self.weights_digest,
+            "weights_sha256": self.weights_sha256,  # [models] the same keys as ESM-2's
+            "weights_sha256_of": self.weights_of,
             "device": str(self.device),
         }
-
-
-def _digest(weights: dict[str, torch.Tensor]) -> str:
-    """A short content hash of the fp32 weights (to tell checkpoints apart in outputs)."""
-    h = hashlib.sha256()
-    for key in sorted(weights):
-        h.update(key.encode())
-        h.update(weights[key].detach().to(torch.float32).contiguous().numpy().tobytes()[:4096])
-        h.update(str(tuple(weights[key].shape)).encode())
-    return h.hexdigest()[:16]
 
 
 def load(
@@ -319,8 +321,9 @@ def load(
     compile: bool = False,
     compile_mode: str = "default",
 ) -> DnabertEncoder:
-    """DNABERT-S from ``"tiny"``, a local Hugging Face-layout folder, or a hub name
-    (``"zhihan1996/DNABERT-S"``, fetched with ``huggingface_hub.snapshot_download``).
+    """DNABERT-S from ``"tiny"`` or a local Hugging Face-layout folder. A hub name is refused
+    (runs never download): :func:`virnuc_core.model_files.resolve_model_spec` maps
+    ``"zhihan1996/DNABERT-S"`` to the fetched, locked folder.
 
     ``compile`` (CUDA only) compiles the layers' post-attention part (one graph shared by all
     layers and batches, see :mod:`virnuc_core.compiling`) in ``compile_mode``."""
@@ -336,9 +339,10 @@ def load(
         cfg, state, tok = tiny_parts()
         weights = check_state_dict(state, cfg, "tiny")
         tokenizer = DnaTokenizer(Tokenizer.from_str(tok.to_str()))
-        source = "tiny (seeded random, built in code)"
+        source, checksum = "tiny (seeded random, built in code)", None
     else:
         folder = resolve_folder(spec)
+        checksum = weights_checksum(folder)  # [models] hashed (and lock-checked) before reading
         cfg, weights, tokenizer = read_folder(folder)
         source = str(Path(folder).resolve())
     if tokenizer.vocab_size > cfg.vocab_size:
@@ -346,5 +350,15 @@ def load(
             f"{spec}: tokenizer has {tokenizer.vocab_size} tokens, model only {cfg.vocab_size}"
         )
     return DnabertEncoder(
-        spec, cfg, weights, tokenizer, device, precision, backend, source, compile, compile_mode
+        spec,
+        cfg,
+        weights,
+        tokenizer,
+        device,
+        precision,
+        backend,
+        source,
+        compile,
+        compile_mode,
+        weights_checksum=checksum,
     )

@@ -1,4 +1,4 @@
-"""DNABERT-S loading: config, weights (safe formats only), key checks, tokenizer, hub look-up.
+"""DNABERT-S loading: config, weights (safe formats only), key checks, tokenizer, checksums.
 
 A model folder has the Hugging Face layout: ``config.json``, ``tokenizer.json`` and the weights as
 ``model.safetensors`` (or a sharded ``model.safetensors.index.json``) or ``pytorch_model.bin``
@@ -19,8 +19,6 @@ import numpy as np
 import torch
 
 log = logging.getLogger("virnuc.dnabert")
-
-HUB_PATTERNS = ["config.json", "tokenizer.json", "*.safetensors", "*.bin", "*.index.json"]
 
 # Checkpoint keys that exist in published files but are not needed for embeddings.
 _IGNORED = re.compile(
@@ -135,35 +133,85 @@ def check_state_dict(raw: dict[str, torch.Tensor], cfg: DnabertConfig, source: s
     return {k: state[k] for k in want}
 
 
+DNABERT_TODO = (
+    "Fetch the model folder again (python scripts/fetch_models.py --out MODELS_DIR fetches only "
+    "what is missing or changed) or restore it from a copy you trust."
+)
+
+
 def _load_file(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of one weights file; a corrupt one raises our error naming it, never torch's
+    (which would advise ``weights_only=False``)."""
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path), device="cpu")
-    return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return load_file(str(path), device="cpu")
+        except Exception as e:  # noqa: BLE001 - SafetensorError (header, sizes) names no file
+            from virnuc_core.corrupt import unreadable
+
+            raise unreadable(path, "safetensors weights file", str(e), DNABERT_TODO) from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - told apart from the file's structure
+        from virnuc_core.corrupt import weights_only_error
+
+        raise weights_only_error(path, e, "PyTorch weights file", DNABERT_TODO) from None
 
 
-def read_weights(folder: Path) -> dict[str, torch.Tensor]:
-    """All tensors of the folder's weights file(s), safetensors preferred."""
+def weights_files(folder: Path) -> list[Path]:
+    """The weights file(s) :func:`read_weights` reads, safetensors preferred."""
     for single, index in (
         ("model.safetensors", "model.safetensors.index.json"),
         ("pytorch_model.bin", "pytorch_model.bin.index.json"),
     ):
         if (folder / single).is_file():
-            return _load_file(folder / single)
+            return [folder / single]
         if (folder / index).is_file():
             shards = sorted(set(json.loads((folder / index).read_text())["weight_map"].values()))
-            out: dict[str, torch.Tensor] = {}
-            for shard in shards:
-                out.update(_load_file(folder / shard))
-            return out
+            return [folder / shard for shard in shards]
     raise FileNotFoundError(
         f"{folder}: no model.safetensors or pytorch_model.bin (or a sharded index) found"
     )
 
 
+def read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """All tensors of the folder's weights file(s), safetensors preferred."""
+    out: dict[str, torch.Tensor] = {}
+    for path in weights_files(folder):
+        out.update(_load_file(path))
+    return out
+
+
+def require_files(folder: Path) -> None:
+    """FileNotFoundError naming config.json or tokenizer.json when the folder lacks it."""
+    for name in ("config.json", "tokenizer.json"):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"{folder}: {name} is missing")
+
+
+def weights_checksum(folder: Path) -> tuple[str, str]:
+    """(sha256, file names) of the folder's weights file(s): one file's own sha256, several
+    files' combined (:func:`~virnuc_core.digests.combined_sha256`), each checked against the
+    models folder's lock when there is one.
+
+    Called just before :func:`read_folder`: each file is read once here, sequentially, and
+    again by the loader from the page cache.
+    """
+    from virnuc_core.digests import cached_sha256, combined_sha256
+    from virnuc_core.model_files import check_against_lock
+
+    require_files(folder)
+    digests = {}
+    for path in weights_files(folder):
+        digests[path.name] = cached_sha256(path)
+        check_against_lock(path, digests[path.name])
+    return combined_sha256(digests), ", ".join(sorted(digests))
+
+
 def resolve_folder(spec: str) -> Path:
-    """A local folder as is; otherwise a Hugging Face hub name, fetched into the HF cache."""
+    """A local model folder. A hub name is refused (runs never download):
+    :func:`virnuc_core.model_files.resolve_model_spec` maps it to the fetched, locked copy."""
     path = Path(os.path.expanduser(spec))
     if path.is_dir():
         return path
@@ -171,17 +219,18 @@ def resolve_folder(spec: str) -> Path:
         raise ValueError(f"{spec}: a DNABERT-S model must be a folder (Hugging Face layout)")
     if spec.count("/") != 1 or spec.startswith((".", "/")):
         raise FileNotFoundError(f"{spec}: no such folder, and not a hub name like 'owner/model'")
-    from huggingface_hub import snapshot_download
+    from virnuc_core.model_files import FETCH, ModelFilesError
 
-    log.info("fetching %s from the Hugging Face hub (or the local cache)", spec)
-    return Path(snapshot_download(repo_id=spec, allow_patterns=HUB_PATTERNS))
+    raise ModelFilesError(
+        f"{spec}: DNABERT-S is loaded from local files only (runs never download). Fetch it once "
+        f"({FETCH.format(folder='models')}) and resolve the name through the models folder, or "
+        "give a local model folder."
+    )
 
 
 def read_folder(folder: Path) -> tuple[DnabertConfig, dict[str, torch.Tensor], DnaTokenizer]:
     """Config, checked fp32 weights and tokenizer from a Hugging Face-layout folder."""
-    for name in ("config.json", "tokenizer.json"):
-        if not (folder / name).is_file():
-            raise FileNotFoundError(f"{folder}: {name} is missing")
+    require_files(folder)
     cfg = DnabertConfig.from_dict(json.loads((folder / "config.json").read_text()))
     weights = check_state_dict(read_weights(folder), cfg, str(folder))
     weights = {k: v.to(torch.float32) for k, v in weights.items()}

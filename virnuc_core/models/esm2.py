@@ -266,6 +266,10 @@ class ESMEncoder:
         self._reference = None if reference_factory else fair_model
         self._reference_factory = reference_factory
         self.tokenizer = Tokenizer(alphabet, truncation)
+        # [models] sha256 of the weights as loaded, set by esm2_load.build_fair_model ("" when
+        # the model object was built elsewhere: describe() then hashes the packed tensors)
+        self.weights_sha256 = getattr(fair_model, "virnuc_weights_sha256", "")
+        self.weights_of = getattr(fair_model, "virnuc_weights_of", "")
 
     def tokenize(self, seqs: list[str]) -> list[np.ndarray]:
         """BOS + the first ``truncation`` residue tokens + EOS, as fair-esm's BatchConverter."""
@@ -336,6 +340,8 @@ class ESMEncoder:
         """Attributes recorded with the embeddings."""
         import esm
 
+        from virnuc_core.digests import tensors_sha256  # [models] the weights checksum
+
         return {
             "model": self.spec,
             "family": "esm2",
@@ -353,6 +359,9 @@ class ESMEncoder:
             f"1..min(len,{self.truncation}) (BOS/EOS excluded)",
             "fair_esm_version": getattr(esm, "__version__", ""),
             "torch_version": torch.__version__,
+            # [models] the same two keys as DnabertEncoder.describe()
+            "weights_sha256": self.weights_sha256 or tensors_sha256(self.model.state_dict()),
+            "weights_sha256_of": self.weights_of or "tensors of the packed model (no file)",
         }
 
 

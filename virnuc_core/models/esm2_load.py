@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import pickle
 import warnings
 from pathlib import Path
 
@@ -36,16 +35,26 @@ ESM2_ARCH = {  # the published sizes (fair-esm model name -> architecture)
 }
 
 
+ESM_TODO = (
+    "Fetch it again (python scripts/fetch_models.py --out MODELS_DIR fetches only what is missing "
+    "or changed) or restore it from a copy you trust."
+)
+
+
 def safe_load(path: str | Path) -> dict:
-    """``torch.load`` with ``weights_only=True`` and only ``argparse.Namespace`` allowed."""
+    """``torch.load`` with ``weights_only=True`` and only ``argparse.Namespace`` allowed.
+
+    A corrupt or truncated file raises :class:`~virnuc_core.corrupt.UnreadableModelFileError`;
+    a readable one naming any other global, ``ValueError`` ("refusing to load"); both name the
+    file. Neither suggests unsafe loading.
+    """
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise ValueError(
-            f"refusing to load {path}: it holds objects other than tensors, plain containers and "
-            f"argparse.Namespace, so it is not loaded (weights-only loading). Details: {e}"
-        ) from None
+    except Exception as e:  # noqa: BLE001 - told apart below, from the file's structure
+        from virnuc_core.corrupt import weights_only_error
+
+        raise weights_only_error(path, e, "ESM-2 checkpoint file", ESM_TODO) from None
 
 
 def random_model(seed: int = 0, device: str | torch.device = "cpu", **arch):
@@ -99,29 +108,55 @@ def _no_weight_init():
             layer.reset_parameters = method
 
 
-def _hub_file(url: str) -> Path:
-    """Download ``url`` once into torch's hub cache (the place fair-esm's hub loader uses)."""
-    target = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        log.info("downloading %s", url)
-        torch.hub.download_url_to_file(url, str(target), progress=False)
-    return target
+def _record_checksum(model: nn.Module, sha256: str, of: str) -> None:
+    # read by ESMEncoder (esm2.py) for describe(): the checksum of the weights as loaded
+    model.virnuc_weights_sha256 = sha256
+    model.virnuc_weights_of = of
+
+
+def _load_checkpoint(path: Path):
+    """(model, alphabet) from a local ``.pt``; its sha256 recorded on the model.
+
+    The file is hashed first, in one sequential pass (8 MiB blocks), which leaves it in the
+    page cache: ``torch.load`` then reads it from memory, so its bytes come off the disk once.
+    In a locked models folder the hash is also checked against the lock (no extra read).
+    """
+    from virnuc_core.digests import cached_sha256
+    from virnuc_core.model_files import check_against_lock
+
+    if not path.is_file():
+        raise FileNotFoundError(f"ESM-2 checkpoint not found: {path}")
+    sha256 = cached_sha256(path)
+    check_against_lock(path, sha256)
+    regression = Path(str(path.with_suffix("")) + "-contact-regression.pt")
+    reg = safe_load(regression) if regression.is_file() else None
+    model, alphabet = _from_data(path.stem, safe_load(path), reg)
+    _record_checksum(model, sha256, path.name)
+    return model, alphabet
 
 
 def build_fair_model(spec: str):
-    """(fair-esm ESM2 in fp32 on the CPU, alphabet) for "tiny", a ``.pt`` path or a hub name."""
+    """(fair-esm ESM2 in fp32 on the CPU, alphabet) for "tiny" or a local ``.pt`` path.
+
+    The model carries ``virnuc_weights_sha256``: the sha256 of the ``.pt`` file, or for "tiny"
+    of its tensors. A fair-esm name (``esm2_t36_3B_UR50D``) is refused: runs never download;
+    :func:`virnuc_core.model_files.resolve_model_spec` maps it to the fetched, locked copy.
+    """
     if spec == "tiny":
-        return random_model()
+        from virnuc_core.digests import tensors_sha256
+
+        model, alphabet = random_model()
+        _record_checksum(model, tensors_sha256(model.state_dict()), "tensors (built in code)")
+        return model, alphabet
     path = Path(spec).expanduser()
     if path.suffix == ".pt" or path.exists():
-        if not path.is_file():
-            raise FileNotFoundError(f"ESM-2 checkpoint not found: {path}")
-        regression = Path(str(path.with_suffix("")) + "-contact-regression.pt")
-        reg = safe_load(regression) if regression.is_file() else None
-        return _from_data(path.stem, safe_load(path), reg)
+        return _load_checkpoint(path)
     if not spec.startswith("esm2_"):
         raise ValueError(f"ESM-2 model spec must be 'tiny', a .pt path or an esm2_* name: {spec!r}")
-    model_data = safe_load(_hub_file(HUB_MODEL_URL.format(name=spec)))
-    reg = safe_load(_hub_file(HUB_REGRESSION_URL.format(name=spec)))
-    return _from_data(spec, model_data, reg)
+    from virnuc_core.model_files import FETCH, ModelFilesError
+
+    raise ModelFilesError(
+        f"{spec}: ESM-2 is loaded from local files only (runs never download). Fetch it once "
+        f"({FETCH.format(folder='models')} --esm {spec}) and resolve the name through the "
+        "models folder, or give the path of the .pt checkpoint."
+    )

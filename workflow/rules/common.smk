@@ -8,16 +8,50 @@ sys.path.insert(0, workflow.basedir)
 os.environ["PYTHONPATH"] = os.pathsep.join(
     filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")])
 )
-from virnuc_core.samples import missing_files, read_samples  # noqa: E402
+import warnings  # noqa: E402
+
+from virnuc_core.classifier_check import check_classifier  # noqa: E402
+from virnuc_core.model_files import ModelFilesError, locked_paths, quick_check  # noqa: E402
+from virnuc_core.samples import SampleError, missing_files, read_samples  # noqa: E402
 from virnuc_core.settings import WorkflowSettings  # noqa: E402
 
-SETTINGS = WorkflowSettings.from_config(config)
+
+def _refuse(problem):
+    """Stop before any job runs, saying what is wrong (no traceback)."""
+    raise WorkflowError(str(problem))
+
+
+# Everything a run needs is checked here, before any job starts: models, classifier, samples.
+CONFIGURED = WorkflowSettings.from_config(config)
+try:
+    SETTINGS = CONFIGURED.with_local_models()  # hub names -> the locked models folder
+except ModelFilesError as err:
+    _refuse(err)
+# The models folder's files, when a hub name uses it: each is an input of verify_models.
+LOCKED = []
+if SETTINGS.models != CONFIGURED.models:
+    try:
+        quick_check(SETTINGS.models_dir)
+    except ModelFilesError as err:
+        _refuse(err)
+    LOCKED = [str(p) for p in locked_paths(SETTINGS.models_dir)]
+with warnings.catch_warnings(record=True) as _caught:
+    warnings.simplefilter("always")
+    try:
+        CLASSIFIER_SHA256 = check_classifier(SETTINGS.classifier, SETTINGS.chunk_length) or ""
+    except ValueError as err:
+        _refuse(err)
+for _warning in _caught:
+    logger.warning(str(_warning.message))
 ENV = "../../envs/virnuc.yaml"
 MODELS = ["dnabert", "esm"]
 SHARDS = list(range(SETTINGS.shards))
-SAMPLES = read_samples(config["samples"])
+try:
+    SAMPLES = read_samples(config["samples"])
+except SampleError as err:
+    _refuse(err)
 for _sample, _path in missing_files(SAMPLES):
-    raise WorkflowError(f"sample {_sample!r}: input file {_path} does not exist")
+    _refuse(f"sample {_sample!r}: input file {_path} does not exist")
 # What each model reads (DNABERT-S the frames' nucleotides, ESM-2 their proteins).
 SEQUENCES = {"dnabert": "frames.fa", "esm": "proteins.faa"}
 
@@ -69,8 +103,5 @@ if SETTINGS.classifier is None:
         "config 'classifier' is not set: the run stops after embeddings and validation. "
         "Set it to the original tool's 300_model.pth or 500_model.pth to get predictions."
     )
-elif SETTINGS.classifier != "tiny" and not os.path.isfile(SETTINGS.classifier):
-    raise WorkflowError(
-        f"config 'classifier': {SETTINGS.classifier} does not exist (give the path of the "
-        "original tool's 300_model.pth or 500_model.pth, matching chunk_length)"
-    )
+# The GPU jobs wait for the models folder to be verified (full sha256 of every locked file).
+MODELS_VERIFIED = {"verified": "results/models.verified.json"} if LOCKED else {}

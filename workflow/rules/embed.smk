@@ -8,7 +8,7 @@ def earlier_shards(wildcards):
 
 
 def embed_input(wildcards):
-    return {
+    return MODELS_VERIFIED | {
         "sequences": f"results/{wildcards.sample}/{SEQUENCES[wildcards.model]}",
         "index": f"results/{wildcards.sample}/frames.index.npy",
         "sources": f"results/{wildcards.sample}/shards/{wildcards.model}.sources.npy",

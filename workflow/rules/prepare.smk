@@ -42,3 +42,18 @@ rule plan_shards:
         ENV
     script:
         "../../scripts/plan_shards.py"
+
+
+rule verify_models:
+    input:
+        LOCKED,
+    output:
+        "results/models.verified.json",
+    params:
+        folder=SETTINGS.models_dir,
+    log:
+        "logs/verify_models.log",
+    conda:
+        ENV
+    script:
+        "../../scripts/verify_models.py"

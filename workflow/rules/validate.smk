@@ -3,6 +3,7 @@
 
 rule validate_embeddings:
     input:
+        unpack(lambda wc: MODELS_VERIFIED),
         shards=lambda wc: shard_files(wc.sample, wc.model),
         sequences=lambda wc: f"results/{wc.sample}/{SEQUENCES[wc.model]}",
         index="results/{sample}/frames.index.npy",

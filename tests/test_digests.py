@@ -1,0 +1,94 @@
+"""Streamed file hashes against independent references: ``git hash-object``, hashlib, sha256sum."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+from virnuc_core.digests import (
+    BLOCK,
+    combined_sha256,
+    file_digests,
+    git_blob_id,
+    sha256_file,
+    tensors_sha256,
+)
+
+needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("digests")
+    rng = np.random.default_rng(3)
+    contents = {
+        "empty": b"",
+        "text.txt": b"hello\n",
+        "nul.bin": b"\0\0blob 3\0\n" * 7,
+        "block.bin": rng.bytes(BLOCK),  # exactly one block
+        "blocks.bin": rng.bytes(BLOCK + 12345),  # crosses a block boundary
+    }
+    for name, data in contents.items():
+        (root / name).write_bytes(data)
+    return root, contents
+
+
+@needs_git
+@pytest.mark.parametrize("name", ["empty", "text.txt", "nul.bin", "block.bin", "blocks.bin"])
+def test_git_blob_id_matches_git_hash_object(files, name):
+    root, _ = files
+    want = subprocess.run(
+        ["git", "hash-object", str(root / name)], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert git_blob_id(root / name) == want
+
+
+def test_empty_file_blob_id_is_gits_empty_blob(files):
+    root, _ = files
+    assert git_blob_id(root / "empty") == "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"
+
+
+@pytest.mark.parametrize("name", ["empty", "text.txt", "blocks.bin"])
+def test_sha256_matches_hashlib_and_sha256sum(files, name):
+    root, contents = files
+    want = hashlib.sha256(contents[name]).hexdigest()
+    assert sha256_file(root / name) == want
+    if shutil.which("sha256sum"):
+        out = subprocess.run(["sha256sum", str(root / name)], capture_output=True, text=True)
+        assert out.stdout.split()[0] == want
+
+
+@pytest.mark.parametrize("block", [1, 7, 4096])
+def test_small_blocks_give_the_same_digests_in_one_pass(files, block):
+    root, contents = files
+    got = file_digests(root / "nul.bin", ("sha256", "git_blob", "md5"), block=block)
+    data = contents["nul.bin"]
+    assert got["sha256"] == hashlib.sha256(data).hexdigest()
+    assert got["md5"] == hashlib.md5(data).hexdigest()
+    blob = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+    assert got["git_blob"] == blob
+
+
+def test_combined_sha256_is_sha256sum_style_and_one_file_is_itself():
+    a, b = hashlib.sha256(b"a").hexdigest(), hashlib.sha256(b"b").hexdigest()
+    assert combined_sha256({"x.bin": a}) == a
+    lines = f"{a}  a.bin\n{b}  b.bin\n"
+    assert combined_sha256({"b.bin": b, "a.bin": a}) == hashlib.sha256(lines.encode()).hexdigest()
+
+
+def test_tensor_hash_sees_every_element_dtype_shape_and_name():
+    base = {"w": torch.arange(5000, dtype=torch.float32).reshape(50, 100), "b": torch.zeros(3)}
+    h = tensors_sha256(base)
+    assert h == tensors_sha256({k: v.clone() for k, v in base.items()})
+    last = {**base, "w": base["w"].clone()}
+    last["w"][-1, -1] += 1  # past the first 4 KB
+    assert tensors_sha256(last) != h
+    assert tensors_sha256({**base, "w": base["w"].double()}) != h
+    assert tensors_sha256({**base, "w": base["w"].reshape(100, 50)}) != h
+    assert tensors_sha256({"v": base["w"], "b": base["b"]}) != h
+    assert tensors_sha256({**base, "w": base["w"].t().contiguous().t()}) == h  # layout: no
