@@ -377,3 +377,24 @@ def test_sigkill_at_random_instants(tmp_path):
     a, b = ShardRows(out_killed), ShardRows(out_clean)
     np.testing.assert_array_equal(a.gather(a.positions()), b.gather(b.positions()))
     assert json.loads((out_killed / META_NAME).read_text()) == {"attrs": {"n": n}}
+
+
+def test_a_checksum_ending_in_nul_bytes_still_matches(tmp_path):
+    """One block in 256 has a sha256 that ends in a NUL byte: it must verify like any other."""
+    import hashlib
+
+    row = np.zeros(1, row_dtype(DIM))
+    for value in range(100_000):  # find a row whose block digest ends in b"\0"
+        row["record"], row["embedding"] = LO, float(value)
+        if hashlib.sha256(row.tobytes()).digest()[-1] == 0:
+            break
+    work = tmp_path / "w"
+    with open_ckpt(work) as ckpt:
+        ckpt.append(row["record"], row["embedding"])
+        ckpt.commit()
+    with open_ckpt(work) as ckpt:  # resumed, not set aside
+        assert ckpt.n_committed == 1
+        fill(ckpt, range(LO + 1, HI))
+        ckpt.complete(tmp_path / "out.rows", {"attrs": {}})
+    assert (ShardRows(tmp_path / "out.rows").positions() >= 0).all()
+    assert not list(tmp_path.glob("w.stale-*"))

@@ -25,7 +25,7 @@ from virnuc_core.finalize import plain_attr
 from virnuc_core.index import open_index, read_ids
 
 STR = h5py.string_dtype("utf-8")
-IDS_BLOCK = 1 << 18  # ids written at a time
+IDS_BLOCK = 1 << 16  # ids written at a time (Python strings: about 50 MB at the peak)
 # Per-job attributes that say nothing about how the features were made.
 _PER_JOB = ("token_budget", "device", "distinct_sequences", "records_lo", "records_hi")
 
@@ -69,6 +69,7 @@ def write_features(
     index_npy: str | os.PathLike,
     frames_fa: str | os.PathLike,
     out_path: str | os.PathLike,
+    ids_block: int = IDS_BLOCK,
 ) -> Path:
     """Write ``features.h5`` (see the module docstring) for ``shards`` (model -> its shard files
     in order). The shards must together hold every record of the index exactly once, in order."""
@@ -77,8 +78,8 @@ def write_features(
     n = index.rows
     with atomic_path(out) as tmp, h5py.File(tmp, "w") as dst:
         ids = dst.create_dataset("ids", shape=(n,), dtype=STR)
-        for lo in range(0, n, IDS_BLOCK):
-            hi = min(n, lo + IDS_BLOCK)
+        for lo in range(0, n, ids_block):
+            hi = min(n, lo + ids_block)
             ids[lo:hi] = read_ids(frames_fa, index, lo, hi)
         for model, paths in shards.items():
             layout, attrs = _shard_layout(paths, n, out.parent)

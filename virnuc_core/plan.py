@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from virnuc_core.dedupe import first_occurrences
+from virnuc_core.dedupe import BLOCK_BYTES, first_occurrences
 from virnuc_core.files import atomic_writer
 from virnuc_core.index import SEQUENCE_COLUMNS, open_index
 from virnuc_core.npyfile import NpyReader, write_npy
@@ -80,14 +80,14 @@ def _range_sums(values: np.ndarray, bounds: np.ndarray) -> np.ndarray:
 
 def plan_model(
     model: str, sequences: str | os.PathLike, index_path: str | os.PathLike, n_shards: int,
-    dedupe: bool,
+    dedupe: bool, block_bytes: int = BLOCK_BYTES,
 ) -> tuple[ModelPlan, np.ndarray]:  # fmt: skip
     """One model's plan and sources (see the module docstring)."""
     index = open_index(index_path)
     off, length = SEQUENCE_COLUMNS[model]
     lengths = index.column(length)
     if dedupe:
-        sources = first_occurrences(sequences, index.column(off), lengths)
+        sources = first_occurrences(sequences, index.column(off), lengths, block_bytes)
     else:
         sources = np.arange(lengths.size, dtype=np.int64)
     distinct = sources == np.arange(sources.size)
@@ -106,12 +106,13 @@ def plan_shards(
     dedupe: bool,
     plan_json: str | os.PathLike,
     sources_npy: Mapping[str, str | os.PathLike],
+    block_bytes: int = BLOCK_BYTES,
 ) -> dict[str, ModelPlan]:
     """Plan every model of ``sequences`` (model -> its sequence file): write ``plan_json`` and
     each model's ``sources_npy``. Models are planned one after the other (bounded memory)."""
     plans = {}
     for model, path in sequences.items():
-        plan, sources = plan_model(model, path, index_path, n_shards, dedupe)
+        plan, sources = plan_model(model, path, index_path, n_shards, dedupe, block_bytes)
         with atomic_writer(sources_npy[model], "wb") as out:
             write_npy(out, sources)
         n, d = sources.size, sum(plan.distinct)

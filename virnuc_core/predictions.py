@@ -72,28 +72,34 @@ class ChunkMaxima:
 
     def __init__(self, workdir: str | os.PathLike, run_chunks: int = RUN_CHUNKS) -> None:
         self.workdir, self.run_chunks = Path(workdir), run_chunks
-        self.held: list[tuple[str, np.float32, np.float32]] = []
+        self.keys: list[str] = []  # held in memory until a run is full
+        self.maxima: list[np.ndarray] = []  # (k, 2) float32 blocks, in key order of ``keys``
         self.runs: list[Path] = []
 
     def add(self, keys: list[str], m1: np.ndarray, m2: np.ndarray) -> None:
         """Add chunk maxima; a key seen again (non-adjacent frames) is combined at the end."""
-        self.held.extend(zip(keys, m1, m2, strict=True))
-        if len(self.held) >= self.run_chunks:
+        self.keys.extend(keys)
+        self.maxima.append(np.stack([m1, m2], axis=1).astype(np.float32))
+        if len(self.keys) >= self.run_chunks:
             self._spill()
+
+    def _sorted_held(self) -> Iterator[tuple[str, np.float32, np.float32]]:
+        maxima = np.concatenate(self.maxima) if self.maxima else np.zeros((0, 2), np.float32)
+        for j in sorted(range(len(self.keys)), key=self.keys.__getitem__):
+            yield self.keys[j], maxima[j, 0], maxima[j, 1]
 
     def _spill(self) -> None:
         path = self.workdir / f"run{len(self.runs)}.tsv"
-        self.held.sort(key=lambda item: item[0])
         with open(path, "w") as out:
-            out.writelines(_line(*item) for item in self.held)
+            out.writelines(_line(*item) for item in self._sorted_held())
         self.runs.append(path)
-        self.held = []
+        self.keys, self.maxima = [], []
 
     def _merged(self) -> Iterator[tuple[str, np.float32, np.float32]]:
         if not self.runs:
-            yield from sorted(self.held, key=lambda item: item[0])
+            yield from self._sorted_held()
             return
-        if self.held:
+        if self.keys:
             self._spill()
         with contextlib.ExitStack() as stack:
             handles = [stack.enter_context(open(path)) for path in self.runs]
@@ -132,8 +138,10 @@ class PredictionWriter:
     """Writes both tables from blocks of (ids, scores), as a context manager: the files appear
     when the block ends without an error, and not at all otherwise."""
 
-    def __init__(self, out_tsv: str | os.PathLike, out_highest: str | os.PathLike) -> None:
-        self.out_tsv, self.out_highest = out_tsv, out_highest
+    def __init__(
+        self, out_tsv: str | os.PathLike, out_highest: str | os.PathLike, run_chunks: int = RUN_CHUNKS
+    ) -> None:
+        self.out_tsv, self.out_highest, self.run_chunks = out_tsv, out_highest, run_chunks
         self.frames = self.virus = 0
 
     def __enter__(self) -> PredictionWriter:
@@ -143,7 +151,7 @@ class PredictionWriter:
             )
             self._pred = stack.enter_context(atomic_writer(self.out_tsv))
             self._pred.write(PRED_HEADER)
-            self.chunks = ChunkMaxima(tmpdir)
+            self.chunks = ChunkMaxima(tmpdir, self.run_chunks)
             self._stack = stack.pop_all()
         return self
 
@@ -186,14 +194,17 @@ def write_predictions(
 
 def predict_sample(
     features_h5: str | os.PathLike, classifier: str, out_tsv: str | os.PathLike,
-    out_highest: str | os.PathLike, block_bytes: int = 64 << 20,
+    out_highest: str | os.PathLike, block_bytes: int = 64 << 20, run_chunks: int = RUN_CHUNKS,
 ) -> tuple[int, int]:  # fmt: skip
     """The predict step: score every frame of ``features_h5`` with ``classifier`` (a file or
     ``tiny``), a block at a time, into both tables. Returns (frames, frames called virus)."""
     from virnuc_core.classify import classifier_for, predict_scores
     from virnuc_core.features import feature_blocks, open_features
 
-    with open_features(features_h5) as f, PredictionWriter(out_tsv, out_highest) as out:
+    with (
+        open_features(features_h5) as f,
+        PredictionWriter(out_tsv, out_highest, run_chunks) as out,
+    ):
         dims = {m: int(f[m].shape[1]) for m in ("dnabert", "esm")}
         model = classifier_for(classifier, sum(dims.values()))
         ids = f["ids"].asstr()

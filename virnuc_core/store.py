@@ -54,7 +54,8 @@ log = logging.getLogger("virnuc.store")
 WORK_FORMAT = "virnuc-shard-work/2"
 ROWS_NAME, BLOCKS_NAME = "rows.bin", "blocks.bin"
 PROGRESS_NAME, META_NAME = "progress.json", "meta.json"
-BLOCK_DTYPE = np.dtype([("rows", "<i8"), ("sha256", "S32")])
+# The digest as 32 raw bytes: a fixed-width bytes field ("S32") would drop trailing NUL bytes.
+BLOCK_DTYPE = np.dtype([("rows", "<i8"), ("sha256", "u1", (32,))])
 READ_BYTES = 32 << 20  # rows read at a time when checking or gathering
 
 
@@ -134,7 +135,7 @@ def _check_rows(fd: int, dtype: np.dtype, blocks: np.ndarray, lo: int, hi: int) 
     (True = committed) over ``lo .. hi-1``. Raises _Stale naming the first bad block."""
     done = np.zeros(hi - lo, bool)
     for b, data in _iter_blocks(fd, dtype, blocks):
-        if hashlib.sha256(data).digest() != blocks["sha256"][b]:
+        if hashlib.sha256(data).digest() != blocks["sha256"][b].tobytes():
             raise _Stale(f"block {b} of {ROWS_NAME} does not match its checksum (changed on disk)")
         records = np.frombuffer(data, dtype)["record"]
         if records.size and (records.min() < lo or records.max() >= hi):
@@ -336,7 +337,9 @@ class ShardCheckpoint:
             return 0
         rows_fd, blocks_fd = self._fds
         data = np.concatenate(self._buffer).tobytes()
-        entry = np.array([(self._buffered, hashlib.sha256(data).digest())], BLOCK_DTYPE)
+        entry = np.zeros(1, BLOCK_DTYPE)
+        entry["rows"] = self._buffered
+        entry["sha256"] = np.frombuffer(hashlib.sha256(data).digest(), np.uint8)
         # 1. rows, 2. their checksum, each made durable; 3. only then the counts that make them
         # committed. Written at the end of the committed data, so the leftovers of a commit that
         # failed (ENOSPC, EIO) are overwritten rather than shifting what follows.

@@ -19,6 +19,10 @@ def load_encoder(settings: EmbedSettings, device: torch.device | str, reference:
     """
     device = torch.device(device)
     precision = "fp32" if reference else settings.resolved_precision(device.type)
+    if settings.model_spec == "standin":  # bench/scale.py only: random rows, not a model
+        from virnuc_core.models.standin import StandInEncoder
+
+        return StandInEncoder(settings.model, device)
     if settings.model == "esm":
         from virnuc_core.models import esm2
 

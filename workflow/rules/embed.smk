@@ -56,6 +56,8 @@ rule finalize_shard:
         "results/{sample}/embeddings/{model}/shard_{i}.h5",
     log:
         "logs/{sample}/finalize_shard/{model}_{i}.log",
+    benchmark:
+        "benchmarks/{sample}/finalize_shard/{model}_{i}.tsv"
     resources:
         mem_mb=2000,
     conda:
@@ -74,6 +76,8 @@ rule features:
         "results/{sample}/features.h5",
     log:
         "logs/{sample}/features.log",
+    benchmark:
+        "benchmarks/{sample}/features.tsv"
     resources:
         mem_mb=2000,
     conda:

@@ -12,6 +12,8 @@ rule predict:
         classifier=SETTINGS.classifier,
     log:
         "logs/{sample}/predict.log",
+    benchmark:
+        "benchmarks/{sample}/predict.tsv"
     resources:
         mem_mb=2000,
     conda:

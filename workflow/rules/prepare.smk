@@ -14,6 +14,8 @@ rule index_fasta:
         chunk_length=SETTINGS.chunk_length,
     log:
         "logs/{sample}/index_fasta.log",
+    benchmark:
+        "benchmarks/{sample}/index_fasta.tsv"
     resources:
         mem_mb=2000,
     conda:
@@ -36,6 +38,8 @@ rule plan_shards:
         dedupe=SETTINGS.dedupe,
     log:
         "logs/{sample}/plan_shards.log",
+    benchmark:
+        "benchmarks/{sample}/plan_shards.tsv"
     resources:
         mem_mb=2000,
     conda:
@@ -53,6 +57,8 @@ rule verify_models:
         folder=SETTINGS.models_dir,
     log:
         "logs/verify_models.log",
+    benchmark:
+        "benchmarks/verify_models.tsv"
     conda:
         ENV
     script:

@@ -28,6 +28,8 @@ rule summarize_sample:
         classifier=SETTINGS.classifier or "none",
     log:
         "logs/{sample}/summarize_sample.log",
+    benchmark:
+        "benchmarks/{sample}/summarize_sample.tsv"
     resources:
         mem_mb=2000,
     conda:
@@ -64,6 +66,8 @@ rule report_figures:
         throughput_tsv="results/{sample}/report/throughput.tsv",
     log:
         "logs/{sample}/report_figures.log",
+    benchmark:
+        "benchmarks/{sample}/report_figures.tsv"
     resources:
         mem_mb=2000,
     conda:

@@ -25,6 +25,8 @@ rule validate_embeddings:
         gpu=1,
     log:
         "logs/{sample}/validate_embeddings/{model}.log",
+    benchmark:
+        "benchmarks/{sample}/validate_embeddings/{model}.tsv"
     conda:
         ENV
     script:
@@ -43,6 +45,8 @@ rule validation_summary:
         classifier=SETTINGS.classifier,
     log:
         "logs/{sample}/validation_summary.log",
+    benchmark:
+        "benchmarks/{sample}/validation_summary.tsv"
     conda:
         ENV
     script:

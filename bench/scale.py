@@ -1,0 +1,189 @@
+"""The real workflow at several sizes on the CPU: peak memory and CPU time per rule, disk.
+
+Each size is a fresh run of the real Snakefile (every rule, through predict, the summary and
+the report figures) on 500-base reads with a realistic frame mix (``bench/make_reads.py``,
+kind ``mixed``, 10% of the reads repeated under new ids). The embedding models are the
+documented stand-in (``models: standin``, :mod:`virnuc_core.models.standin`): rows of the real
+widths (768 DNABERT-S, 2560 ESM-2 3B) written through the real reader, packer, checkpoint store,
+finalize and features code; everything else is the real rule. Per rule, Snakemake's own
+benchmark files give the peak RSS and CPU seconds; a sampler records the disk high-water mark of
+the run folder. The result: per rule the slope in bytes per kept frame between sizes, and the
+projection to 10 M reads.
+
+    python bench/scale.py --reads 250000 1000000 --out bench/results/scale_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from make_reads import make_reads  # noqa: E402
+
+WIDTH = 768 + 2560
+PROJECT_READS = 10_000_000
+
+
+def write_reads(path: Path, n: int, seed: int = 11, block: int = 100_000) -> None:
+    """``n`` mixed 500-base reads, 10% of them again later under new ids, written in blocks."""
+    rng = np.random.default_rng(seed)
+    with open(path, "w") as out:
+        for start in range(0, n, block):
+            k = min(block, n - start)
+            reads = make_reads(k, 500, 500, kind="mixed", seed=seed + start, prefix=f"r{start}_")
+            again = rng.choice(k, k // 10, replace=False)
+            reads += [(f"dup{start}_{j}", reads[j][1]) for j in again.tolist()]
+            out.writelines(f">{h}\n{s}\n" for h, s in reads)
+
+
+def config(reads: Path, shards: int) -> dict:
+    return {
+        "samples": {"s": str(reads)},
+        "chunk_length": 500,
+        "shards": shards,
+        "models": {"dnabert": "standin", "esm": "standin"},
+        "precision": "fp32",
+        "reader_workers": 1,
+        "classifier": "tiny",
+        "validate": {"n": 200, "mean_cosine": 0.999, "min_cosine": 0.99, "seed": 0},
+    }
+
+
+class DiskSampler(threading.Thread):
+    """The largest number of bytes the folder held, sampled every ``every`` seconds."""
+
+    def __init__(self, folder: Path, every: float = 1.0) -> None:
+        super().__init__(daemon=True)
+        self.folder, self.every, self.peak, self.done = folder, every, 0, threading.Event()
+
+    def used(self) -> int:
+        total = 0
+        for dirpath, _, files in os.walk(self.folder):
+            for f in files:
+                try:
+                    total += os.lstat(os.path.join(dirpath, f)).st_blocks * 512
+                except FileNotFoundError:
+                    pass
+        return total
+
+    def run(self) -> None:
+        while not self.done.wait(self.every):
+            self.peak = max(self.peak, self.used())
+
+
+def rule_figures(workdir: Path) -> dict[str, dict]:
+    """Per rule: the largest peak RSS of its jobs (MB), their CPU seconds summed, job count."""
+    out: dict[str, dict] = defaultdict(lambda: {"max_rss_mb": 0.0, "cpu_s": 0.0, "jobs": 0})
+    for path in (workdir / "benchmarks").rglob("*.tsv"):
+        rel = path.relative_to(workdir / "benchmarks").parts
+        rule = rel[1] if len(rel) > 2 else rel[-1].removesuffix(".tsv")
+        with open(path, newline="") as handle:
+            row = next(csv.DictReader(handle, delimiter="\t"))
+        fig = out[rule]
+        fig["max_rss_mb"] = max(fig["max_rss_mb"], float(row["max_rss"] or 0))
+        fig["cpu_s"] += float(row["cpu_time"] or 0)
+        fig["jobs"] += 1
+    return dict(out)
+
+
+def run_size(n: int, base: Path, shards: int, cores: int) -> dict:
+    work = base / f"n{n}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    reads = base / f"reads_{n}.fa"
+    if not reads.exists():
+        write_reads(reads, n)
+    (work / "config.yaml").write_text(yaml.safe_dump(config(reads, shards)))
+    sampler = DiskSampler(work)
+    sampler.start()
+    start = time.time()
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory",
+           str(work), "--configfile", str(work / "config.yaml"), "--cores", str(cores), "-q"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)  # fmt: skip
+    wall = time.time() - start
+    sampler.done.set()
+    sampler.join()
+    if proc.returncode:
+        raise SystemExit(f"snakemake failed at {n} reads:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+    counts = json.loads((work / "results/s/frames.counts.json").read_text())
+    result = {
+        "reads": counts["reads"],
+        "frames": counts["frames"],
+        "wall_s": round(wall, 1),
+        "embedding_bytes": counts["frames"] * WIDTH * 4,
+        "disk_peak_bytes": sampler.peak,
+        "disk_final_bytes": sampler.used(),
+        "rules": rule_figures(work),
+    }
+    result["disk_peak_over_embeddings"] = round(sampler.peak / max(1, result["embedding_bytes"]), 3)
+    shutil.rmtree(work)  # the next size needs the disk
+    return result
+
+
+def slopes(runs: list[dict]) -> dict[str, dict]:
+    """Per rule: bytes of peak RSS per kept frame between the two largest sizes, and the
+    projection to 10 M reads."""
+    a, b = runs[-2], runs[-1]
+    frames_10m = b["frames"] / b["reads"] * PROJECT_READS
+    out = {}
+    for rule in b["rules"]:
+        ra, rb = a["rules"].get(rule), b["rules"][rule]
+        if ra is None:
+            continue
+        per_frame = (rb["max_rss_mb"] - ra["max_rss_mb"]) * 1e6 / (b["frames"] - a["frames"])
+        cpu = (rb["cpu_s"] - ra["cpu_s"]) / (b["frames"] - a["frames"])
+        out[rule] = {
+            "bytes_per_frame": round(per_frame, 1),
+            "projected_rss_mb_10M_reads": round(
+                rb["max_rss_mb"] + max(0.0, per_frame) * (frames_10m - b["frames"]) / 1e6, 1
+            ),
+            "cpu_s_per_million_frames": round(cpu * 1e6, 1),
+        }
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--reads", type=int, nargs="+", default=[250_000, 1_000_000])
+    ap.add_argument("--shards", type=int, default=4)
+    ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/virnuc-scale"))
+    ap.add_argument("--out", type=Path, required=True)
+    a = ap.parse_args(argv)
+    runs = []
+    for n in sorted(a.reads):
+        runs.append(run_size(n, a.workdir, a.shards, a.cores))
+        print(json.dumps({k: v for k, v in runs[-1].items() if k != "rules"}), flush=True)
+        doc = {
+            "machine": {"command": " ".join(["python", *sys.argv]), "cpu": platform.processor(),
+                        "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d")},
+            "embedding": "stand-in (virnuc_core.models.standin): random rows of the real widths "
+            "through the real store code; every other rule is the real one",
+            "runs": runs,
+        }  # fmt: skip
+        if len(runs) >= 2:
+            doc["slopes"] = slopes(runs)
+        a.out.write_text(json.dumps(doc, indent=1) + "\n")
+    for rule, s in doc.get("slopes", {}).items():
+        print(f"{rule:22s} {s['bytes_per_frame']:9.1f} B/frame  -> "
+              f"{s['projected_rss_mb_10M_reads']:9.1f} MB at 10M reads")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
