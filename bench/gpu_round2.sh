@@ -2,7 +2,7 @@
 # Speed round 2 on one GPU, in one call: every step writes its JSON under $OUT as it goes, and a
 # step that fails or runs out of time does not stop the others.
 #
-#   bash bench/gpu_round2.sh full    # the final measurement: ~480 s on an H200 (limit 540)
+#   bash bench/gpu_round2.sh full    # the final measurement: ~480 s on an H200 (limits: 515 s)
 #   bash bench/gpu_round2.sh smoke   # the same steps, smaller: ~300 s
 #   bash bench/gpu_round2.sh cpu     # crash check without a GPU (tiny models)
 #
@@ -50,14 +50,16 @@ step() {  # step NAME SECONDS COMMAND...: run it under timeout, log it, never ab
 
 if [ "$MODE" = cpu ]; then  # a crash check of this script on a machine without a GPU
   step kernels 300 python3 bench/kernels_check.py --quick --out "$OUT/kernels_check.json"
-  step levers 600 python3 bench/esm2_levers.py --model-size 8M --quick --rows fused fp8 \
-    --baselines --out "$OUT/esm2_levers_round2.json"
+  step levers 600 python3 bench/esm2_levers.py --model-size 8M --quick --n 100 \
+    --rows new-default fused-triton fp8-ffn --baselines --out "$OUT/esm2_levers_round2.json"
   step fidelity 300 python3 bench/esm2_fidelity_gpu.py --model-size 8M --quick --agreement-n 40 \
-    --runs bf16:fused:triton fp8:fused:varlen --out "$OUT/esm2_fidelity_round2.json"
+    --runs bf16:fused:varlen fp8-ffn:fused:triton bf16:fused:triton \
+    --out "$OUT/esm2_fidelity_round2.json"
   step dnabert 300 python3 bench/dnabert_throughput.py --quick --backends padded-auto triton \
     --out "$OUT/dnabert_round2.json"
-  step job 300 python3 bench/embed_e2e.py --no-esm --dnabert tiny --reads 200 \
-    --dnabert-backends padded-auto triton --out "$OUT/embed_e2e_dnabert_round2.json"
+  step job 300 python3 bench/embed_e2e.py --no-esm --dnabert tiny --reads 100 \
+    --dnabert-backends padded-auto triton --dnabert-workers 1 2 \
+    --out "$OUT/embed_e2e_dnabert_round2.json"
 elif [ "$MODE" = smoke ]; then
   ROWS="default fused fused-epilogue fused-triton fp8 fp8-triton"
   step kernels 55 python3 bench/kernels_check.py --out "$OUT/kernels_check.json"
@@ -71,18 +73,18 @@ elif [ "$MODE" = smoke ]; then
   step job 55 python3 bench/embed_e2e.py --no-esm --dnabert full --reads 4000 \
     --dnabert-backends padded-auto triton --out "$OUT/embed_e2e_dnabert_round2.json"
   step gpu-tests 25 python3 -m pytest -q -m gpu tests/test_fused.py -p no:cacheprovider
-else
-  step kernels 60 python3 bench/kernels_check.py --out "$OUT/kernels_check.json"
-  step levers 205 python3 bench/esm2_levers.py --rows all --baselines --seconds 5 \
-    --deadline 180 --out "$OUT/esm2_levers_round2.json"
-  step fidelity 110 python3 bench/esm2_fidelity_gpu.py --n 500 --agreement-n 10000 \
+else  # full: ~480 s on an H200; the step limits add up to 515 s
+  step kernels 55 python3 bench/kernels_check.py --out "$OUT/kernels_check.json"
+  step levers 200 python3 bench/esm2_levers.py --rows all --baselines --seconds 5 \
+    --deadline 175 --out "$OUT/esm2_levers_round2.json"
+  step fidelity 115 python3 bench/esm2_fidelity_gpu.py --n 500 --agreement-n 6000 \
     --runs bf16:compiled:varlen bf16:fused:varlen fp8:fused:triton fp8-ffn:fused:triton \
     bf16:fused:triton --out "$OUT/esm2_fidelity_round2.json"
-  step dnabert 65 python3 bench/dnabert_throughput.py --orig-frames 100 \
-    --backends padded-auto padded triton --compile-backends padded triton \
+  step dnabert 65 python3 bench/dnabert_throughput.py --orig-frames 100 --tokenizer-bases 500000 \
+    --backends padded-auto padded triton --compile-backends triton \
     --out "$OUT/dnabert_round2.json"
   step job 80 python3 bench/embed_e2e.py --no-esm --dnabert full --reads 12000 \
-    --dnabert-backends padded-auto padded triton --dnabert-workers 4 8 \
+    --dnabert-backends padded-auto triton --dnabert-workers 4 8 \
     --out "$OUT/embed_e2e_dnabert_round2.json"
 fi
 echo "=== done in $(($(date +%s) - START))s" | tee -a "$LOG"

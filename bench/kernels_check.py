@@ -220,7 +220,9 @@ def check_dnabert_attention(budget: int, quick: bool) -> None:
     dna_heads = 12 if not quick else 4
     slopes = attention.alibi_slopes(dna_heads).to(DEV)
     for shape_seed in range(3):  # three new batch shapes: first call vs a repeat
-        lens = rng.integers(60, 114, size=budget // 87).tolist()
+        # each shape a new (sequences, longest) pair, as consecutive batches of a job are
+        lens = rng.integers(60 - 5 * shape_seed, 114 + 9 * shape_seed,
+                            size=budget // (87 + 3 * shape_seed)).tolist()  # fmt: skip
         batch, q, k, v = packed(lens, dna_heads, 64, 10 + shape_seed)
         n_ref = sum(lens[:40])
         ref = attention._loop(q[:n_ref].float(), k[:n_ref].float(), v[:n_ref].float(),

@@ -234,9 +234,9 @@ class PackedESM2(nn.Module):
                     ("fc2", layer.fc2),
                 ):
                     state[p + f"{ours}.{name}"] = getattr(theirs, name)
-        state = {k: v.detach().to(device=device) for k, v in state.items()}
-        packed.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True, assign=True)
-        if fp8:
+        cast = {k: v.detach().to(device=device, dtype=dtype) for k, v in state.items()}
+        packed.load_state_dict(cast, strict=True, assign=True)
+        if fp8:  # from the fp32 weights, one matrix at a time on the device
             packed.quantize_linears(state, fp8_layers)
         inv_freq = model.layers[0].self_attn.rot_emb.inv_freq.float()  # fair-esm's own buffer
         packed.inv_freq = inv_freq.to(device)
@@ -248,7 +248,8 @@ class PackedESM2(nn.Module):
         for i, layer in enumerate(self.layers):
             for name in names:
                 lin = getattr(layer, name)
-                q, scale = quantize_weight(state[f"layers.{i}.{name}.weight"].float())
+                w = state[f"layers.{i}.{name}.weight"].detach()
+                q, scale = quantize_weight(w.to(lin.bias.device, torch.float32))
                 lin.register_buffer("weight_fp8", q, persistent=False)
                 lin.register_buffer("weight_scale", scale, persistent=False)
                 lin.weight = nn.Parameter(lin.weight.new_empty(0), requires_grad=False)
