@@ -44,7 +44,7 @@ step() {  # step NAME SECONDS COMMAND...: run it under timeout, log it, never ab
   local name=$1 limit=$2
   shift 2
   echo "=== $name (limit ${limit}s, at $(($(date +%s) - START))s): $*" | tee -a "$LOG"
-  timeout "$limit" "$@" 2>&1 | tee -a "$LOG"
+  timeout -k 10 "$limit" "$@" 2>&1 | tee -a "$LOG"  # KILL 10 s after TERM: jobs catch TERM
   echo "=== $name exit ${PIPESTATUS[0]} at $(($(date +%s) - START))s" | tee -a "$LOG"
 }
 
@@ -83,7 +83,7 @@ else  # full: ~480 s on an H200; the step limits add up to 515 s
   step dnabert 65 python3 bench/dnabert_throughput.py --orig-frames 100 --tokenizer-bases 500000 \
     --backends padded-auto padded triton --compile-backends triton \
     --out "$OUT/dnabert_round2.json"
-  step job 80 python3 bench/embed_e2e.py --no-esm --dnabert full --reads 12000 \
+  step job 80 python3 bench/embed_e2e.py --no-esm --dnabert full --reads 8000 \
     --dnabert-backends padded-auto triton --dnabert-workers 4 8 \
     --out "$OUT/embed_e2e_dnabert_round2.json"
 fi
