@@ -128,20 +128,23 @@ def test_fused_engine_matches_fair_esm():
     assert cosines(mid.embed(SEQS), mid.reference_embed(SEQS)).min() >= 0.99999
 
 
-def test_fp8_maths_close_to_fp32_reference():
-    from virnuc_core.models.esm2 import LinearOps, PackedESM2
+@pytest.mark.parametrize("layers", [("qkv", "out", "fc1", "fc2"), ("fc1", "fc2")])
+def test_fp8_maths_close_to_fp32_reference(layers):
+    from virnuc_core.models.esm2 import ESMEncoder, LinearOps, PackedESM2
     from virnuc_core.models.esm2_load import random_model
 
     fair, alphabet = random_model(seed=3, num_layers=3, embed_dim=64, attention_heads=4)
-    model = PackedESM2.from_fair(fair, "cpu", torch.float32, fp8=True)
+    model = PackedESM2.from_fair(fair, "cpu", torch.float32, fp8=True, fp8_layers=layers)
     lin = model.layers[0].fc1
     assert lin.weight.numel() == 0 and lin.weight_fp8.dtype == torch.float8_e4m3fn
-    from virnuc_core.models.esm2 import ESMEncoder
-
+    qkv = model.layers[0].qkv  # kept in full precision unless quantised
+    assert (qkv.weight.numel() == 0) == ("qkv" in layers) and hasattr(qkv, "weight_fp8") == (
+        "qkv" in layers
+    )
     ref = ESMEncoder(fair, alphabet, spec="tiny3")
     batch = make_batch(ref.tokenize(SEQS))
-    ops = LinearOps(fp8=True)
-    assert ops.describe().startswith("fused kernels; fp8")
+    ops = LinearOps(fp8=True, fp8_layers=layers)
+    assert ops.describe().startswith("fused kernels; fp8") and "/".join(layers) in ops.describe()
     with torch.inference_mode():
         hidden = model(batch, 3, "loop", None, ops)
     from virnuc_core.packing import segment_mean
