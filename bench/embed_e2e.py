@@ -15,8 +15,15 @@ GPU idle per batch = (end-to-end loop time - bare compute time) / batches.
    file says which record each copies, as split_strides writes it). Job seconds and frames
    written per second are compared.
 
+5. With ``--dnabert-backends``, the DNABERT-S job runs once per attention backend
+   (``padded-auto``: the padded backend with SDPA choosing its kernel, as before round 2), and
+   its bare rate is taken over two passes: the first meets every batch shape for the first time
+   (as a job does), the second does not. ``--no-esm`` leaves ESM-2 out.
+
     python bench/embed_e2e.py --esm 3B --reads 6000 --out bench/results/embed_e2e_h100.json
     python bench/embed_e2e.py --esm 3B --reads 3000 --compile --duplicates 0.2 --out ...
+    python bench/embed_e2e.py --no-esm --dnabert full --reads 25000 \
+        --dnabert-backends padded-auto padded triton --out ...      # DNABERT-S first pass vs steady
 """
 
 from __future__ import annotations
@@ -38,7 +45,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 import mfu  # noqa: E402
 from make_models import save_esm_checkpoint  # noqa: E402
 from make_reads import make_reads  # noqa: E402
+from virnuc_core.shards import write_shard  # noqa: E402
 
+from virnuc_core import attention  # noqa: E402
 from virnuc_core.dedupe import first_occurrences  # noqa: E402
 from virnuc_core.embed_job import run_embed_job, sequence_columns  # noqa: E402
 from virnuc_core.fasta import FastaRecord, read_index, read_sequences, write_frames  # noqa: E402
@@ -46,7 +55,6 @@ from virnuc_core.models import load_encoder  # noqa: E402
 from virnuc_core.models.dnabert_tiny import FULL_CONFIG, TINY_CONFIG, write_folder  # noqa: E402
 from virnuc_core.packing import make_batch, pack_ffd  # noqa: E402
 from virnuc_core.settings import EmbedSettings  # noqa: E402
-from virnuc_core.shards import write_shard  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # CPU: a smoke run only
 
@@ -81,11 +89,15 @@ def bare_rate(settings: EmbedSettings, sequences: Path, index: Path) -> dict:
         enc.embed_packed(b)
     mfu._sync()
     compiled_before = torch._dynamo.utils.counters["frames"]["ok"]
-    start = time.perf_counter()
-    for b in batches:
-        enc.embed_packed(b)
-    mfu._sync()
-    seconds = time.perf_counter() - start
+    passes = []
+    for _ in range(2):  # the first pass meets each batch shape for the first time
+        start = time.perf_counter()
+        for b in batches:
+            b.cache.clear()  # layouts built per batch, as in a job
+            enc.embed_packed(b)
+        mfu._sync()
+        passes.append(time.perf_counter() - start)
+    seconds, backend = passes[0], enc.backend
     recompiled = torch._dynamo.utils.counters["frames"]["ok"] - compiled_before
     n_tokens = sum(len(t) for t in tokens)
     n_batches = len(batches)
@@ -94,8 +106,10 @@ def bare_rate(settings: EmbedSettings, sequences: Path, index: Path) -> dict:
     if DEVICE == "cuda":
         torch.cuda.empty_cache()
     return {"seconds": seconds, "batches": n_batches, "tokens": n_tokens,
-            "frames_compiled_while_timed": recompiled,
-            "tokens_per_s": n_tokens / seconds, "packing_efficiency": fill}  # fmt: skip
+            "frames_compiled_while_timed": recompiled, "backend": backend,
+            "tokens_per_s": n_tokens / seconds, "second_pass_seconds": passes[1],
+            "second_pass_tokens_per_s": n_tokens / passes[1],
+            "packing_efficiency": fill}  # fmt: skip
 
 
 def e2e_rate(settings, proteins, index, shard, work: Path, n: int, workers: int = 4) -> dict:
@@ -145,16 +159,63 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=4, help="reader processes of the ESM-2 jobs")
     p.add_argument("--duplicates", type=float, default=0.0, help="fraction of reads copied")
     p.add_argument("--dnabert", choices=["full", "tiny"], help="also time DNABERT-S on the frames")
-    p.add_argument("--dnabert-workers", type=int, nargs="+", default=[4],
-                   help="reader processes of the DNABERT-S jobs (one job per value)")  # fmt: skip
+    p.add_argument(
+        "--dnabert-workers",
+        type=int,
+        nargs="+",
+        default=[4],
+        help="reader processes of the DNABERT-S jobs (one job per value)",
+    )
+    p.add_argument(
+        "--dnabert-backends",
+        nargs="+",
+        help="DNABERT-S: one bare run and one job per attention backend",
+    )
+    p.add_argument("--no-esm", action="store_true", help="DNABERT-S only")  # fmt: skip
     p.add_argument("--out")
     return p.parse_args()
+
+
+def dnabert_backends(a, dna: EmbedSettings, work: Path, index: Path, n: int) -> list[dict]:
+    """Per backend: the bare model over two passes and the job, on the same frames."""
+    out = []
+    for backend in a.dnabert_backends:
+        # padded-auto: the padded layout with SDPA choosing its kernel (before round 2)
+        attention.PADDED_SDPA = None if backend == "padded-auto" else attention.PADDED_SDPA_DEFAULT
+        s = replace(dna, attention_backend="padded" if backend == "padded-auto" else backend)
+        try:
+            bare = bare_rate(s, work / "frames.fa", index)
+            job = e2e_rate(s, work / "frames.fa", index, work / "shard.txt", work, n,
+                           a.dnabert_workers[0])  # fmt: skip
+            (work / "out.h5").unlink(missing_ok=True)
+        except Exception as e:  # noqa: BLE001 - the other backends still count
+            out.append({"backend": backend, "error": f"{type(e).__name__}: {str(e)[:300]}"})
+            continue
+        finally:
+            attention.PADDED_SDPA = attention.PADDED_SDPA_DEFAULT
+        per_record = bare["tokens"] / n
+        jobs = [job]
+        if backend == a.dnabert_backends[-1]:  # the last backend again with more readers
+            for w in a.dnabert_workers[1:]:
+                jobs.append(e2e_rate(s, work / "frames.fa", index, work / "shard.txt", work, n, w))
+                (work / "out.h5").unlink(missing_ok=True)
+        for j in jobs:
+            steady = j["steady_records_per_s"]
+            j["steady_tokens_per_s"] = steady * per_record if steady else None
+            j.pop("log", None)
+        out.append({"backend": backend, "bare": bare, "job": job, "more_readers": jobs[1:]})
+        print(f"DNABERT-S {backend}: bare first pass {bare['tokens_per_s']:,.0f} tok/s, second "
+              f"{bare['second_pass_tokens_per_s']:,.0f}; job {job['tokens_per_s']:,.0f} tok/s, "
+              f"steady {job['steady_tokens_per_s'] or 0:,.0f}; more readers: "
+              f"{[(j['workers'], round(j['steady_tokens_per_s'] or 0)) for j in jobs[1:]]}",
+              flush=True)  # fmt: skip
+    return out
 
 
 def run_all(a: argparse.Namespace, work: Path) -> dict:
     """Every measurement of one run, on frames made in ``work``."""
     proteins, index, n = prepare(work, a.reads, a.duplicates)
-    ckpt = save_esm_checkpoint(a.esm, work, DEVICE)
+    ckpt = None if a.no_esm else save_esm_checkpoint(a.esm, work, DEVICE)
     settings = EmbedSettings(model="esm", model_spec=str(ckpt), precision="bf16",
                              token_budget=a.token_budget, compile=a.compile,
                              checkpoint_every=5000, progress_seconds=2.0)  # fmt: skip
@@ -164,9 +225,19 @@ def run_all(a: argparse.Namespace, work: Path) -> dict:
         # frequent progress lines: the job is short, its steady rate is read between them
         dna = replace(settings, model="dnabert", model_spec=str(folder), progress_seconds=0.5,
                       compile=a.dnabert_compile)  # fmt: skip
-        dnabert_bare = bare_rate(dna, work / "frames.fa", index)
-        for w in a.dnabert_workers:
-            dnabert.append(e2e_rate(dna, work / "frames.fa", index, work / "shard.txt", work, n, w))
+        if a.dnabert_backends:
+            result = {"bench": "embed_e2e", "machine": mfu.machine_info(), "frames": n,
+                      "token_budget": a.token_budget, "dnabert": a.dnabert,
+                      "dnabert_compile": a.dnabert_compile, "reader_workers": a.dnabert_workers[0],
+                      "dnabert_backends": dnabert_backends(a, dna, work, index, n)}  # fmt: skip
+            if a.no_esm:
+                return result
+        else:
+            dnabert_bare = bare_rate(dna, work / "frames.fa", index)
+            for w in a.dnabert_workers:
+                dnabert.append(
+                    e2e_rate(dna, work / "frames.fa", index, work / "shard.txt", work, n, w)
+                )
     bare = bare_rate(settings, proteins, index)
     e2e = e2e_rate(settings, proteins, index, work / "shard.txt", work, n, a.workers)
     dedupe = None
@@ -184,6 +255,8 @@ def run_all(a: argparse.Namespace, work: Path) -> dict:
 
 def compare(r: dict) -> list[str]:
     """Add the ratios to ``r``; the lines that print them."""
+    if "bare" not in r:  # DNABERT-S backends only
+        return [f"{d['backend']}: {d.get('error') or 'see above'}" for d in r["dnabert_backends"]]
     bare, e2e, dedupe = r["bare"], r["end_to_end"], r["end_to_end_dedupe"]
     r["e2e_over_bare"] = ratio = e2e["tokens_per_s"] / bare["tokens_per_s"]
     idle_ms = 1000 * (bare["tokens"] / e2e["tokens_per_s"] - bare["seconds"]) / bare["batches"]

@@ -7,7 +7,20 @@ off) on padded 2048-token batches, mean-pooled over residues 1..min(len, 1024): 
 Every available attention backend of the packed engine is compared with it (cosine per protein,
 in float64), in bf16 and fp32, and the backends with each other.
 
+Round 2 (``--runs``): named engine runs instead of the precision x backend matrix (e.g.
+``bf16:compiled:varlen fp8:fused:triton``), the fp8 gates (mean >= 0.999, min >= 0.995 against
+the fp32 reference), and with ``--agreement-n N`` the verdicts of a fixed seeded classifier
+(virnuc_core.classify.tiny_classifier over [DNABERT-S part | ESM-2 part]; the DNABERT-S part is
+the same seeded random block for both, so only the ESM-2 features differ) on fp8 vs bf16
+(the first bf16 run, today's default) features of N further proteins: agreement as the
+workflow's validation computes it, with the classifier as seeded (the gate, >= 99.9%) and with
+its output bias moved so that half of the bf16 frames are called viral (the decision boundary
+through the data: a harsher test); each next to the agreement of two bf16 engines (the first
+and the last bf16 run), the yardstick of how many verdicts rounding noise alone flips.
+
     python bench/esm2_fidelity_gpu.py --out bench/results/esm2_fidelity.json
+    python bench/esm2_fidelity_gpu.py --runs bf16:compiled:varlen fp8:fused:varlen \
+        --agreement-n 10000 --out ...                                # round 2 gates
     python bench/esm2_fidelity_gpu.py --model-size 8M --quick      # CPU smoke run
 """
 
@@ -38,7 +51,10 @@ THRESHOLDS = {  # kind of comparison -> (mean cosine >=, min cosine >=)
     "fp16 vs fp32 reference": (0.999, 0.99),
     "fp32 vs fp32 reference": (0.99999, 0.9999),
     "bf16 backend vs bf16 backend": (0.999, 0.99),
+    "fp8 vs fp32 reference": (0.999, 0.995),
 }
+AGREEMENT_GATE = 0.999  # fp8 vs bf16 verdicts, balanced classifier
+DNABERT_DIM = 768
 
 
 def chunk_proteins(n: int, seed: int = 0) -> list[str]:
@@ -73,6 +89,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--token-budget", type=int, default=32768)
     ap.add_argument("--backends", nargs="*", help="default: every one available here")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--runs",
+        nargs="*",
+        help="round 2: precision:engine:backend, engine "
+        "default|compiled|fused (default: the precision x backend matrix)",
+    )
+    ap.add_argument(
+        "--agreement-n",
+        type=int,
+        default=0,
+        help="proteins for fp8 vs bf16 classifier verdicts (0: skip)",
+    )
     ap.add_argument("--quick", action="store_true", help="24 proteins (smoke run)")
     ap.add_argument("--out", help="write the results here as JSON")
     return ap.parse_args(argv)
@@ -86,7 +114,7 @@ def random_encoders(
     fair, alphabet = random_model(seed, device, **arch)
     print(f"{name} architecture, random weights, on {device} in {time.perf_counter() - t0:.1f} s")
 
-    def encoder(precision: str, backend: str) -> ESMEncoder:
+    def encoder(precision: str, backend: str, **engine) -> ESMEncoder:
         return ESMEncoder(
             fair,
             alphabet,
@@ -94,9 +122,79 @@ def random_encoders(
             device=device,
             precision=precision,
             backend=backend,
+            **engine,
         )
 
     return encoder
+
+
+ENGINES = {"default": {}, "compiled": {"compile": True}, "fused": {"fused": True}}
+
+
+def parse_run(spec: str) -> tuple[str, str, dict]:
+    """``precision:engine:backend`` -> (precision, backend, encoder options); precision
+    ``fp8-ffn`` is fp8 for fc1 and fc2 only."""
+    precision, engine, backend = (spec.split(":") + ["default", "varlen"])[:3]
+    options = dict(ENGINES[engine])
+    if precision == "fp8-ffn":
+        precision, options["fp8_layers"] = "fp8", ("fc1", "fc2")
+    return precision, backend, options
+
+
+def named_runs(encoder, reference, seqs, runs: list[str], budget: int) -> tuple[list, dict]:
+    """Round 2: each ``precision:engine:backend`` run vs the fp32 reference."""
+    rows, embs = [], {}
+    for spec in runs:
+        precision, backend, options = parse_run(spec)
+        try:
+            enc = encoder(precision, backend, **options)
+            got, seconds = timed_embed(enc, backend, seqs, budget)
+        except Exception as e:  # noqa: BLE001 - one failed run must not lose the others
+            error = f"{type(e).__name__}: {str(e)[:300]}"
+            rows.append({"comparison": f"{precision} vs fp32 reference", "run": spec,
+                         "pass": False, "error": error})  # fmt: skip
+            print(f"{spec}: FAILED {rows[-1]['error']}")
+            continue
+        embs[spec] = got
+        kind = f"{'fp8' if precision == 'fp8' else precision} vs fp32 reference"
+        rows.append(
+            {**compare(kind, spec, got, reference, seconds), "precision_used": enc.precision}
+        )
+        del enc
+    return rows, embs
+
+
+def agreement(encoder, n: int, seed: int, budget: int, fasts: list, base: str, yard: str) -> dict:
+    """Verdicts of a fixed seeded classifier on each of ``fasts`` vs ``base`` features of n
+    proteins; and, as the yardstick of how many verdicts that classifier flips for rounding
+    noise alone, on ``yard`` (another bf16 engine) vs ``base``."""
+    from virnuc_core.classify import predict_scores, tiny_classifier
+
+    seqs = chunk_proteins(n, seed + 1)
+    feats = {}
+    for spec in dict.fromkeys((base, yard, *fasts)):
+        precision, backend, options = parse_run(spec)
+        enc = encoder(precision, backend, **options)
+        feats[spec] = timed_embed(enc, backend, seqs, budget)[0]
+        del enc
+    dna = np.random.default_rng(seed + 2).standard_normal((n, DNABERT_DIM)).astype(np.float32)
+    clf = tiny_classifier(DNABERT_DIM + feats[base].shape[1], hidden=512, seed=seed)
+    out = {"n": n, "fast": fasts, "base": base, "yardstick": yard, "gate": AGREEMENT_GATE}
+    for label in ("as seeded", "balanced"):
+        if label == "balanced":  # move the boundary to the median bf16 margin: half viral
+            s = predict_scores(clf, np.hstack([dna, feats[base]]))
+            margin = np.log(s[:, 1] + 1e-30) - np.log(s[:, 0] + 1e-30)
+            with torch.no_grad():
+                clf.output_layer.bias[1] -= float(np.median(margin))
+        verdicts = {k: predict_scores(clf, np.hstack([dna, v])).argmax(1) for k, v in feats.items()}
+        out[label] = {
+            "agreement": {f: float(np.mean(verdicts[f] == verdicts[base])) for f in fasts},
+            "yardstick_agreement": float(np.mean(verdicts[yard] == verdicts[base])),
+            "viral_fraction_base": float(np.mean(verdicts[base] == 1)),
+        }
+    out["pass"] = {f: a >= AGREEMENT_GATE for f, a in out["as seeded"]["agreement"].items()}
+    print(f"classifier verdicts vs {base}, {n} proteins: {out}")
+    return out
 
 
 def compare(kind: str, label: str, got: np.ndarray, want: np.ndarray, seconds: float) -> dict:
@@ -235,12 +333,28 @@ def main(argv: list[str] | None = None) -> int:
     ref_seconds = time.perf_counter() - t0
     print(f"fp32 reference (fair-esm forward): {n} proteins in {ref_seconds:.1f} s")
     backends = args.backends or available_backends(device)
-    rows, embs = against_reference(encoder, ref_enc, reference, seqs, backends, args.token_budget)
-    rows += backend_vs_backend(embs, backends)
+    if args.runs:
+        rows, _ = named_runs(encoder, reference, seqs, args.runs, args.token_budget)
+    else:
+        rows, embs = against_reference(
+            encoder, ref_enc, reference, seqs, backends, args.token_budget
+        )
+        rows += backend_vs_backend(embs, backends)
+    del ref_enc
     mfu.print_table(
         rows, ["comparison", "run", "mean_cos", "min_cos", "p01_cos", "seconds", "pass"]
     )
-    mfu.write_json(args.out, build_payload(args, name, arch, seqs, ref_seconds, rows))
+    payload = build_payload(args, name, arch, seqs, ref_seconds, rows)
+    fp8_runs = [r for r in (args.runs or []) if r.startswith("fp8")]
+    if args.agreement_n and fp8_runs:
+        bf16 = [r for r in args.runs if not r.startswith("fp8")] or ["bf16:compiled:varlen"]
+        payload["classifier_agreement"] = agreement(
+            encoder, args.agreement_n, args.seed, args.token_budget, fp8_runs, bf16[0], bf16[-1]
+        )
+        passes = payload["classifier_agreement"]["pass"]
+        payload["pass"] = payload["pass"] and all(passes.values())
+        rows = rows + [{"run": "classifier agreement", "pass": payload["pass"]}]
+    mfu.write_json(args.out, payload)
     return verdict(rows)
 
 

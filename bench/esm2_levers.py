@@ -21,7 +21,13 @@ that fails is recorded as failed; none starts after --deadline s; the JSON is re
 every row. Compiled variants: the default mode, the default mode at the largest budget, and
 max-autotune-no-cudagraphs.
 
+Round 2 (``--rows``): today's default (compiled) re-measured, then the fused engine's levers
+side by side (Triton residual+LayerNorm / rotary / GELU kernels around cuBLAS; GELU in a Triton
+fc1 epilogue; the Triton attention kernel; fp8 matmuls), each with the tokens/s predicted for
+an H200 before the run (``PREDICTED_H200``; how each was derived: bench/results/README.md).
+
     python bench/esm2_levers.py --out bench/results/esm2_levers_h100.json      # ~6 min, H100
+    python bench/esm2_levers.py --rows all --baselines --seconds 6 --out ...   # round 2, ~3 min
     python bench/esm2_levers.py --model-size 8M --quick                        # CPU smoke run
 """
 
@@ -56,6 +62,41 @@ BASELINES = ("original", "fair16", "hf-sdpa")
 COMPILE_MODES = "default and max-autotune-no-cudagraphs; reduce-overhead (CUDA graphs) not run: "
 COMPILE_MODES += "the profile shows < 1% of a batch with the GPU idle, all a CUDA graph could save"
 COLUMNS = ["method", "lever", "setting", "tokens/s", "MFU", "packing", "vs ref", "notes"]
+ROUND2_COLUMNS = ["lever", "setting", "predicted", "tokens/s", "MFU", "vs default", "notes"]
+# Round-2 rows: name -> (lever, setting, encoder options). "default" is today's job default.
+ROUND2 = {
+    "default": ("today's default", "bf16, compiled, varlen",
+                {"compile": True, "backend": "varlen"}),
+    "new-default": ("new job default", "the workflow's defaults now", "settings"),
+    "fused": ("fused kernels", "bf16, Triton add+LN / rotary / GELU, varlen",
+              {"fused": True, "backend": "varlen"}),
+    "fused-triton": ("+ Triton attention", "bf16, fused, triton attention",
+                     {"fused": True, "backend": "triton"}),
+    "compiled-triton": ("attention", "bf16, compiled, triton attention",
+                        {"compile": True, "backend": "triton"}),
+    "fp8": ("precision fp8", "fp8 matmuls (fast accum), fused, varlen",
+            {"precision": "fp8", "backend": "varlen"}),
+    "fp8-triton": ("fp8 + Triton attention", "fp8, fused, triton attention",
+                   {"precision": "fp8", "backend": "triton"}),
+    "fp8-ffn": ("fp8 fc1/fc2 only", "fp8 fc1 and fc2, bf16 q/k/v and out, fused, triton",
+                {"precision": "fp8", "fp8_layers": ("fc1", "fc2"), "backend": "triton"}),
+    "fp8-fp32-accum": ("fp8 accumulation", "fp8 with fp32 accumulation, fused, varlen",
+                       {"precision": "fp8", "fast_accum": False, "backend": "varlen"}),
+    "fused-epilogue": ("+ GELU epilogue", "bf16, fused, fc1+GELU one Triton matmul, varlen",
+                       {"fused": True, "gelu_epilogue": True, "backend": "varlen"}),
+    "eager": ("engine", "bf16, eager, varlen", {"backend": "varlen"}),
+    "fused-epilogue-triton": ("+ both", "bf16, fused, GELU epilogue, triton attention",
+                              {"fused": True, "gelu_epilogue": True, "backend": "triton"}),
+}  # fmt: skip
+# tokens/s predicted for one H200 (H100 compute, 1.4x its bandwidth) before measuring; derived
+# per 65,536-token batch in bench/results/README.md ("Round 2: predictions").
+PREDICTED_H200 = {
+    "default": 100_800, "eager": 90_500, "fused": 105_700, "fused-epilogue": 108_000,
+    "fused-triton": 108_000, "fused-epilogue-triton": 110_500, "compiled-triton": 103_000,
+    "fp8": 157_500, "fp8-triton": 163_000, "fp8-fp32-accum": 142_000,
+    # after the smoke run (bench/results/README.md, "Round 2: smoke run"), from its kernel times
+    "new-default": 104_500, "fp8-ffn": 142_000,
+}  # fmt: skip
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -69,6 +110,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--budgets", type=int, nargs="*", help=f"token budgets (default {BUDGETS})")
     ap.add_argument("--ref-budget", type=int, help="the reference budget (default 65536)")
     ap.add_argument("--baselines", nargs="*", default=list(BASELINES), choices=BASELINES)
+    ap.add_argument("--rows", nargs="*", choices=[*ROUND2, "all"],
+                    help="round 2: these rows instead of the round-1 levers")  # fmt: skip
     ap.add_argument("--hf-tokens", type=int, default=131072, help="hf-sdpa padded tokens/batch")
     ap.add_argument("--fair-subset", type=int, default=6000, help="proteins batched for a/b")
     ap.add_argument("--no-compile", action="store_true", help="skip the compiled variants")
@@ -83,6 +126,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.ref_budget = args.ref_budget or (4096 if args.quick else 65536)
     if args.ref_budget not in args.budgets:
         args.budgets.append(args.ref_budget)
+    if args.rows and "all" in args.rows:
+        args.rows = list(ROUND2)
     return args
 
 
@@ -185,15 +230,19 @@ class Levers:
         self.tokens = None
         self._work: dict[int, tuple[list, float]] = {}
 
-    def encoder(self, precision: str, backend: str = "auto", compile: bool = False) -> ESMEncoder:
-        """An encoder on the shared fair-esm model; it keeps no reference to it."""
+    def encoder(self, precision: str, backend: str = "auto", compile: bool = False,
+                fast_accum: bool = True, **options) -> ESMEncoder:  # fmt: skip
+        """An encoder on the shared fair-esm model, built as a job builds it (the same class
+        and switches); it keeps no reference to the fair-esm model."""
 
         def no_reference():
             raise RuntimeError("the fp32 reference path is not used by this bench")
 
         enc = ESMEncoder(self.fair, self.alphabet, spec=self.name, device=self.device,
                          precision=precision, backend=backend, compile=compile,
-                         reference_factory=no_reference)  # fmt: skip
+                         reference_factory=no_reference, **options)  # fmt: skip
+        if enc.ops is not None and enc.ops.scaled_mm is not None:
+            enc.ops.scaled_mm.fast_accum = fast_accum
         self.tokens = self.tokens or enc.tokenize(self.seqs)
         return enc
 
@@ -253,7 +302,8 @@ class Levers:
             try:
                 enc = make()
                 row.update(self.measure(enc, budget), precision=enc.precision,
-                           backend=enc.backend, compiled=enc.compiled)  # fmt: skip
+                           backend=enc.backend, compiled=enc.compiled,
+                           fused=enc.ops is not None)  # fmt: skip
                 row["notes"] = self.describe(row, note)
                 del enc
             except Exception as e:  # noqa: BLE001 - one failed lever must not lose the others
@@ -265,7 +315,8 @@ class Levers:
 
     @staticmethod
     def describe(row: dict, note: str) -> str:
-        parts = [f"{row['precision']} {row['backend']}" + (" compiled" if row["compiled"] else "")]
+        engine = " compiled" if row["compiled"] else (" fused" if row.get("fused") else "")
+        parts = [f"{row['precision']} {row['backend']}{engine}"]
         parts.append(f"{row['batches_in_set']} batches")
         if row["frames_compiled"] or row["compiled"] or row["backend"] == "flex":
             c, d = row["compile_s"], row["dynamo_compile_s"]
@@ -317,6 +368,54 @@ class Levers:
             self.variant("compile mode", mode, tuned, ref, note, reserve=150)
 
 
+def run_round2(levers: Levers) -> None:
+    """The round-2 rows (``--rows``), each on a fresh encoder, at the reference budget."""
+    cuda, ref = levers.cuda, levers.args.ref_budget
+    for name in levers.args.rows:
+        lever, setting, opts = ROUND2[name]
+        opts = job_defaults() if opts == "settings" else dict(opts)
+        precision = opts.pop("precision", "bf16")
+        if not cuda and (opts.get("compile") or precision == "fp8"):
+            levers.skip(lever, setting, "skipped: needs CUDA")
+            continue
+        reserve = 20 if opts.get("gelu_epilogue") or opts.get("compile") else 10  # s to start
+        levers.variant(lever, setting, lambda p=precision, o=opts: levers.encoder(p, **o), ref,
+                       reserve=reserve)  # fmt: skip
+        row = levers.rows[-1]
+        row["row"] = name
+        row["predicted_h200"] = PREDICTED_H200.get(name) if levers.args.model_size == "3B" else None
+        if row.get("backend") is not None:
+            row["kernels"] = ROUND2[name][1]
+
+
+def job_defaults() -> dict:
+    """Encoder options of an ESM-2 embed job with the workflow's default settings."""
+    from virnuc_core.settings import WorkflowSettings
+
+    base = {"chunk_length": 500, "shards": 1, "models": {"dnabert": "x", "esm": "x"}}
+    s = WorkflowSettings.from_config(base).embed("esm")
+    return {"precision": s.precision, "backend": s.attention_backend, "compile": s.compile,
+            "compile_mode": s.compile_mode, "fused": s.fused_kernels}  # fmt: skip
+
+
+def round2_table(rows: list[dict]) -> list[dict]:
+    """Printed cells of the round-2 rows; 'vs default' against today's default row."""
+    base = next((r for r in rows if r.get("row") == "default" and r.get("tokens_per_s")), None)
+    out = []
+    for r in rows:
+        if "row" not in r:
+            continue
+        cells = fmt_row(r)
+        pred = r.get("predicted_h200")
+        cells["predicted"] = "-" if pred is None else f"{pred:,.0f}"
+        tps = r.get("tokens_per_s")
+        cells["vs default"] = f"{tps / base['tokens_per_s']:.3f}x" if base and tps else "-"
+        if base and tps:
+            r["vs_default"] = tps / base["tokens_per_s"]
+        out.append(cells)
+    return out
+
+
 def fmt_row(r: dict) -> dict:
     """One row's printed cells."""
     tps = r.get("tokens_per_s")
@@ -363,6 +462,17 @@ def make_payload(args, peak: float, rows: list[dict], baselines: dict | None) ->
     }
 
 
+def fp8_peak() -> float | None:
+    """The fp8 row-wise-scaled 8192^3 matmul rate here (None without a Hopper/Ada GPU)."""
+    from virnuc_core.fp8 import measure_fp8_tflops
+
+    try:
+        return measure_fp8_tflops()
+    except Exception as e:  # noqa: BLE001 - the bf16 rows still count
+        print(f"fp8 matmul rate: failed ({type(e).__name__}: {e})")
+        return None
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     t_start = time.perf_counter()
@@ -388,8 +498,18 @@ def main(argv=None) -> int:
         payload["elapsed_s"] = time.perf_counter() - t_start
         mfu.write_json(args.out, payload)
 
+    payload["fp8_matmul_tflops"] = fp8_peak()
+    payload["predicted_h200"] = PREDICTED_H200
     save()
-    Levers(args, peak, rows, save, t_start).run()
+    levers = Levers(args, peak, rows, save, t_start)
+    if args.rows:
+        run_round2(levers)
+        print()
+        mfu.print_table(round2_table(rows), ROUND2_COLUMNS)
+        save()
+        print(f"total {payload['elapsed_s']:.0f} s")
+        return 0
+    levers.run()
     ref = next((r for r in rows if r["lever"] == "reference" and r.get("tokens_per_s")), None)
     for r in rows:
         if ref and r.get("tokens_per_s"):

@@ -16,6 +16,7 @@ projection to 10 M reads.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -75,10 +76,8 @@ class DiskSampler(threading.Thread):
         total = 0
         for dirpath, _, files in os.walk(self.folder):
             for f in files:
-                try:
+                with contextlib.suppress(FileNotFoundError):
                     total += os.lstat(os.path.join(dirpath, f)).st_blocks * 512
-                except FileNotFoundError:
-                    pass
         return total
 
     def run(self) -> None:
@@ -112,14 +111,28 @@ def run_size(n: int, base: Path, shards: int, cores: int) -> dict:
     sampler = DiskSampler(work)
     sampler.start()
     start = time.time()
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory",
-           str(work), "--configfile", str(work / "config.yaml"), "--cores", str(cores), "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(work),
+        "--configfile",
+        str(work / "config.yaml"),
+        "--cores",
+        str(cores),
+        "-q",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)  # fmt: skip
     wall = time.time() - start
     sampler.done.set()
     sampler.join()
     if proc.returncode:
-        raise SystemExit(f"snakemake failed at {n} reads:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+        raise SystemExit(
+            f"snakemake failed at {n} reads:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+        )
     counts = json.loads((work / "results/s/frames.counts.json").read_text())
     result = {
         "reads": counts["reads"],

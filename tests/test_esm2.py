@@ -158,7 +158,7 @@ def test_embed_packed_contract(tiny):
     with pytest.raises(ValueError):
         esm2.load("tiny", repr_layer=3)
     with pytest.raises(ValueError):
-        esm2.load("tiny", precision="fp8")
+        esm2.load("tiny", precision="int4")
     with pytest.raises(ValueError, match="esm2_"):
         esm2.load("not_a_model_name")
 

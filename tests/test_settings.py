@@ -1,14 +1,28 @@
-"""Config -> per-job settings: per-model compile, its mode, dedupe and reader processes."""
+"""Config -> per-job settings: defaults come from the schema alone and reach every job."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 import yaml
 
 from tests.workflow_helpers import REPO
-from virnuc_core.settings import EmbedSettings, WorkflowSettings
+from virnuc_core.settings import EmbedSettings, WorkflowSettings, with_defaults
 
-BASE = {"chunk_length": 500, "shards": 2, "models": {"dnabert": "tiny", "esm": "tiny"}}
+BASE = {"samples": {"s": "r.fa"}, "chunk_length": 500, "models": {"dnabert": "tiny", "esm": "tiny"}}
+# Embed-job fields and the config key each comes from (per-model mappings indexed by model).
+EMBED_KEYS = {
+    "precision": "precision",
+    "token_budget": "token_budget",
+    "attention_backend": "attention_backend",
+    "compile": "compile",
+    "compile_mode": "compile_mode",
+    "checkpoint_every": "checkpoint_every",
+    "checkpoint_seconds": "checkpoint_seconds",
+    "progress_seconds": "progress_seconds",
+    "keep_stale": "keep_stale",
+}
 
 
 def schema_defaults() -> dict:
@@ -16,29 +30,51 @@ def schema_defaults() -> dict:
     return {k: v["default"] for k, v in schema["properties"].items() if "default" in v}
 
 
-def test_defaults_compile_esm_only_and_match_the_schema():
+def test_every_schema_default_reaches_every_job():
     defaults = schema_defaults()
     s = WorkflowSettings.from_config(BASE)
-    assert s.embed("esm").compile is True and s.embed("dnabert").compile is False
-    assert dict(s.compile) == defaults["compile"]
-    assert s.compile_mode == defaults["compile_mode"] == "default"
-    assert s.dedupe is defaults["dedupe"] is True
-    assert s.reader_workers == defaults["reader_workers"] == 4
+    for model in ("dnabert", "esm"):
+        job = s.embed(model)
+        for field, key in EMBED_KEYS.items():
+            want = defaults[key][model] if isinstance(defaults[key], dict) else defaults[key]
+            assert getattr(job, field) == want, (model, field)
+        assert job.repr_layer == (defaults["esm_repr_layer"] if model == "esm" else None)
+        assert job.fused_kernels is (defaults["fused_kernels"] and model == "esm")
+    assert dataclasses.asdict(s.validate) == defaults["validate"]
+    for key in ("shards", "dedupe", "reader_workers", "embed_retries", "classifier",
+                "viral_fasta", "models_dir", "dnabert_revision"):  # fmt: skip
+        assert getattr(s, key) == defaults[key], key
+    # config/config.yaml restates no default: every key it sets is one a run must set
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    assert set(config) == {"samples", "chunk_length", "classifier"}
+    assert WorkflowSettings.from_config({"samples": {"s": "x"}, "chunk_length": 300}).models == {
+        "dnabert": "zhihan1996/DNABERT-S", "esm": "esm2_t36_3B_UR50D",
+    }  # fmt: skip
+
+
+def test_partial_nested_values_keep_the_other_defaults():
+    c = with_defaults({**BASE, "validate": {"n": 7}, "token_budget": {"esm": 1024}})
+    assert c["validate"] == {**schema_defaults()["validate"], "n": 7}
+    assert c["token_budget"] == {"dnabert": 65536, "esm": 1024}
 
 
 def test_config_values_reach_each_job():
-    config = {**BASE, "compile": {"dnabert": True, "esm": False}}
+    config = {**BASE, "compile": {"dnabert": True, "esm": False}, "checkpoint_every": 7}
     config["compile_mode"] = "max-autotune-no-cudagraphs"
     s = WorkflowSettings.from_config({**config, "dedupe": False, "reader_workers": 1})
     dna, esm = s.embed("dnabert"), s.embed("esm")
     assert (dna.compile, esm.compile) == (True, False)
     assert dna.compile_mode == esm.compile_mode == "max-autotune-no-cudagraphs"
+    assert dna.checkpoint_every == esm.checkpoint_every == 7
     assert EmbedSettings.from_json(dna.to_json()) == dna
     assert (s.dedupe, s.reader_workers) == (False, 1)
+    assert s.embed("esm", attempt=3).token_budget == 65536 // 4  # halved on each retry
 
 
-def test_one_boolean_compiles_both_and_modes_are_checked():
+def test_one_boolean_compiles_both_and_values_are_checked():
     s = WorkflowSettings.from_config({**BASE, "compile": True})
     assert s.embed("dnabert").compile is s.embed("esm").compile is True
     with pytest.raises(ValueError, match="compile_mode"):
-        EmbedSettings(model="esm", model_spec="tiny", compile_mode="fastest")
+        dataclasses.replace(s.embed("esm"), compile_mode="fastest")
+    with pytest.raises(ValueError, match="precision"):
+        dataclasses.replace(s.embed("esm"), precision="int8")

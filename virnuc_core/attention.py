@@ -1,12 +1,18 @@
 """Varlen attention over packed tokens: one function, backends chosen once per process.
 
-Backends (``attention_backend`` in the config; ``auto`` picks the first that applies):
+Backends (``attention_backend`` in the config; ``auto`` picks the first that applies, in the
+order ``triton``, ``flash``, then ``padded`` for ALiBi or ``varlen``; CPU: ``loop``):
 
 - ``flash``: the flash-attn package's varlen kernel (CUDA, when installed; ALiBi supported).
 - ``varlen``: PyTorch's built-in varlen flash attention (CUDA; no bias, so not for ALiBi).
+- ``triton``: this project's Triton kernel over the packed tokens
+  (:mod:`virnuc_core.triton_attention`; CUDA with Triton; ALiBi computed inside the kernel, no
+  bias tensor, no padding, nothing planned per batch shape).
 - ``flex``: PyTorch FlexAttention with a document mask and, for ALiBi, a score modification.
 - ``padded``: unpack to a dense (n, max_len) batch and run SDPA with an additive bias; exact,
-  and fast where sequences are short and of similar length.
+  and fast where sequences are short and of similar length. SDPA is held to its
+  memory-efficient kernel (``PADDED_SDPA``): left to choose, it may take cuDNN's, which plans
+  once per new (sequences, length) shape, and every batch of a job has a new shape.
 - ``loop``: one SDPA call per sequence with an explicit bias; correct and slow, the CPU fallback.
 
 All take q, k, v as (T, heads, head_dim) over the packed tokens and return (T, heads, head_dim).
@@ -23,12 +29,16 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from virnuc_core.packing import PackedBatch
 
 log = logging.getLogger("virnuc.attention")
 
-BACKENDS = ("auto", "flash", "varlen", "flex", "padded", "loop")
+BACKENDS = ("auto", "flash", "varlen", "triton", "flex", "padded", "loop")
+# SDPA kernels the padded backend may use, in order; None lets SDPA choose (benches compare).
+PADDED_SDPA_DEFAULT = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+PADDED_SDPA: list | None = PADDED_SDPA_DEFAULT
 
 
 def alibi_slopes(n_heads: int) -> torch.Tensor:
@@ -52,9 +62,13 @@ def choose_backend(requested: str, device_type: str, alibi: bool) -> str:
     if requested not in BACKENDS:
         raise ValueError(f"attention_backend must be one of {BACKENDS}, got {requested!r}")
     if device_type != "cuda":
-        chosen = "loop" if requested in ("auto", "flash", "varlen", "flex") else requested
+        chosen = "loop" if requested in ("auto", "flash", "varlen", "triton", "flex") else requested
     elif requested != "auto":
         chosen = requested
+    elif importlib.util.find_spec("triton") is not None:
+        # measured on an H200 (bench/results/README.md, round 2): ESM-2 3B attention 0.73 vs
+        # 1.40 ms a layer for PyTorch's varlen flash; DNABERT-S 0.25 vs 1.3-1.5 ms for padded
+        chosen = "triton"
     elif importlib.util.find_spec("flash_attn") is not None:
         chosen = "flash"
     else:
@@ -91,6 +105,8 @@ def varlen_attention(
 
         cu = batch.cu_seqlens
         return varlen_attn(q, k, v, cu, cu, batch.max_seqlen, batch.max_seqlen, scale=scale)
+    if backend == "triton":
+        return _triton(q, k, v, batch, slopes, scale)
     if backend == "flex":
         return _flex(q, k, v, batch, slopes, scale)
     if backend == "padded":
@@ -106,6 +122,15 @@ def _flash(q, k, v, batch, slopes, scale):
     cu, m = batch.cu_seqlens, batch.max_seqlen
     s = None if slopes is None else slopes.to(q.device, torch.float32)
     return flash_attn_varlen_func(q, k, v, cu, cu, m, m, softmax_scale=scale, alibi_slopes=s)
+
+
+def _triton(q, k, v, batch, slopes, scale):
+    from virnuc_core.fused import triton_ok
+    from virnuc_core.triton_attention import varlen_attention_triton
+
+    if not triton_ok(q):  # CPU without the interpreter: same semantics, one SDPA per sequence
+        return _loop(q, k, v, batch, slopes, scale)
+    return varlen_attention_triton(q, k, v, batch.cu_seqlens, batch.max_seqlen, scale, slopes)
 
 
 def _alibi_bias(slopes: torch.Tensor, length: int, device) -> torch.Tensor:
@@ -153,7 +178,12 @@ def _padded(q, k, v, batch, slopes, scale):
         return buf.view(n, m, heads, dim).transpose(1, 2)  # (n, H, m, D)
 
     # Padded queries see real keys only (no NaN) and are dropped by the gather below.
-    out = F.scaled_dot_product_attention(dense(q), dense(k), dense(v), attn_mask=bias, scale=scale)
+    qd, kd, vd = dense(q), dense(k), dense(v)
+    if PADDED_SDPA is None:
+        out = F.scaled_dot_product_attention(qd, kd, vd, attn_mask=bias, scale=scale)
+    else:
+        with sdpa_kernel(PADDED_SDPA):
+            out = F.scaled_dot_product_attention(qd, kd, vd, attn_mask=bias, scale=scale)
     return out.transpose(1, 2).reshape(n * m, heads, dim).index_select(0, index)
 
 

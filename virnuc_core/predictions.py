@@ -139,7 +139,10 @@ class PredictionWriter:
     when the block ends without an error, and not at all otherwise."""
 
     def __init__(
-        self, out_tsv: str | os.PathLike, out_highest: str | os.PathLike, run_chunks: int = RUN_CHUNKS
+        self,
+        out_tsv: str | os.PathLike,
+        out_highest: str | os.PathLike,
+        run_chunks: int = RUN_CHUNKS,
     ) -> None:
         self.out_tsv, self.out_highest, self.run_chunks = out_tsv, out_highest, run_chunks
         self.frames = self.virus = 0

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "fp8")  # fp8: ESM-2's matmuls only (DNABERT-S: bf16)
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
 MODELS = ("dnabert", "esm")
 
@@ -64,6 +64,7 @@ class EmbedSettings:
     attention_backend: str
     compile: bool  # CUDA only; see virnuc_core/compiling.py
     compile_mode: str
+    fused_kernels: bool  # ESM-2 only: Triton kernels instead of compile (virnuc_core/fused.py)
     repr_layer: int | None  # ESM-2 only; None = the model's last layer
     checkpoint_every: int  # records between commits
     checkpoint_seconds: float  # and at least this often
@@ -84,8 +85,11 @@ class EmbedSettings:
             )
 
     def resolved_precision(self, device_type: str) -> str:
-        """The precision actually used: reduced precision only on CUDA."""
-        return self.precision if device_type == "cuda" else "fp32"
+        """The precision actually used: reduced precision only on CUDA; fp8 is ESM-2's alone
+        (DNABERT-S then runs bf16)."""
+        if device_type != "cuda":
+            return "fp32"
+        return "bf16" if self.precision == "fp8" and self.model != "esm" else self.precision
 
     def attrs(self) -> dict[str, Any]:
         """Flat attributes for HDF5 outputs (None becomes -1 / '' so h5py can store it)."""
@@ -143,6 +147,7 @@ class WorkflowSettings:
     attention_backend: str
     compile: Mapping[str, bool]
     compile_mode: str
+    fused_kernels: bool
     esm_repr_layer: int | None
     checkpoint_every: int
     checkpoint_seconds: float
@@ -177,6 +182,7 @@ class WorkflowSettings:
             attention_backend=self.attention_backend,
             compile=bool(self.compile[model]),
             compile_mode=self.compile_mode,
+            fused_kernels=self.fused_kernels and model == "esm",
             repr_layer=self.esm_repr_layer if model == "esm" else None,
             checkpoint_every=self.checkpoint_every,
             checkpoint_seconds=self.checkpoint_seconds,

@@ -34,6 +34,7 @@ def load_encoder(settings: EmbedSettings, device: torch.device | str, reference:
             repr_layer=settings.repr_layer,
             compile=settings.compile,
             compile_mode=settings.compile_mode,
+            fused=settings.fused_kernels,
         )
     from virnuc_core.models import dnabert
 

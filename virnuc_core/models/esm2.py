@@ -8,6 +8,17 @@ starts, no padding anywhere. Attention goes through :func:`virnuc_core.attention
 Weights come from a fair-esm model (built by fair-esm's own builder, see ``esm2_load.py``); q/k/v
 are fused into one projection at load, with fair-esm's ``q * head_dim**-0.5`` folded into the q
 rows so attention runs with ``scale=1``.
+
+Two engines run the layers (same maths):
+
+- the default: each layer's element-wise work in two functions around the matmuls, eager or
+  ``torch.compile``d (``compile``);
+- the fused engine (``fused=True``, and always for ``precision="fp8"``): Triton kernels from
+  :mod:`virnuc_core.fused` between cuBLAS (bf16) or ``torch._scaled_mm`` (fp8) matmuls. The
+  residual add after fc2 is carried into the next layer's LayerNorm kernel, so each LayerNorm
+  is one pass that also adds the residual; rotary is applied in place to the q/k/v projection;
+  GELU is one pass (or, with ``gelu_epilogue``, inside a Triton fc1 matmul). For fp8, the
+  LayerNorm, GELU and attention-output kernels write e4m3 values with per-row scales directly.
 """
 
 from __future__ import annotations
@@ -20,13 +31,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from virnuc_core import fused as fk
 from virnuc_core.attention import choose_backend, varlen_attention
 from virnuc_core.compiling import TokenwiseCompiled
+from virnuc_core.fp8 import ScaledMM, quantize_weight
 from virnuc_core.packing import PackedBatch, make_batch, pack_ffd, segment_mean
 
 log = logging.getLogger("virnuc.esm2")
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = (*DTYPES, "fp8")  # fp8: e4m3 matmuls, bf16 everywhere else
 MASK_RATIO_TRAIN = 0.15 * 0.8  # fair-esm's token-dropout constant
 REFERENCE_TOKENS_PER_BATCH = 2048  # the original VirNucPro / fair-esm extract.py batch size
 
@@ -63,6 +77,65 @@ def compiled_ops(mode: str = "default") -> tuple[TokenwiseCompiled, TokenwiseCom
     )
 
 
+LINEARS = ("qkv", "out", "fc1", "fc2")  # a layer's matmuls, in order
+
+
+class LinearOps:
+    """How the fused engine runs a layer's matmuls: bf16/fp16/fp32 (cuBLAS) or fp8.
+
+    ``fp8_layers``: which of :data:`LINEARS` run in fp8 (all four for ``precision="fp8"``; a
+    subset is a bench lever). Their inputs arrive as (e4m3 values, per-row scales) from the
+    kernel that made them, and their ``nn.Linear`` carries ``weight_fp8`` / ``weight_scale``
+    (see :meth:`PackedESM2.from_fair`).
+    """
+
+    def __init__(
+        self,
+        fp8: bool = False,
+        gelu_epilogue: bool = False,
+        fast_accum: bool = True,
+        fp8_layers: tuple[str, ...] = LINEARS,
+    ):
+        self.fp8_layers = frozenset(fp8_layers) if fp8 else frozenset()
+        self.fp8 = bool(self.fp8_layers)
+        self.gelu_epilogue = gelu_epilogue and "fc1" not in self.fp8_layers
+        self.scaled_mm = ScaledMM(fast_accum) if self.fp8 else None
+
+    def quantized(self, name: str) -> bool:
+        """Whether the matmul ``name`` runs in fp8 (its input must then be quantised)."""
+        return name in self.fp8_layers
+
+    def linear(self, h, lin: nn.Linear, name: str) -> torch.Tensor:
+        """``lin(h)``; h is a tensor, or (values, scales) for an fp8 matmul."""
+        if name not in self.fp8_layers:
+            return F.linear(h, lin.weight, lin.bias)
+        return self.scaled_mm(*h, lin.weight_fp8, lin.weight_scale, lin.bias)
+
+    def prepare(self, a: torch.Tensor):
+        """The output projection's input: as it is, or quantised per row for fp8."""
+        return fk.quantize_rows(a) if self.quantized("out") else a
+
+    def fc1_gelu(self, h, lin: nn.Linear):
+        """GELU(fc1(h)), ready for fc2: one extra pass, none (epilogue), or GELU + quantise."""
+        if self.gelu_epilogue:
+            return fk.linear_gelu(h, lin.weight, lin.bias)
+        u = self.linear(h, lin, "fc1")
+        return fk.quantize_rows(u, apply_gelu=True) if self.quantized("fc2") else fk.gelu(u)
+
+    def describe(self) -> str:
+        """One line for the outputs' attributes."""
+        if self.fp8:
+            accum = "fast accumulation" if self.scaled_mm.fast_accum else "fp32 accumulation"
+            which = "/".join(n for n in LINEARS if n in self.fp8_layers)
+            return (
+                f"fused kernels; fp8 e4m3 matmuls ({which}; torch._scaled_mm, per-token "
+                f"activation and per-output-channel weight scales, {accum}); LayerNorm, softmax, "
+                "residual stream bf16, pooling fp32"
+            )
+        gelu = "GELU in a Triton fc1 matmul epilogue" if self.gelu_epilogue else "GELU one pass"
+        return f"fused kernels (residual+LayerNorm, rotary, {gelu}); cuBLAS matmuls"
+
+
 class PackedLayer(nn.Module):
     """One pre-LN transformer layer (fair-esm's ``TransformerLayer``) over packed tokens."""
 
@@ -87,6 +160,20 @@ class PackedLayer(nn.Module):
         mlp += (self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
         return post(x, attn, *mlp, self.eps)
 
+    def forward_fused(self, x, y, cos, sin, batch: PackedBatch, backend: str, ops: LinearOps):
+        """The fused engine's layer: (x, y) -> (x, y'), the residual stream being x + y.
+
+        x is updated in place; y (this layer's input delta, None for the first layer) is added
+        by the first LayerNorm kernel, and the returned fc2 output by the next layer's.
+        """
+        ln1, ln2 = self.attn_ln, self.ffn_ln
+        x, h = fk.add_layer_norm(x, y, ln1.weight, ln1.bias, self.eps, ops.quantized("qkv"))
+        q, k, v = fk.rotary_qkv(ops.linear(h, self.qkv, "qkv"), cos, sin, self.heads)
+        attn = varlen_attention(q, k, v, batch, backend, scale=1.0)
+        o = ops.linear(ops.prepare(attn.flatten(1)), self.out, "out")
+        x, h = fk.add_layer_norm(x, o, ln2.weight, ln2.bias, self.eps, ops.quantized("fc1"))
+        return x, ops.linear(ops.fc1_gelu(h, self.fc1), self.fc2, "fc2")
+
 
 class PackedESM2(nn.Module):
     """fair-esm's ESM2 forward for packed batches, up to one representation layer."""
@@ -108,8 +195,13 @@ class PackedESM2(nn.Module):
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     @classmethod
-    def from_fair(cls, model, device, dtype) -> PackedESM2:
-        """Copy a fair-esm ``ESM2``'s weights (q/k/v fused, q pre-scaled) to device/dtype."""
+    def from_fair(cls, model, device, dtype, fp8: bool = False, fp8_layers=LINEARS) -> PackedESM2:
+        """Copy a fair-esm ``ESM2``'s weights (q/k/v fused, q pre-scaled) to device/dtype.
+
+        ``fp8``: the linear weights of every layer named in ``fp8_layers`` are quantised to e4m3
+        from fp32 (one scale per output channel) as ``weight_fp8`` / ``weight_scale``; their
+        ``weight`` is then emptied (any use of it fails loudly) to free the memory.
+        """
         ln_eps = model.emb_layer_norm_after.eps
         with torch.device("meta"):
             packed = cls(
@@ -142,11 +234,25 @@ class PackedESM2(nn.Module):
                     ("fc2", layer.fc2),
                 ):
                     state[p + f"{ours}.{name}"] = getattr(theirs, name)
-        state = {k: v.detach().to(device=device, dtype=dtype) for k, v in state.items()}
-        packed.load_state_dict(state, strict=True, assign=True)
+        cast = {k: v.detach().to(device=device, dtype=dtype) for k, v in state.items()}
+        packed.load_state_dict(cast, strict=True, assign=True)
+        if fp8:  # from the fp32 weights, one matrix at a time on the device
+            packed.quantize_linears(state, fp8_layers)
         inv_freq = model.layers[0].self_attn.rot_emb.inv_freq.float()  # fair-esm's own buffer
         packed.inv_freq = inv_freq.to(device)
         return packed.eval().requires_grad_(False)
+
+    def quantize_linears(self, state: dict[str, torch.Tensor], names=LINEARS) -> None:
+        """e4m3 copies of the ``names`` linear weights of every layer from the fp32 ``state``;
+        see from_fair."""
+        for i, layer in enumerate(self.layers):
+            for name in names:
+                lin = getattr(layer, name)
+                w = state[f"layers.{i}.{name}.weight"].detach()
+                q, scale = quantize_weight(w.to(lin.bias.device, torch.float32))
+                lin.register_buffer("weight_fp8", q, persistent=False)
+                lin.register_buffer("weight_scale", scale, persistent=False)
+                lin.weight = nn.Parameter(lin.weight.new_empty(0), requires_grad=False)
 
     def embed(self, batch: PackedBatch) -> torch.Tensor:
         """Token embedding with fair-esm's scale and token-dropout rescaling, per sequence."""
@@ -171,14 +277,21 @@ class PackedESM2(nn.Module):
         return emb.cos().to(dtype), emb.sin().to(dtype)
 
     def forward(
-        self, batch: PackedBatch, repr_layer: int, backend: str, compiled: str | None = None
+        self,
+        batch: PackedBatch,
+        repr_layer: int,
+        backend: str,
+        compiled: str | None = None,
+        ops: LinearOps | None = None,
     ) -> torch.Tensor:
         """fair-esm's ``representations[repr_layer]`` for every packed token, (T, dim).
 
         Layer 0 is the embedding output; the last layer's output has ``emb_layer_norm_after``
         applied, intermediate ones are the raw residual stream (as fair-esm stores them).
-        Layers past ``repr_layer`` are not run.
+        Layers past ``repr_layer`` are not run. ``ops`` given: the fused engine.
         """
+        if ops is not None:
+            return self.forward_fused(batch, repr_layer, backend, ops)
         x = self.embed(batch)
         cos, sin = self.rotary(batch.positions, x.dtype)
         for layer in self.layers[:repr_layer]:
@@ -186,6 +299,18 @@ class PackedESM2(nn.Module):
         if repr_layer == self.num_layers:
             x = self.emb_layer_norm_after(x)
         return x
+
+    def forward_fused(self, batch: PackedBatch, repr_layer: int, backend: str, ops: LinearOps):
+        """:meth:`forward` through the fused engine (see the module docstring)."""
+        x = self.embed(batch)
+        cos, sin = fk.rotary_tables(batch.positions, self.inv_freq)
+        y = None
+        for layer in self.layers[:repr_layer]:
+            x, y = layer.forward_fused(x, y, cos, sin, batch, backend, ops)
+        if repr_layer == self.num_layers:  # the last residual add fused into the final LN
+            ln = self.emb_layer_norm_after
+            return fk.add_layer_norm(x, y, ln.weight, ln.bias, ln.eps)[1]
+        return x if y is None else x.add_(y)
 
 
 class Tokenizer:
@@ -238,16 +363,21 @@ class ESMEncoder:
         compile: bool = False,
         compile_mode: str = "default",
         reference_factory=None,
+        fused: bool = False,
+        gelu_epilogue: bool = False,
+        fp8_layers: tuple[str, ...] = LINEARS,
     ):
         self.device = torch.device(device)
         if precision == "auto":
             precision = "bf16" if self.device.type == "cuda" else "fp32"
-        if precision not in DTYPES:
-            raise ValueError(f"precision must be one of {tuple(DTYPES)}, got {precision!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if self.device.type != "cuda" and precision != "fp32":
             log.info("ESM-2 on %s runs in fp32 (asked for %s)", self.device, precision)
             precision = "fp32"
-        self.spec, self.precision, self.dtype = spec, precision, DTYPES[precision]
+        fp8 = precision == "fp8"
+        self.spec, self.precision = spec, precision
+        self.dtype = torch.bfloat16 if fp8 else DTYPES[precision]
         self.alphabet, self.truncation = alphabet, int(truncation)
         self.num_layers, self.heads = fair_model.num_layers, fair_model.attention_heads
         self.dim = fair_model.embed_dim
@@ -255,10 +385,13 @@ class ESMEncoder:
         if not 0 <= self.repr_layer <= self.num_layers:
             raise ValueError(f"repr_layer must be in 0..{self.num_layers}, got {self.repr_layer}")
         self.backend = choose_backend(backend, self.device.type, False)
-        self.model = PackedESM2.from_fair(fair_model, self.device, self.dtype)
+        self.model = PackedESM2.from_fair(fair_model, self.device, self.dtype, fp8, fp8_layers)
         self.n_params = sum(p.numel() for p in fair_model.parameters())
+        # fused: Triton kernels between the matmuls instead of torch.compile (fp8 needs them)
+        ops = LinearOps(fp8, gelu_epilogue, fp8_layers=fp8_layers)
+        self.ops = ops if fused or fp8 else None
         # compile: fuse the element-wise work around the matmuls (attention stays eager)
-        self.compiled = bool(compile) and self.device.type == "cuda"
+        self.compiled = bool(compile) and self.device.type == "cuda" and self.ops is None
         self.compile_mode = compile_mode
         compiled_ops(compile_mode)  # an unknown mode fails here, not at the first batch
         # The fp32 reference model: rebuilt on first use by ``reference_factory``, or, without
@@ -286,7 +419,7 @@ class ESMEncoder:
     def embed_packed(self, batch: PackedBatch) -> torch.Tensor:
         """(n, dim) float32 mean of layer ``repr_layer`` over each protein's residues."""
         mode = self.compile_mode if self.compiled else None
-        hidden = self.model(batch, self.repr_layer, self.backend, mode)
+        hidden = self.model(batch, self.repr_layer, self.backend, mode, self.ops)
         return segment_mean(hidden, batch.seq_ids, self.pool_weight(batch), batch.num_seqs)
 
     def embed(self, seqs: list[str], token_budget: int = 16384) -> np.ndarray:
@@ -359,9 +492,10 @@ class ESMEncoder:
             f"1..min(len,{self.truncation}) (BOS/EOS excluded)",
             "fair_esm_version": getattr(esm, "__version__", ""),
             "torch_version": torch.__version__,
-            # [models] the same two keys as DnabertEncoder.describe()
             "weights_sha256": self.weights_sha256 or tensors_sha256(self.model.state_dict()),
             "weights_sha256_of": self.weights_of or "tensors of the packed model (no file)",
+            "fused_kernels": int(self.ops is not None),
+            "kernels": self.ops.describe() if self.ops else "",
         }
 
 
@@ -375,9 +509,11 @@ def load(
     truncation: int = 1024,
     compile: bool = False,
     compile_mode: str = "default",
+    fused: bool = False,
 ) -> ESMEncoder:
     """An :class:`ESMEncoder` for ``spec``: "tiny", a local fair-esm ``.pt`` path, or a fair-esm
-    model name (downloaded by fair-esm's hub URLs into torch's hub cache)."""
+    model name (downloaded by fair-esm's hub URLs into torch's hub cache). ``precision`` "fp8"
+    and ``fused`` run the fused engine (see the module docstring)."""
     from virnuc_core.models.esm2_load import build_fair_model
 
     fair_model, alphabet = build_fair_model(spec)
@@ -393,4 +529,5 @@ def load(
         compile=compile,
         compile_mode=compile_mode,
         reference_factory=lambda: build_fair_model(spec)[0],
+        fused=fused,
     )

@@ -1,0 +1,293 @@
+"""The fused kernels at ESM-2 3B / DNABERT-S sizes: right (vs references) and fast (vs ceilings).
+
+For each kernel of virnuc_core.fused / triton_attention and each fp8 matmul shape: the largest
+difference from its PyTorch reference on fresh random data, its median time (CUDA events), the
+bytes it must move or the FLOPs it must do, and the rate that gives, next to what it replaces
+(eager PyTorch, torch.compile, cuBLAS, PyTorch's varlen flash attention, SDPA). Also the two
+ceilings (device copy bandwidth; bf16 and fp8 matmul rates) and, for the attention of the
+DNABERT-S padded backend, the first call on a new batch shape against a repeat (the per-shape
+planning suspected of the first-pass stall).
+
+    python bench/kernels_check.py --out bench/results/kernels_check_h200.json   # ~40 s, GPU
+    python bench/kernels_check.py --quick                                      # CPU smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+import mfu  # noqa: E402
+from esm2_fidelity_gpu import chunk_proteins  # noqa: E402
+
+from virnuc_core import attention, fp8, fused  # noqa: E402
+from virnuc_core.packing import make_batch  # noqa: E402
+
+CUDA = torch.cuda.is_available()
+DEV = torch.device("cuda" if CUDA else "cpu")
+ROWS: list[dict] = []
+
+
+def rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
+    got, want = got.float(), want.float()
+    return float((got - want).norm() / want.norm().clamp_min(1e-30))
+
+
+def timed(fn, iters: int = 10) -> float:
+    """Median seconds of ``fn`` (events on a GPU)."""
+    return mfu.time_cuda(fn, warmup=2, iters=iters)
+
+
+def record(name: str, seconds: float, err: float | None = None, gbytes=None, tflop=None, **extra):
+    """One row: time, error, and the rate from the bytes or FLOPs it needs."""
+    row = {"kernel": name, "ms": 1000 * seconds, "rel_err": err, **extra}
+    if gbytes is not None:
+        row["GB"], row["TB/s"] = gbytes, gbytes / seconds / 1000
+    if tflop is not None:
+        row["TFLOP"], row["TFLOP/s"] = tflop, tflop / seconds
+    ROWS.append(row)
+    print(fmt(row), flush=True)
+
+
+def fmt(r: dict) -> str:
+    rate = f"{r['TB/s']:.2f} TB/s" if "TB/s" in r else ""
+    rate = rate or (f"{r['TFLOP/s']:.0f} TFLOP/s" if "TFLOP/s" in r else "")
+    err = "" if r.get("rel_err") is None else f"err {r['rel_err']:.1e}"
+    return f"{r['kernel']:<46} {r['ms']:9.3f} ms  {rate:>14}  {err}  {r.get('note', '')}"
+
+
+def ceilings(n: int) -> dict:
+    src = torch.empty(n * n * 8, dtype=torch.uint8, device=DEV)  # 8 n^2 bytes (2 GB at 16k)
+    dst = torch.empty_like(src)
+    sec = timed(lambda: dst.copy_(src))
+    out = {"copy_TB_s": 2 * src.numel() / sec / 1e12}
+    out["bf16_matmul_tflops"] = mfu.measure_matmul_tflops(torch.bfloat16, n=8192 if CUDA else 256)
+    out["fp8_rowwise_matmul_tflops"] = fp8.measure_fp8_tflops() if CUDA else None
+    print(f"ceilings: {out}", flush=True)
+    return out
+
+
+def check_norm_and_elementwise(t: int, d: int, f: int) -> None:
+    g = torch.Generator(device=DEV).manual_seed(0)
+    x = torch.randn(t, d, device=DEV, generator=g).bfloat16()
+    y = torch.randn(t, d, device=DEV, generator=g).bfloat16()
+    w, b = torch.rand(d, device=DEV) + 0.5, 0.1 * torch.randn(d, device=DEV)
+    e = x.element_size()
+    for fp8_out in (False, True):
+        got = fused.add_layer_norm(x.clone(), y, w, b, 1e-5, fp8_out)
+        want = fused.add_layer_norm_reference(x.clone(), y, w, b, 1e-5, fp8_out)
+        hg = got[1][0].float() * got[1][1] if fp8_out else got[1]
+        hw = want[1][0].float() * want[1][1] if fp8_out else want[1]
+        xs = x.clone()
+        sec = timed(lambda xs=xs, f8=fp8_out: fused.add_layer_norm(xs, y, w, b, 1e-5, f8))
+        gb = t * d * (3 * e + (1 if fp8_out else e)) / 1e9
+        record(f"add_layer_norm ({'fp8' if fp8_out else 'bf16'} h)", sec, rel_err(hg, hw), gb,
+               note=f"x err {rel_err(got[0], want[0]):.0e}")  # fmt: skip
+
+    wb, bb = w.to(x.dtype), b.to(x.dtype)  # eager LayerNorm wants one dtype
+
+    def add_ln(a, c):
+        a = a + c
+        return a, F.layer_norm(a, (d,), wb, bb, 1e-5)
+
+    compiled = torch.compile(add_ln, dynamic=False)
+    record(
+        "  vs torch.compile add + LayerNorm",
+        timed(lambda: compiled(x, y)),
+        None,
+        t * d * 4 * e / 1e9,
+    )
+    record("  vs eager add + LayerNorm", timed(lambda: add_ln(x, y)), None, t * d * 4 * e / 1e9)
+    qkv = torch.randn(t, 3 * d, device=DEV, generator=g).bfloat16()
+    inv = 1.0 / (10000 ** (torch.arange(0, 64, 2, device=DEV).float() / 64))
+    cos, sin = fused.rotary_tables(torch.arange(t, device=DEV) % 170, inv)
+    a, r = (
+        fused.rotary_qkv(qkv.clone(), cos, sin, d // 64),
+        fused.rotary_qkv_reference(qkv.clone(), cos, sin, d // 64),
+    )
+    qq = qkv.clone()
+    record("rotary_qkv (in place)", timed(lambda: fused.rotary_qkv(qq, cos, sin, d // 64)),
+           rel_err(torch.stack(a[:2]), torch.stack(r[:2])), t * 2 * d * 2 * e / 1e9)  # fmt: skip
+    u = torch.randn(t, f, device=DEV, generator=g).bfloat16()
+    uu = u.clone()
+    record("gelu (in place)", timed(lambda: fused.gelu(uu)),
+           rel_err(fused.gelu(u.clone()), F.gelu(u.float())), t * f * 2 * e / 1e9)  # fmt: skip
+    record("  vs eager F.gelu", timed(lambda: F.gelu(u)), None, t * f * 2 * e / 1e9)
+    for name, a_in, gel in (
+        ("quantize_rows(gelu(fc1 out))", u, True),
+        ("quantize_rows(attn out)", x, False),
+    ):
+        q, s = fused.quantize_rows(a_in, gel)
+        q2, s2 = fused.quantize_rows_reference(F.gelu(a_in.float()) if gel else a_in)
+        err = rel_err(q.float() * s, q2.float() * s2)
+        sec = timed(lambda a_in=a_in, gel=gel: fused.quantize_rows(a_in, gel))
+        record(name, sec, err, a_in.numel() * (e + 1) / 1e9)
+
+
+def check_matmuls(t: int, d: int, f: int) -> None:
+    g = torch.Generator(device=DEV).manual_seed(1)
+    h = torch.randn(t, d, device=DEV, generator=g).bfloat16()
+    w1 = (torch.randn(f, d, device=DEV, generator=g) / d**0.5).bfloat16()
+    b1 = (0.1 * torch.randn(f, device=DEV, generator=g)).bfloat16()
+    flop = 2 * t * d * f / 1e12
+    sub = slice(0, 4096)
+    want = F.gelu(F.linear(h[sub].float(), w1.float(), b1.float()))
+    t0 = time.perf_counter()
+    got = fused.linear_gelu(h, w1, b1)
+    mfu._sync()
+    tune = time.perf_counter() - t0
+    sec = timed(lambda: fused.linear_gelu(h, w1, b1))
+    record("linear_gelu fc1 (Triton, GELU epilogue)", sec, rel_err(got[sub], want), tflop=flop,
+           note=f"first call (autotune) {tune:.1f} s")  # fmt: skip
+    record("  vs cuBLAS fc1 + gelu pass", timed(lambda: fused.gelu(F.linear(h, w1, b1))),
+           rel_err(fused.gelu(F.linear(h, w1, b1))[sub], want), tflop=flop)  # fmt: skip
+    record("  cuBLAS fc1 alone", timed(lambda: F.linear(h, w1, b1)), None, tflop=flop)
+    best = getattr(getattr(fused, "_mm_bias_gelu_kernel", None), "best_config", None)
+    ROWS[-3]["best_config"] = str(best)
+    shapes = {"qkv": (3 * d, d), "out": (d, d), "fc1": (f, d), "fc2": (d, f)}
+    for name, (n, k) in shapes.items():
+        a = torch.randn(t, k, device=DEV, generator=g).bfloat16()
+        w = (torch.randn(n, k, device=DEV, generator=g) / k**0.5).bfloat16()
+        b = (0.1 * torch.randn(n, device=DEV, generator=g)).bfloat16()
+        ref = F.linear(a[sub].float(), w.float(), b.float())
+        flop = 2 * t * n * k / 1e12
+        record(f"bf16 cuBLAS {name} ({n}x{k})", timed(lambda a=a, w=w, b=b: F.linear(a, w, b)),
+               rel_err(F.linear(a, w, b)[sub], ref), tflop=flop)  # fmt: skip
+        if not CUDA or not fp8.hardware_fp8(DEV):
+            continue
+        a8, a_s = fused.quantize_rows(a)
+        w8, w_s = fp8.quantize_weight(w.float())
+        for fast in (True, False):
+            mm = fp8.ScaledMM(fast)
+            err = rel_err(mm(a8, a_s, w8, w_s, b)[sub], ref)
+            sec = timed(lambda mm=mm, a8=a8, a_s=a_s, w8=w8, w_s=w_s, b=b: mm(a8, a_s, w8, w_s, b))
+            record(f"  fp8 _scaled_mm {name} {'fast' if fast else 'fp32'} accum", sec, err,
+                   tflop=flop, note="" if mm.bias_in_kernel else "bias added after")  # fmt: skip
+
+
+def packed(lengths: list[int], heads: int, hd: int, seed: int):
+    batch = make_batch([np.zeros(n, dtype=np.int64) for n in lengths]).to(DEV)
+    g = torch.Generator(device=DEV).manual_seed(seed)
+    qkv = torch.randn(batch.input_ids.numel(), 3, heads, hd, device=DEV, generator=g)
+    qkv = qkv.to(torch.bfloat16 if CUDA else torch.float32)
+    return batch, qkv[:, 0], qkv[:, 1], qkv[:, 2]
+
+
+def attn_flop(lengths, heads, hd) -> float:
+    return sum(4.0 * n * n * heads * hd for n in lengths) / 1e12
+
+
+def check_esm_attention(budget: int, quick: bool) -> None:
+    """ESM-2 3B attention over a packed batch of chunk-shaped proteins: triton vs varlen."""
+    esm_lens, total = [], 0
+    for s in chunk_proteins(4000 if not quick else 200, 0):
+        if total + len(s) + 2 > budget:
+            break
+        esm_lens.append(len(s) + 2)
+        total += len(s) + 2
+    heads = 40 if not quick else 4
+    batch, q, k, v = packed(esm_lens, heads, 64, 2)
+    n_ref = sum(esm_lens[:40])
+    ref = attention._loop(q[:n_ref].float(), k[:n_ref].float(), v[:n_ref].float(),
+                          _prefix(batch, 40), None, 1.0)  # fmt: skip
+    fl = attn_flop(esm_lens, heads, 64)
+    for backend in ("triton", "varlen"):
+        if backend == "varlen" and not CUDA:
+            continue
+        out = attention.varlen_attention(q, k, v, batch, backend, scale=1.0)
+        sec = timed(lambda b=backend: attention.varlen_attention(q, k, v, batch, b, scale=1.0))
+        record(f"ESM-2 attention {backend} ({len(esm_lens)} seqs)", sec,
+               rel_err(out[:n_ref], ref), tflop=fl)  # fmt: skip
+    from virnuc_core import triton_attention
+
+    kernel = getattr(triton_attention, "_attention_kernel", None)
+    row = next(r for r in ROWS if r["kernel"].startswith("ESM-2 attention triton"))
+    row["best_config"] = str(getattr(kernel, "best_config", None))
+
+
+def check_dnabert_attention(budget: int, quick: bool) -> None:
+    """ALiBi attention on three new batch shapes: each backend's first call and a repeat."""
+    rng = np.random.default_rng(0)
+    dna_heads = 12 if not quick else 4
+    slopes = attention.alibi_slopes(dna_heads).to(DEV)
+    for shape_seed in range(3):  # three new batch shapes: first call vs a repeat
+        # each shape a new (sequences, longest) pair, as consecutive batches of a job are
+        lens = rng.integers(60 - 5 * shape_seed, 114 + 9 * shape_seed,
+                            size=budget // (87 + 3 * shape_seed)).tolist()  # fmt: skip
+        batch, q, k, v = packed(lens, dna_heads, 64, 10 + shape_seed)
+        n_ref = sum(lens[:40])
+        ref = attention._loop(q[:n_ref].float(), k[:n_ref].float(), v[:n_ref].float(),
+                              _prefix(batch, 40), slopes, 0.125)  # fmt: skip
+        for backend, sdpa in (("triton", None), ("padded", "efficient"), ("padded", "auto")):
+            if backend == "padded" and not CUDA:
+                continue
+            attention.PADDED_SDPA = None if sdpa == "auto" else attention.PADDED_SDPA_DEFAULT
+            batch.cache.clear()
+            mfu._sync()
+            t0 = time.perf_counter()
+            out = attention.varlen_attention(q, k, v, batch, backend, slopes=slopes, scale=0.125)
+            mfu._sync()
+            first = time.perf_counter() - t0
+
+            def again(b=backend, q=q, k=k, v=v, batch=batch):
+                return attention.varlen_attention(q, k, v, batch, b, slopes=slopes, scale=0.125)
+
+            sec = timed(again)
+            label = backend if sdpa is None else f"{backend} (SDPA {sdpa})"
+            record(f"DNABERT-S attention {label} shape {shape_seed}", sec,
+                   rel_err(out[:n_ref], ref), tflop=attn_flop(lens, dna_heads, 64),
+                   first_call_ms=1000 * first,
+                   note=f"first call {1000 * first:.1f} ms")  # fmt: skip
+    attention.PADDED_SDPA = attention.PADDED_SDPA_DEFAULT
+
+
+def _prefix(batch, n: int):
+    """The batch's first n sequences as a batch of their own (for the slow reference)."""
+    lengths = batch.lengths()[:n].tolist()
+    return make_batch([np.zeros(m, dtype=np.int64) for m in lengths]).to(DEV)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--tokens", type=int, default=65536)
+    ap.add_argument("--quick", action="store_true", help="small sizes (CPU smoke run)")
+    ap.add_argument("--out")
+    args = ap.parse_args(argv)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    t, d, f = (args.tokens, 2560, 10240) if not args.quick else (512, 128, 512)
+    info = {
+        "bench": "kernels_check",
+        "machine": mfu.machine_info(),
+        "tokens": t,
+        "dim": d,
+        "ffn": f,
+    }
+    info["ceilings"] = ceilings(16384 if CUDA else 256)
+    for part in (lambda: check_norm_and_elementwise(t, d, f), lambda: check_matmuls(t, d, f),
+                 lambda: check_esm_attention(t, args.quick),
+                 lambda: check_dnabert_attention(t, args.quick)):  # fmt: skip
+        try:
+            part()
+        except Exception as e:  # noqa: BLE001 - report and go on with the other checks
+            print(f"FAILED: {type(e).__name__}: {e}"[:2000], flush=True)
+            ROWS.append(
+                {"kernel": "error", "ms": 0.0, "note": f"{type(e).__name__}: {str(e)[:500]}"}
+            )
+        mfu.write_json(args.out, {**info, "rows": ROWS})
+    print("\n".join(fmt(r) for r in ROWS))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""Fused kernels' references, fp8 maths and the fused ESM-2 engine, on the CPU (and the GPU)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from virnuc_core import fused
+from virnuc_core.attention import alibi_slopes, varlen_attention
+from virnuc_core.fp8 import ScaledMM, dequantize, quantize_weight
+from virnuc_core.packing import make_batch
+from virnuc_core.settings import EmbedSettings, WorkflowSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def cosines(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+# -- references against plain maths -----------------------------------------------------------
+def test_add_layer_norm_reference_is_residual_then_layer_norm():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(9, 40, generator=g), torch.randn(9, 40, generator=g)
+    w, b = torch.randn(40, generator=g), torch.randn(40, generator=g)
+    x0 = x.clone()
+    out, h = fused.add_layer_norm(x, y, w, b, 1e-5)  # CPU: the reference
+    assert out is x and torch.equal(x, x0 + y)  # in place
+    s = x0 + y
+    want = (s - s.mean(-1, keepdim=True)) / torch.sqrt(
+        s.var(-1, unbiased=False, keepdim=True) + 1e-5
+    )
+    torch.testing.assert_close(h, want * w + b, rtol=1e-5, atol=1e-5)
+    _, h2 = fused.add_layer_norm(x0.clone(), None, w, b, 1e-5)  # no residual: LN alone
+    torch.testing.assert_close(h2, F.layer_norm(x0, (40,), w, b, 1e-5))
+
+
+def test_quantize_rows_error_is_within_one_e4m3_step():
+    g = torch.Generator().manual_seed(1)
+    a = torch.randn(64, 300, generator=g) * torch.logspace(-3, 3, 64)[:, None]
+    a[5] = 0.0  # an all-zero row: scale floor, values 0
+    q, scale = fused.quantize_rows_reference(a)
+    assert q.dtype == torch.float8_e4m3fn and scale.shape == (64, 1)
+    back = dequantize(q, scale)
+    # e4m3: 3 mantissa bits (relative step 2^-3, rounding error <= 2^-4), subnormals below
+    # 2^-6 of the scale-normalised range (absolute error <= 2^-10 * scale)
+    bound = torch.maximum(a.abs() * 2**-4, scale * 2**-9)
+    assert torch.all((back - a).abs() <= bound * 1.0001)
+    assert torch.all(back[5] == 0) and torch.allclose(
+        q.float().abs().amax(1)[torch.arange(64) != 5], torch.tensor(448.0)
+    )
+
+
+def test_scaled_mm_emulation_is_the_dequantised_product():
+    g = torch.Generator().manual_seed(2)
+    a, w, bias = torch.randn(33, 64, generator=g), torch.randn(48, 64, generator=g), torch.randn(48)
+    a8, a_s = fused.quantize_rows_reference(a)
+    w8, w_s = quantize_weight(w)
+    assert w8.shape == (48, 64) and w_s.shape == (1, 48)
+    out = ScaledMM()(a8, a_s, w8, w_s, bias, out_dtype=torch.float32)
+    want = dequantize(a8, a_s) @ dequantize(w8, w_s.reshape(-1, 1)).T + bias
+    torch.testing.assert_close(out, want)
+    rel = (out - (a @ w.T + bias)).norm() / (a @ w.T + bias).norm()
+    assert rel < 0.06  # fp8 on both operands: a few percent
+
+
+def test_rotary_reference_matches_esm2_formula():
+    from virnuc_core.models.esm2 import rotate_half
+
+    g = torch.Generator().manual_seed(3)
+    tokens, heads, hd = 21, 2, 8
+    qkv = torch.randn(tokens, 3 * heads * hd, generator=g)
+    pos = torch.arange(tokens) % 7
+    inv = 1.0 / (10000 ** (torch.arange(0, hd, 2).float() / hd))
+    freqs = torch.cat([pos[:, None] * inv, pos[:, None] * inv], -1)[:, None, None, :]
+    t = qkv.view(tokens, 3, heads, hd).clone()
+    want = t[:, :2] * freqs.cos() + rotate_half(t[:, :2]) * freqs.sin()
+    q, k, v = fused.rotary_qkv(qkv, *fused.rotary_tables(pos, inv), heads)
+    torch.testing.assert_close(torch.stack([q, k], 1), want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(v, t[:, 2])
+
+
+def test_linear_gelu_reference_and_triton_backend_fallback():
+    g = torch.Generator().manual_seed(4)
+    h, w, b = torch.randn(10, 64, generator=g), torch.randn(32, 64, generator=g), torch.randn(32)
+    torch.testing.assert_close(fused.linear_gelu(h, w, b), F.gelu(h @ w.T + b))
+    lengths = [3, 1, 12]
+    batch = make_batch([np.zeros(n, dtype=np.int64) for n in lengths])
+    q, k, v = (torch.randn(16, 4, 8, generator=g) for _ in range(3))
+    for slopes in (None, alibi_slopes(4)):  # CPU: the triton backend runs the loop's maths
+        got = varlen_attention(q, k, v, batch, "triton", slopes=slopes)
+        torch.testing.assert_close(got, varlen_attention(q, k, v, batch, "loop", slopes=slopes))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs Triton")
+def test_triton_kernels_in_the_interpreter():
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "interpret_kernels.py")],
+        env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+
+# -- the fused ESM-2 engine on the CPU ---------------------------------------------------------
+esm = pytest.importorskip("esm")
+SEQS = ["MKV", "A" * 40, "LAGVSERTIDPKQNFYMHWC" * 3, "M", "<mask>KLV" * 5]
+
+
+def test_fused_engine_matches_fair_esm():
+    from virnuc_core.models import esm2
+
+    enc = esm2.load("tiny", fused=True)
+    assert enc.ops is not None and not enc.compiled and enc.describe()["fused_kernels"] == 1
+    cos = cosines(enc.embed(SEQS, token_budget=64), enc.reference_embed(SEQS))
+    assert cos.min() >= 0.99999
+    mid = esm2.load("tiny", fused=True, repr_layer=1)  # intermediate layer: x + y, no final LN
+    assert cosines(mid.embed(SEQS), mid.reference_embed(SEQS)).min() >= 0.99999
+
+
+@pytest.mark.parametrize("layers", [("qkv", "out", "fc1", "fc2"), ("fc1", "fc2")])
+def test_fp8_maths_close_to_fp32_reference(layers):
+    from virnuc_core.models.esm2 import ESMEncoder, LinearOps, PackedESM2
+    from virnuc_core.models.esm2_load import random_model
+
+    fair, alphabet = random_model(seed=3, num_layers=3, embed_dim=64, attention_heads=4)
+    model = PackedESM2.from_fair(fair, "cpu", torch.float32, fp8=True, fp8_layers=layers)
+    lin = model.layers[0].fc1
+    assert lin.weight.numel() == 0 and lin.weight_fp8.dtype == torch.float8_e4m3fn
+    qkv = model.layers[0].qkv  # kept in full precision unless quantised
+    assert (qkv.weight.numel() == 0) == ("qkv" in layers) and hasattr(qkv, "weight_fp8") == (
+        "qkv" in layers
+    )
+    ref = ESMEncoder(fair, alphabet, spec="tiny3")
+    batch = make_batch(ref.tokenize(SEQS))
+    ops = LinearOps(fp8=True, fp8_layers=layers)
+    assert ops.describe().startswith("fused kernels; fp8") and "/".join(layers) in ops.describe()
+    with torch.inference_mode():
+        hidden = model(batch, 3, "loop", None, ops)
+    from virnuc_core.packing import segment_mean
+
+    got = segment_mean(hidden, batch.seq_ids, ref.pool_weight(batch), batch.num_seqs)
+    cos = cosines(got.numpy(), ref.reference_embed(SEQS))
+    assert cos.min() >= 0.99, cos
+
+
+# -- settings ----------------------------------------------------------------------------------
+def test_schema_defaults_and_fp8_kept_out_of_the_config():
+    import yaml
+
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    props = schema["properties"]
+    base = {"samples": {"s": "x"}, "chunk_length": 500}
+    assert props["fused_kernels"]["default"] is True
+    assert WorkflowSettings.from_config(base).fused_kernels is True
+    assert "fp8" not in props["precision"]["enum"]  # until it passes its gates (round 2)
+    assert "triton" in props["attention_backend"]["enum"]
+
+
+def test_fp8_and_fused_kernels_settings():
+    base = {"samples": {"s": "x"}, "chunk_length": 500, "shards": 1,
+            "models": {"dnabert": "tiny", "esm": "tiny"}}  # fmt: skip
+    s = WorkflowSettings.from_config({**base, "precision": "fp8", "fused_kernels": True})
+    esm_s, dna_s = s.embed("esm"), s.embed("dnabert")
+    assert esm_s.fused_kernels and not dna_s.fused_kernels
+    assert esm_s.resolved_precision("cuda") == "fp8" and dna_s.resolved_precision("cuda") == "bf16"
+    assert esm_s.resolved_precision("cpu") == "fp32"
+    assert WorkflowSettings.from_config(base).embed("esm").fused_kernels is True  # measured
+    off = WorkflowSettings.from_config({**base, "fused_kernels": False})
+    assert off.embed("esm").fused_kernels is False
+    assert EmbedSettings.from_json(esm_s.to_json()) == esm_s
+
+
+# -- GPU (skipped without one) -----------------------------------------------------------------
+@pytest.mark.gpu
+@gpu
+def test_gpu_kernels_match_references():
+    g = torch.Generator(device="cuda").manual_seed(5)
+    x = torch.randn(300, 2560, device="cuda", generator=g).bfloat16()
+    y = torch.randn(300, 2560, device="cuda", generator=g).bfloat16()
+    w, b = torch.rand(2560, device="cuda") + 0.5, torch.randn(2560, device="cuda") * 0.1
+    for fp8 in (False, True):
+        got = fused.add_layer_norm(x.clone(), y, w, b, 1e-5, fp8)
+        want = fused.add_layer_norm_reference(x.clone(), y, w, b, 1e-5, fp8)
+        torch.testing.assert_close(got[0], want[0])
+        if fp8:
+            torch.testing.assert_close(got[1][1], want[1][1])
+            assert (got[1][0].float() != want[1][0].float()).float().mean() < 0.01
+        else:
+            torch.testing.assert_close(got[1], want[1], rtol=2e-2, atol=2e-2)
+    h, wt = x[:, :512].contiguous(), (torch.randn(1024, 512, device="cuda") / 23).bfloat16()
+    bias = torch.randn(1024, device="cuda").bfloat16()
+    got = fused.linear_gelu(h, wt, bias)
+    torch.testing.assert_close(
+        got, F.gelu(F.linear(h, wt, bias).float()).bfloat16(), rtol=2e-2, atol=2e-2
+    )
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("precision", ["bf16", "fp8"])
+def test_gpu_fused_engine_close_to_reference(precision):
+    from virnuc_core.models import esm2
+
+    enc = esm2.load("tiny", device="cuda", precision=precision, fused=True, backend="triton")
+    seqs = SEQS * 20
+    cos = cosines(enc.embed(seqs), enc.reference_embed(seqs))
+    assert cos.mean() >= 0.999 and cos.min() >= (0.99 if precision == "bf16" else 0.98)
