@@ -5,6 +5,10 @@ Kinds of read:
   coding  random sense codons (no stop codon in the first reading frame)
   open    no stop codon in any of the six frames (every frame of every chunk is kept: the
           heaviest load for the embedding stages)
+  mixed   coding, open and random in turn
+  realistic  85% coding, 15% random, as reads of a prokaryote-rich metagenome (genomes about
+          85-90% coding): about one kept frame per 500-base read; with --duplicates, a share of
+          the reads appears again later under new ids (PCR and optical duplicates)
 
     python bench/make_reads.py --preset demo --out config/demo/reads.fa
     python bench/make_reads.py --preset bench --out /tmp/bench.fa           # 100,000 x 500 random
@@ -22,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 BASES = np.frombuffer(b"ACGT", np.uint8)
-KINDS = ("random", "coding", "open", "mixed")
+KINDS = ("random", "coding", "open", "mixed", "realistic")
 _STOPS = {"TAA", "TAG", "TGA"}
 _SENSE = np.array(
     [
@@ -90,7 +94,10 @@ def make_reads(
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     rng = np.random.default_rng(seed)
     lengths = rng.integers(min_len, max_len + 1, size=n)
-    kinds = [("coding", "open", "random")[i % 3] if kind == "mixed" else kind for i in range(n)]
+    if kind == "realistic":
+        kinds = np.where(rng.random(n) < 0.85, "coding", "random").tolist()
+    else:
+        kinds = [("coding", "open", "random")[i % 3] if kind == "mixed" else kind for i in range(n)]
     seqs: list[str] = [""] * n
     for name, maker in _MAKERS.items():
         idx = [i for i, k in enumerate(kinds) if k == name]
@@ -128,6 +135,19 @@ PRESETS = {
 }
 
 
+def with_duplicates(
+    reads: list[tuple[str, str]], share: float, seed: int = 0
+) -> list[tuple[str, str]]:
+    """``reads`` plus copies of a ``share`` of them, each placed later, under new ids."""
+    rng = np.random.default_rng(seed)
+    out = list(reads)
+    picks = np.sort(rng.choice(len(reads), int(share * len(reads)), replace=False))
+    for j, i in enumerate(picks.tolist()):
+        pos = int(rng.integers(i + 1, len(out) + 1))
+        out.insert(pos, (f"dup{j} of={reads[i][0].split()[0]}", reads[i][1]))
+    return out
+
+
 def write_reads(reads: list[tuple[str, str]], out: Path) -> None:
     opener = gzip.open if out.suffix == ".gz" else open
     with opener(out, "wt") as handle:
@@ -145,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-len", type=int)
     ap.add_argument("--kind", choices=KINDS)
     ap.add_argument("--seed", type=int)
+    ap.add_argument("--duplicates", type=float, default=0.0, help="share of reads repeated")
     ap.add_argument("--out", type=Path, required=True, help="FASTA to write (.gz: gzip)")
     args = ap.parse_args(argv)
     params = dict(PRESETS.get(args.preset, {}))
@@ -154,7 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     missing = {"n", "min_len", "max_len"} - params.keys()
     if missing:
         ap.error(f"give --preset or all of: {', '.join(sorted(missing))}")
-    write_reads(make_reads(**params), args.out)
+    reads = make_reads(**params)
+    if args.duplicates:
+        reads = with_duplicates(reads, args.duplicates, params.get("seed", 0))
+    write_reads(reads, args.out)
     print(f"wrote {params['n']} reads to {args.out}", file=sys.stderr)
     return 0
 

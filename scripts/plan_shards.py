@@ -1,6 +1,9 @@
-"""Rule plan_shards: cut each model's frames into shards of equal distinct work."""
+"""Rule plan_shards: cut each model's frames into shards of equal distinct work; the run plan."""
 
-from virnuc_core.plan import plan_shards
+import os
+
+from virnuc_core.plan import plan_shards, read_plan
+from virnuc_core.run_plan import run_plan, write_run_plan
 from virnuc_core.step import run_step
 
 
@@ -14,6 +17,9 @@ def main(sm) -> None:
         sm.output.plan,
         dict(zip(models, sm.output.sources, strict=True)),
     )
+    size = sum(os.path.getsize(p) for p in sm.input)
+    plan = run_plan(sm.wildcards.sample, read_plan(sm.output.plan), sm.params.specs, size)
+    write_run_plan(sm.output.run_plan, plan)
 
 
 run_step(snakemake, main)  # noqa: F821 - the object Snakemake's script: directive provides

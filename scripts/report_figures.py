@@ -1,5 +1,7 @@
 """Rule report_figures: score histograms and per-shard embedding throughput."""
 
+import json
+
 from virnuc_core import summary, throughput
 from virnuc_core.step import run_step
 
@@ -7,8 +9,10 @@ from virnuc_core.step import run_step
 def main(sm) -> None:
     summary.plot_scores(sm.input.predictions, sm.input.summary, sm.output.scores)
     rows = [throughput.shard_throughput(path) for path in sm.input.shards]
+    with open(sm.input.plan) as handle:
+        plan = json.load(handle)
     throughput.write_throughput(
-        rows, sm.wildcards.sample, sm.output.throughput_tsv, sm.output.throughput_html
+        rows, sm.wildcards.sample, sm.output.throughput_tsv, sm.output.throughput_html, plan
     )
     throughput.plot_throughput(rows, sm.output.throughput_png)
 

@@ -33,7 +33,8 @@ def setup_logging(log_path: str | None) -> None:
     for handler in list(root.handlers):
         root.removeHandler(handler)
     console = logging.StreamHandler(sys.stderr)
-    console.setLevel(logging.WARNING if log_path else logging.INFO)
+    if log_path:  # the console gets what needs a look, and the run plan (before the GPUs start)
+        console.addFilter(lambda r: r.levelno >= logging.WARNING or r.name == "virnuc.plan")
     console.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     root.addHandler(console)
     if log_path:

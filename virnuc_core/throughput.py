@@ -32,6 +32,7 @@ class ShardThroughput:
     records: int
     tokens_per_s: float | None
     records_per_s: float | None
+    loop_s: float | None
     wall_s: float | None
     max_rss_mb: float | None
 
@@ -67,6 +68,7 @@ def shard_throughput(shard_h5: str | os.PathLike) -> ShardThroughput:
         records=records,
         tokens_per_s=metrics.get("tokens_per_s"),
         records_per_s=metrics.get("records_per_s"),
+        loop_s=metrics.get("loop_s"),
         wall_s=metrics.get("wall_s"),
         max_rss_mb=metrics.get("max_rss_mb"),
     )
@@ -83,10 +85,30 @@ def throughput_rows(rows: Sequence[ShardThroughput]) -> list[list[object]]:
     return [[_fmt(v) for v in (*asdict(r).values(), r.records_per_wall_s)] for r in rows]
 
 
+PLAN_COLUMNS = ("model", "device", "expected_gpu_s", "source", "loop_s", "wall_s")
+
+
+def plan_vs_run(plan: dict, rows: Sequence[ShardThroughput]) -> list[list[object]]:
+    """Per model: the plan's expected GPU seconds on the GPU the jobs ran on (NA when the plan
+    has no measured figure for it), beside the jobs' embedding-loop and wall seconds."""
+    out = []
+    for model, p in plan.get("models", {}).items():
+        mine = [r for r in rows if r.model == model]
+        device = mine[0].device if mine else NA
+        expected = next((t for t in p.get("expected_gpu_seconds", []) if t["gpu"] == device), None)
+        loop = sum(r.loop_s or 0.0 for r in mine) if mine else None
+        wall = sum(r.wall_s or 0.0 for r in mine) if mine else None
+        out.append([model, device, _fmt(expected["seconds"]) if expected else NA,
+                    expected["source"] if expected else NA, _fmt(loop), _fmt(wall)])  # fmt: skip
+    return out
+
+
 def write_throughput(
-    rows: Sequence[ShardThroughput], sample: str, tsv: str | os.PathLike, page: str | os.PathLike
-) -> None:
-    """throughput.tsv (machine-readable) and throughput.html (for the report)."""
+    rows: Sequence[ShardThroughput], sample: str, tsv: str | os.PathLike, page: str | os.PathLike,
+    plan: dict | None = None,
+) -> None:  # fmt: skip
+    """throughput.tsv (machine-readable) and throughput.html (for the report), with the run
+    plan's expected GPU time beside what the jobs took."""
     table = throughput_rows(rows)
     with atomic_writer(tsv) as out:
         out.write("\t".join(THROUGHPUT_COLUMNS) + "\n")
@@ -96,12 +118,16 @@ def write_throughput(
         "(model loading included); all recorded by each job in its shard file. NA: the file "
         "does not say.</p>"
     )
-    with atomic_writer(page) as out:
-        out.write(
-            html_page(
-                f"Embedding throughput: {sample}", note + html_table(THROUGHPUT_COLUMNS, table)
-            )
+    body = note + html_table(THROUGHPUT_COLUMNS, table)
+    if plan is not None:
+        body += (
+            "<h2>Plan and run</h2><p>The GPU time the run plan expected before the jobs started "
+            "(compute only, from the throughput measured on that GPU) beside the jobs' "
+            "embedding loops and whole wall time (model loading included), summed over "
+            "shards.</p>" + html_table(PLAN_COLUMNS, plan_vs_run(plan, rows))
         )
+    with atomic_writer(page) as out:
+        out.write(html_page(f"Embedding throughput: {sample}", body))
 
 
 def plot_throughput(rows: Sequence[ShardThroughput], path: str | os.PathLike) -> None:

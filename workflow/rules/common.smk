@@ -12,6 +12,7 @@ import warnings  # noqa: E402
 
 from virnuc_core.classifier_check import check_classifier  # noqa: E402
 from virnuc_core.model_files import ModelFilesError, locked_paths, quick_check  # noqa: E402
+from virnuc_core import resources  # noqa: E402
 from virnuc_core.samples import SampleError, missing_files, read_samples  # noqa: E402
 from virnuc_core.settings import WorkflowSettings  # noqa: E402
 
@@ -105,3 +106,8 @@ if SETTINGS.classifier is None:
     )
 # The GPU jobs wait for the models folder to be verified (full sha256 of every locked file).
 MODELS_VERIFIED = {"verified": "results/models.verified.json"} if LOCKED else {}
+
+
+def mem(rule):
+    """A rule's mem_mb, from what bench/scale.py measured (virnuc_core.resources)."""
+    return lambda wc, input: resources.mem_mb(rule, resources.frames_of(input))

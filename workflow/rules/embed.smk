@@ -29,6 +29,7 @@ rule embed_shard:
     # one thread runs the GPU loop, the others read and tokenize
     threads: SETTINGS.reader_workers + 1
     resources:
+        mem_mb=mem("embed_shard"),
         gpu=1,
         # Halved on every retry, so a CUDA out-of-memory failure is retried with a smaller batch.
         token_budget=lambda wc, attempt: SETTINGS.embed(wc.model, attempt).token_budget,
@@ -59,7 +60,7 @@ rule finalize_shard:
     benchmark:
         "benchmarks/{sample}/finalize_shard/{model}_{i}.tsv"
     resources:
-        mem_mb=2000,
+        mem_mb=mem("finalize_shard"),
     conda:
         ENV
     script:
@@ -79,7 +80,7 @@ rule features:
     benchmark:
         "benchmarks/{sample}/features.tsv"
     resources:
-        mem_mb=2000,
+        mem_mb=mem("features"),
     conda:
         ENV
     script:

@@ -15,7 +15,7 @@ rule predict:
     benchmark:
         "benchmarks/{sample}/predict.tsv"
     resources:
-        mem_mb=2000,
+        mem_mb=mem("predict"),
     conda:
         ENV
     script:

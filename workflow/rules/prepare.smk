@@ -17,7 +17,7 @@ rule index_fasta:
     benchmark:
         "benchmarks/{sample}/index_fasta.tsv"
     resources:
-        mem_mb=2000,
+        mem_mb=mem("index_fasta"),
     conda:
         ENV
     script:
@@ -32,8 +32,11 @@ rule plan_shards:
     output:
         plan="results/{sample}/shards/plan.json",
         sources=expand("results/{{sample}}/shards/{model}.sources.npy", model=MODELS),
+        # what the run will cost, before any GPU job starts (virnuc_core.run_plan)
+        run_plan="results/{sample}/plan.json",
     params:
         models=MODELS,
+        specs=dict(SETTINGS.models),
         shards=SETTINGS.shards,
         dedupe=SETTINGS.dedupe,
     log:
@@ -41,7 +44,7 @@ rule plan_shards:
     benchmark:
         "benchmarks/{sample}/plan_shards.tsv"
     resources:
-        mem_mb=2000,
+        mem_mb=mem("plan_shards"),
     conda:
         ENV
     script:
@@ -55,6 +58,8 @@ rule verify_models:
         "results/models.verified.json",
     params:
         folder=SETTINGS.models_dir,
+    resources:
+        mem_mb=mem("verify_models"),
     log:
         "logs/verify_models.log",
     benchmark:

@@ -31,7 +31,7 @@ rule summarize_sample:
     benchmark:
         "benchmarks/{sample}/summarize_sample.tsv"
     resources:
-        mem_mb=2000,
+        mem_mb=mem("summarize_sample"),
     conda:
         ENV
     script:
@@ -42,6 +42,7 @@ rule report_figures:
     input:
         predictions="results/{sample}/prediction_results.tsv",
         summary="results/{sample}/summary.tsv",
+        plan="results/{sample}/plan.json",
         # The shard files carry each embed job's metrics.
         shards=lambda wc: [f for m in MODELS for f in shard_files(wc.sample, m)],
     output:
@@ -69,7 +70,7 @@ rule report_figures:
     benchmark:
         "benchmarks/{sample}/report_figures.tsv"
     resources:
-        mem_mb=2000,
+        mem_mb=mem("report_figures"),
     conda:
         ENV
     script:

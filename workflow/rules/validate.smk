@@ -22,6 +22,7 @@ rule validate_embeddings:
         settings=lambda wc: SETTINGS.embed(wc.model).as_dict(),
         validate=SETTINGS.validate_dict(),
     resources:
+        mem_mb=mem("validate_embeddings"),
         gpu=1,
     log:
         "logs/{sample}/validate_embeddings/{model}.log",
@@ -43,6 +44,8 @@ rule validation_summary:
         "results/{sample}/validation/summary.json",
     params:
         classifier=SETTINGS.classifier,
+    resources:
+        mem_mb=mem("validation_summary"),
     log:
         "logs/{sample}/validation_summary.log",
     benchmark:

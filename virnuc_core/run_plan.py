@@ -1,0 +1,108 @@
+"""A plan before the GPUs start: what a sample will cost (``results/{sample}/plan.json``).
+
+Written with the shard plan, right after the index stage: frames and tokens per model, the GPU
+time expected on each GPU type from the throughputs measured in ``bench/results/`` (the table
+``bench/results/throughputs.json`` names the file each figure comes from), the disk the run will
+need, and each job's memory (:mod:`virnuc_core.resources`). The report shows it beside what the
+run took. Expected GPU times are compute only (model loading and compiling excluded) and exist
+only for the published architectures (ESM-2 3B, DNABERT-S size): other models get none.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from virnuc_core import resources
+from virnuc_core.files import atomic_writer
+
+log = logging.getLogger("virnuc.plan")
+
+THROUGHPUTS = Path(__file__).resolve().parent.parent / "bench" / "results" / "throughputs.json"
+# Embedding widths of the models the plan knows, by architecture.
+WIDTHS = {("dnabert", "DNABERT-S"): 768, ("esm", "ESM-2 3B"): 2560}
+DISK_MARGIN = 1.15  # the run's high-water mark over the final embeddings (bench/scale.py)
+
+
+def architecture(model: str, spec: str) -> str | None:
+    """'ESM-2 3B' / 'DNABERT-S' when ``spec`` (a model name or local path) has the published
+    architecture, else None (tiny models, stand-ins, other sizes)."""
+    if model == "esm":
+        return "ESM-2 3B" if "t36_3B" in Path(spec).name else None
+    config = Path(spec) / "config.json"
+    if spec == "zhihan1996/DNABERT-S":
+        return "DNABERT-S"
+    if config.is_file():
+        c = json.loads(config.read_text())
+        if (c.get("hidden_size"), c.get("num_hidden_layers")) == (768, 12):
+            return "DNABERT-S"
+    return None
+
+
+def measured(path: str | os.PathLike = THROUGHPUTS) -> list[dict[str, Any]]:
+    """The table of measured throughputs (GPU, model, tokens/s, source file)."""
+    return json.loads(Path(path).read_text())["entries"]
+
+
+def _model_plan(model: str, spec: str, shards: Mapping[str, Any], table: list[dict]) -> dict:
+    arch = architecture(model, spec)
+    tokens = int(sum(shards["tokens"]))
+    gpu_s = [
+        {"gpu": e["gpu"], "seconds": round(tokens / e["tokens_per_s"], 1),
+         "tokens_per_s": round(e["tokens_per_s"]), "source": e["source"]}
+        for e in table if arch and e["model"] == model
+    ]  # fmt: skip
+    return {
+        "architecture": arch,
+        "distinct_sequences": int(sum(shards["distinct"])),
+        "tokens": tokens,
+        "tokens_estimated": bool(shards["tokens_estimated"]),
+        "expected_gpu_seconds": gpu_s,
+        "width": WIDTHS.get((model, arch)),
+    }
+
+
+def run_plan(sample: str, shard_doc: Mapping[str, Any], models: Mapping[str, str],
+             input_bytes: int, table: list[dict] | None = None) -> dict:  # fmt: skip
+    """The plan document for ``sample`` (see the module docstring)."""
+    table = measured() if table is None else table
+    frames = int(shard_doc["frames"])
+    plan = {m: _model_plan(m, models[m], shard_doc["models"][m], table) for m in models}
+    widths = [p["width"] for p in plan.values()]
+    emb = frames * 4 * sum(widths) if all(widths) else None
+    return {
+        "sample": sample,
+        "frames": frames,
+        "shards": shard_doc["shards"],
+        "models": plan,
+        "disk": {
+            "embeddings_bytes": emb,
+            "high_water_bytes": None if emb is None else int(emb * DISK_MARGIN + input_bytes),
+            "note": "embeddings kept once (shard files); plus the index stage's FASTA outputs",
+        },
+        "job_memory_mb": resources.plan_table(frames),
+    }
+
+
+def write_run_plan(path: str | os.PathLike, plan: Mapping[str, Any]) -> None:
+    """Write the plan and log what it says in one line per model."""
+    with atomic_writer(path) as out:
+        json.dump(plan, out, indent=1)
+    for model, p in plan["models"].items():
+        times = [
+            f"{t['seconds']:,.0f} s on an {t['gpu']} ({t['tokens_per_s']:,} tokens/s, "
+            f"{t['source']})"
+            for t in p["expected_gpu_seconds"]
+        ]
+        log.info(
+            "plan: %s: %d frames, %d distinct, %s%d tokens: %s", model, plan["frames"],
+            p["distinct_sequences"], "~" if p["tokens_estimated"] else "", p["tokens"],
+            ", ".join(times) or "no measured throughput for this model",
+        )  # fmt: skip
+    disk = plan["disk"]["high_water_bytes"]
+    if disk:
+        log.info("plan: the run needs about %.1f GB of disk", disk / 1e9)
