@@ -94,12 +94,19 @@ def snakemake(work: Path, *extra: str) -> list[str]:
 
 
 def job_pid(work_dir: Path) -> int | None:
-    """The process writing an embed job's work directory (it holds rows.bin open)."""
+    """The embed job writing ``work_dir``: the process holding its rows.bin open whose parent
+    does not (its reader processes may still hold the file they inherited)."""
+
     rows = str((work_dir / "rows.bin").resolve())
+    holders = set()
     for proc in psutil.process_iter():
         with contextlib.suppress(psutil.Error):
             if any(f.path == rows for f in proc.open_files()):
-                return proc.pid
+                holders.add(proc.pid)
+    for pid in holders:
+        with contextlib.suppress(psutil.Error):
+            if psutil.Process(pid).ppid() not in holders:
+                return pid
     return None
 
 

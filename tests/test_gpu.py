@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import os
@@ -146,3 +147,62 @@ def test_default_count_uses_torch(tmp_path):
             assert c.device == "cpu"
         else:
             assert c.device.startswith("cuda:")
+
+
+HOLDER_WITH_READERS = """
+import sys, time, numpy as np
+from torch.utils.data import IterableDataset
+from virnuc_core.gpu import claim_device
+from virnuc_core.runner import read_tokens
+from virnuc_core.store import ShardCheckpoint
+
+class Slow(IterableDataset):  # a reader that outlives its job by far
+    def __iter__(self):
+        time.sleep(60)
+        yield [(0, np.zeros(1, np.int64))]
+
+lock_dir, work = sys.argv[1], sys.argv[2]
+with claim_device(lock_dir, n_gpus=1, environ={}) as claim:
+    ckpt = ShardCheckpoint.open(work, "fp", 4, 0, 4)
+    tokens = read_tokens(Slow(), workers=1)
+    print("holding", flush=True)
+    next(tokens)
+"""
+
+
+def test_a_killed_job_frees_its_slot_and_work_although_its_readers_live_on(tmp_path):
+    """The DataLoader's reader processes inherit the job's lock descriptors when they fork; they
+    close them at start, so SIGKILL of the job frees the GPU slot and its work directory even
+    while a reader still runs."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import psutil
+
+    from virnuc_core.store import ShardCheckpoint
+
+    repo = Path(__file__).resolve().parents[1]
+    work = tmp_path / "work"
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    job = subprocess.Popen(
+        [sys.executable, "-c", HOLDER_WITH_READERS, str(tmp_path / "locks"), str(work)],
+        stdout=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    assert job.stdout.readline().strip() == "holding"
+    readers = psutil.Process(job.pid).children()
+    deadline = time.time() + 30
+    while not readers and time.time() < deadline:  # the reader process has started
+        time.sleep(0.1)
+        readers = psutil.Process(job.pid).children()
+    time.sleep(1.0)
+    job.send_signal(signal.SIGKILL)
+    job.wait(10)
+    assert any(r.is_running() for r in readers)  # a reader outlives the job...
+    kw = dict(n_gpus=1, environ=NO_SCHEDULER, poll=0.05, timeout=5)
+    with claim_device(tmp_path / "locks", **kw) as c:  # ...but holds neither lock
+        assert c.index == 0
+        ShardCheckpoint.open(work, "fp", 4, 0, 4).close()
+    for r in readers:
+        with contextlib.suppress(psutil.Error):
+            r.kill()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -89,16 +90,20 @@ def committed(work_dir: Path) -> int:
 
 
 def embed_job_pid(work_dir: Path) -> int | None:
-    """The process writing an embed job's work directory (it holds rows.bin open)."""
+    """The embed job writing ``work_dir``: the process holding its rows.bin open whose parent
+    does not (its reader processes may still hold the file they inherited)."""
     import psutil
 
     rows = str((work_dir / "rows.bin").resolve())
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
+    holders = set()
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
             if any(f.path == rows for f in proc.open_files()):
-                return proc.pid
-        except (psutil.AccessDenied, psutil.NoSuchProcess):
-            continue
+                holders.add(proc.pid)
+    for pid in holders:
+        with contextlib.suppress(psutil.Error):
+            if psutil.Process(pid).ppid() not in holders:
+                return pid
     return None
 
 

@@ -1,4 +1,4 @@
-"""Writing files so that a reader never sees a partial one."""
+"""Writing files so that a reader never sees a partial one; locks that child processes drop."""
 
 from __future__ import annotations
 
@@ -31,3 +31,29 @@ def atomic_writer(final: str | os.PathLike, mode: str = "w") -> Iterator:
     """Open a temporary file beside ``final`` for writing; rename it into place on success."""
     with atomic_path(final) as tmp, open(tmp, mode) as handle:
         yield handle
+
+
+# File descriptors holding a lock (flock) of this process. A forked child (a DataLoader reader)
+# inherits them, and an flock lasts while any descriptor of it is open: a reader outliving a
+# killed job would keep its GPU slot and work directory locked. Children close them at start.
+_LOCK_FDS: set[int] = set()
+
+
+def hold_lock_fd(fd: int) -> int:
+    """Register ``fd`` as holding a lock (see :func:`close_inherited_locks`); returns it."""
+    _LOCK_FDS.add(fd)
+    return fd
+
+
+def release_lock_fd(fd: int) -> None:
+    """Close a registered lock descriptor (releases the lock once no child holds it)."""
+    _LOCK_FDS.discard(fd)
+    os.close(fd)
+
+
+def close_inherited_locks() -> None:
+    """In a forked child: close the parent's lock descriptors, so the locks die with it."""
+    for fd in list(_LOCK_FDS):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _LOCK_FDS.clear()

@@ -34,6 +34,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from virnuc_core.files import hold_lock_fd, release_lock_fd
+
 log = logging.getLogger("virnuc.gpu")
 
 SCHEDULER_VARS = ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID")
@@ -82,6 +84,7 @@ def _try_lock(path: Path) -> int | None:
         fd = os.open(path, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        hold_lock_fd(fd)
     except BlockingIOError:
         os.close(fd)
         return None
@@ -178,4 +181,4 @@ def claim_device(
     finally:
         with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)
-        os.close(fd)  # releases the flock
+        release_lock_fd(fd)  # releases the flock

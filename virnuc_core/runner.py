@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from virnuc_core.fasta import read_sequences
+from virnuc_core.files import close_inherited_locks
 from virnuc_core.packing import PackedBatch, make_batch, pack_stream
 
 Tokenize = Callable[[list[str]], list[np.ndarray]]
@@ -50,7 +51,13 @@ class RecordReader(IterableDataset):
             yield list(zip(self.records[part].tolist(), self.tokenize(seqs), strict=True))
 
 
-def _leave_sigterm_to_the_main_process(_worker: int) -> None:
+def _reader_start(_worker: int) -> None:
+    """A reader process's start: leave the job's locks and SIGTERM to the main process."""
+    close_inherited_locks()
+    _leave_sigterm_to_the_main_process()
+
+
+def _leave_sigterm_to_the_main_process() -> None:
     # SLURM (scancel, time limit) sends SIGTERM to every process of a job: a reader worker killed
     # by it would make the main process fail with a DataLoader error before it can commit and
     # exit 143. The main process stops the workers itself; if it dies, they follow it.
@@ -72,7 +79,7 @@ def read_tokens(reader: RecordReader, workers: int) -> Iterator[tuple[int, np.nd
         num_workers=workers,
         prefetch_factor=4 if workers else None,
         persistent_workers=False,
-        worker_init_fn=_leave_sigterm_to_the_main_process,
+        worker_init_fn=_reader_start,
     )
     for block in loader:
         yield from block

@@ -38,7 +38,7 @@ def setup_logging(log_path: str | None) -> None:
     console.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     root.addHandler(console)
     if log_path:
-        file = logging.FileHandler(log_path, mode="w")
+        file = logging.FileHandler(log_path, mode="a")  # a resumed job keeps the first attempt
         file.setFormatter(logging.Formatter(LOG_FORMAT))
         root.addHandler(file)
 

@@ -49,6 +49,8 @@ from typing import Any
 
 import numpy as np
 
+from virnuc_core.files import hold_lock_fd, release_lock_fd
+
 log = logging.getLogger("virnuc.store")
 
 WORK_FORMAT = "virnuc-shard-work/2"
@@ -175,7 +177,7 @@ def _lock(path: Path) -> int:
     except BlockingIOError:
         os.close(fd)
         raise RuntimeError(f"{path.parent} is being written by another process") from None
-    return fd
+    return hold_lock_fd(fd)
 
 
 class ShardCheckpoint:
@@ -378,8 +380,8 @@ class ShardCheckpoint:
     def close(self) -> None:
         """Release the work directory; buffered (uncommitted) rows are dropped."""
         if self._fds is not None:
-            for fd in self._fds:
-                os.close(fd)  # closing rows.bin also releases the flock
+            release_lock_fd(self._fds[0])  # releases the flock (children closed theirs)
+            os.close(self._fds[1])
             self._fds = None
         if self._buffered:
             log.debug("%s: closing with %d uncommitted rows", self.work_path, self._buffered)
