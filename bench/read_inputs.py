@@ -55,8 +55,16 @@ STEP = 20_000  # reads generated at a time
 # -- the input files ---------------------------------------------------------------------------
 
 
-def rows(rng: np.random.Generator, first: int, n: int, length: int, fastq: bool) -> bytes:
-    """``n`` records as one bytes object; every header has the same width (numbers padded)."""
+def rows(
+    rng: np.random.Generator,
+    qrng: np.random.Generator,
+    first: int,
+    n: int,
+    length: int,
+    fastq: bool,
+) -> bytes:
+    """``n`` records as one bytes object; every header has the same width (numbers padded).
+    Qualities come from their own generator: FASTA and FASTQ files hold the same reads."""
     heads = b"".join(
         (b"@read%08d 1:N:0:1\n" if fastq else b">read%08d length=500\n") % i
         for i in range(first, first + n)
@@ -65,7 +73,7 @@ def rows(rng: np.random.Generator, first: int, n: int, length: int, fastq: bool)
     parts = [heads, BASES[rng.integers(0, 4, size=(n, length))], np.full((n, 1), ord("\n"))]
     if fastq:
         plus = np.frombuffer(b"+\n", np.uint8)
-        quals = QUALS[rng.choice(4, size=(n, length), p=[0.85, 0.1, 0.04, 0.01])]
+        quals = QUALS[qrng.choice(4, size=(n, length), p=[0.85, 0.1, 0.04, 0.01])]
         parts += [np.broadcast_to(plus, (n, 2)), quals, np.full((n, 1), ord("\n"))]
     return np.hstack([p.astype(np.uint8) for p in parts]).tobytes()
 
@@ -81,9 +89,9 @@ def wrapped(block: bytes, width: int) -> bytes:
 
 
 def generate(n: int, length: int, fastq: bool, seed: int) -> Iterator[bytes]:
-    rng = np.random.default_rng(seed)
+    rng, qrng = np.random.default_rng(seed), np.random.default_rng(seed + 1)
     for first in range(0, n, STEP):
-        yield rows(rng, first, min(STEP, n - first), length, fastq)
+        yield rows(rng, qrng, first, min(STEP, n - first), length, fastq)
 
 
 def write_inputs(folder: Path, n: int, length: int, level: int) -> dict[str, Path]:
@@ -156,45 +164,49 @@ def cpu(fn: Callable, *args) -> tuple[float, object]:
     return time.process_time() - start, out
 
 
-def measure(files: dict[str, Path], chunk_length: int, repeats: int) -> dict:
-    """Every method on every file, ``repeats`` rounds, the files alternating within a round."""
+def measure(files: dict[str, Path], chunk_length: int, repeats: int, limit: int) -> dict:
+    """Every method on every file, ``repeats`` rounds; within a round each file runs all its
+    methods one after the other, and the references run with the plain FASTA, so that every
+    comparison is made at about the same moment (the dev machine's load changes)."""
     methods = {
         "raw": raw,
         "parse": parse,
         "reads": parse_checked,
         "reads + frames": lambda p: with_frames(p, chunk_length),
     }
-    seconds: dict[str, dict[str, list[float]]] = {f: {m: [] for m in methods} for f in files}
-    outputs: dict[str, dict[str, object]] = {f: {} for f in files}
+    batches = in_memory(files["plain FASTA"], limit)
+    references = {
+        "select_frames alone": lambda _: frames_alone(batches, chunk_length),
+        "old reader": old_reader,
+        "old reader + frames": lambda p: old_with_frames(p, chunk_length),
+    }
+    seconds: dict[str, dict[str, list[float]]] = {}
+    outputs: dict[str, dict[str, object]] = {}
     for _ in range(repeats):
-        for method, fn in methods.items():
-            for name, path in files.items():
+        for name, path in files.items():
+            todo = {**methods, **references} if name == "plain FASTA" else methods
+            for method, fn in todo.items():
                 dt, out = cpu(fn, path)
-                seconds[name][method].append(dt)
-                outputs[name][method] = out
+                seconds.setdefault(name, {}).setdefault(method, []).append(dt)
+                outputs.setdefault(name, {})[method] = out
     return {"seconds": seconds, "outputs": outputs}
 
 
-def reference(path: Path, chunk_length: int, limit: int, repeats: int) -> dict:
-    """select_frames alone over in-memory batches (the first ``limit`` reads of ``path``), and
-    the previous reader on the whole file."""
-    batches = []
+def in_memory(path: Path, limit: int) -> list[tuple[list[str], list[str]]]:
+    """The first batches of ``path`` (``limit`` reads or a little more), kept in memory."""
+    batches, n = [], 0
     for batch in reads.iter_read_batches([path], check_duplicates=False):
         batches.append((batch.ids, batch.seqs))
-        if sum(len(b[0]) for b in batches) >= limit:
+        n += len(batch)
+        if n >= limit:
             break
-    n = sum(len(ids) for ids, _ in batches)
-    times: dict[str, list[float]] = {"select_frames alone": [], "old reader": []}
-    times["old reader + frames"] = []
-    for _ in range(repeats):
-        start = time.process_time()
-        for ids, seqs in batches:
-            select_frames(ids, seqs, chunk_length)
-        times["select_frames alone"].append(time.process_time() - start)
-        times["old reader"].append(cpu(old_reader, path)[0])
-        times["old reader + frames"].append(cpu(old_with_frames, path, chunk_length)[0])
-    counts = {"select_frames alone": n, "old reader": None, "old reader + frames": None}
-    return {"seconds": times, "reads": counts}
+    return batches
+
+
+def frames_alone(batches: list[tuple[list[str], list[str]]], chunk_length: int) -> int:
+    for ids, seqs in batches:
+        select_frames(ids, seqs, chunk_length)
+    return sum(len(ids) for ids, _ in batches)
 
 
 def profile(path: Path, top: int = 12) -> list[dict]:
@@ -235,16 +247,15 @@ def machine() -> dict:
     }
 
 
-def summarise(measured: dict, ref: dict, n: int) -> dict:
+def summarise(measured: dict, n: int) -> dict[str, dict[str, float]]:
     """Best-of-repeats reads/s (per core: one process, one thread) for every row."""
     rates: dict[str, dict[str, float]] = {}
     for name, per_method in measured["seconds"].items():
-        rates[name] = {m: round(n / min(t), 1) for m, t in per_method.items()}
-    ref_rates = {}
-    for method, times in ref["seconds"].items():
-        count = ref["reads"][method] or n
-        ref_rates[method] = round(count / min(times), 1)
-    return {"files": rates, "reference": ref_rates}
+        for method, times in per_method.items():
+            out = measured["outputs"][name][method]
+            count = out if method == "select_frames alone" else n
+            rates.setdefault(name, {})[method] = round(count / min(times), 1)
+    return rates
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -267,33 +278,32 @@ def main(argv: list[str] | None = None) -> int:
         made = time.process_time() - start
         sizes = {name: path.stat().st_size for name, path in files.items()}
         load_before = os.getloadavg()
-        measured = measure(files, args.chunk_length, args.repeats)
-        ref = reference(files["plain FASTA"], args.chunk_length, args.reference_reads, 1)
+        measured = measure(files, args.chunk_length, args.repeats, args.reference_reads)
         where = {name: profile(files[name]) for name in ("plain FASTA", "gzip FASTQ")}
         load_after = os.getloadavg()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    result = report(args, core, made, sizes, measured, ref, where, load_before, load_after)
+    result = report(args, core, made, sizes, measured, where, load_before, load_after)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0 if result["outputs_agree"] else 1
 
 
-def report(args, core, made, sizes, measured, ref, where, load_before, load_after) -> dict:
+def report(args, core, made, sizes, measured, where, load_before, load_after) -> dict:
     n = args.reads
-    rates = summarise(measured, ref, n)
+    rates = summarise(measured, n)
     outputs = measured["outputs"]
     agree = all(
         out["parse"] == out["reads"] == n and out["reads + frames"][0] == n
         for out in outputs.values()
     )
+    old = outputs["plain FASTA"]
+    agree = agree and old["old reader"] == old["old reader + frames"] == n
     frames = {out["reads + frames"][1] for out in outputs.values()}
     agree = agree and len(frames) == 1
-    for name, per in rates["files"].items():
-        print(f"{name:30s} " + "  ".join(f"{m} {r:>11,.0f}" for m, r in per.items()))
-    for name, r in rates["reference"].items():
-        print(f"{name:30s} {r:>11,.0f} reads/s")
+    for name, per in rates.items():
+        print(f"{name}: " + ", ".join(f"{m} {r:,.0f}" for m, r in per.items()))
     return {
         "benchmark": "reading a sample's reads, one CPU core, CPU seconds (time.process_time)",
         "command": " ".join(["python", *map(shlex.quote, sys.argv)]),
@@ -324,7 +334,6 @@ def report(args, core, made, sizes, measured, ref, where, load_before, load_afte
         },
         "repeats": args.repeats,
         "cpu_seconds": measured["seconds"],
-        "reference_cpu_seconds": ref["seconds"],
         "reads_per_cpu_second": rates,
         "profile_own_time_share": where,
         "outputs_agree": agree,

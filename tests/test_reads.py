@@ -89,7 +89,7 @@ def biopython(path, fmt):
 
     SeqIO.parse(..., "fasta") refuses blank lines before the first record, which we accept:
     SimpleFastaParser, which skips them, is used then."""
-    with open(path) as handle:
+    with open(path, encoding="utf-8") as handle:
         if fmt == "fastq":
             return [(t.split(None, 1)[0], s) for t, s, _ in FastqGeneralIterator(handle)]
         if handle.read(1) == ">":
@@ -145,6 +145,12 @@ def test_matches_biopython_and_the_records(tmp_path_factory, sample, block):
     assert got == want
     assert [i for b in batches for i in b.ids] == [w[0] for w in want]
     assert [b.first for b in batches] == np.cumsum([0] + [len(b) for b in batches[:-1]]).tolist()
+
+
+def test_matches_biopython_on_golden_input(golden_dir):
+    ours = [(r.id, r.seq) for r in iter_reads(golden_dir / "input.fa")]
+    assert ours == biopython(golden_dir / "input.fa", "fasta")
+    assert len(ours) == 200
 
 
 def test_header_lines_are_reported(tmp_path):
@@ -537,12 +543,12 @@ def test_batches_through_select_frames_match_the_golden_files(golden_dir, tmp_pa
         ids += frames.ids
         nts += frames.nucleotides
         aas += frames.proteins
-    with open(golden_dir / "identified_nucleotide500.fa") as nt:
+    with open(golden_dir / "identified_nucleotide500.fa", encoding="utf-8") as nt:
         assert list(zip(ids, nts, strict=True)) == list(SimpleFastaParser(nt))
-    with open(golden_dir / "identified_protein500.faa") as aa:
+    with open(golden_dir / "identified_protein500.faa", encoding="utf-8") as aa:
         assert list(zip(ids, aas, strict=True)) == list(SimpleFastaParser(aa))
 
 
 def fasta_as_fastq(path) -> str:
-    with open(path) as handle:
+    with open(path, encoding="utf-8") as handle:
         return "".join(f"@{t}\n{s}\n+\n{quality(s)}\n" for t, s in SimpleFastaParser(handle))
