@@ -168,6 +168,17 @@ def test_crlf_blank_lines_and_bom(tmp_path):
     assert triples(write(tmp_path / "a.fa", text)) == [("r1", "ACGTAC", 2), ("r2", "GG", 6)]
 
 
+def test_mixed_layouts_in_one_file(tmp_path):
+    """A first record on one line, a later one on three: an even number of lines, which the
+    single-line fast path must not pair up by position (it would read a record 'TT')."""
+    text = ">a\nAC\n>b\nGG\nTT\nCC\n>c\nA\n"
+    assert triples(write(tmp_path / "a.fa", text)) == [
+        ("a", "AC", 1),
+        ("b", "GGTTCC", 3),
+        ("c", "A", 7),
+    ]
+
+
 def test_spaces_around_lines_are_accepted(tmp_path):
     """As the previous FASTA reader did: whitespace around a line is not part of it."""
     text = ">r1 d \n  ACGT\t\n AC \n"
@@ -321,9 +332,9 @@ def test_fast_paths_take_the_usual_layouts():
     assert reads._fasta_fast(single, 1).ids == ["a", "b"]
     wrapped = b">a\nAC\nGT\n\n>b\nGG\n"
     assert reads._fasta_fast(wrapped, 1).lines.tolist() == [1, 5]
-    fastq = b"@a d\nACGT\n+\nIIII\n@b\nGG\n+\nII".split(b"\n")
+    fastq = ["@a d", "ACGT", "+", "IIII", "@b", "GG", "+", "II"]
     assert reads._fastq_fast(fastq, 3).lines.tolist() == [3, 7]
-    repeated = b"@a d\nACGT\n+a d\nIIII\n@b\nGG\n+b\nII".split(b"\n")  # old SRA dumps
+    repeated = ["@a d", "ACGT", "+a d", "IIII", "@b", "GG", "+b", "II"]  # old SRA dumps
     assert reads._fastq_fast(repeated, 1).ids == ["a", "b"]
 
 

@@ -64,7 +64,6 @@ FORMATS = ("fasta", "fastq")
 _BLOCK_BYTES = 1 << 20
 _BOM = b"\xef\xbb\xbf"
 _IUPAC_BOTH = IUPAC + IUPAC.lower()
-_SEQ_LINES = _IUPAC_BOTH + b"\n"  # what joined sequence lines may hold
 _IUPAC_NUL = _IUPAC_BOTH + b"\0"
 _QUALITY = bytes(range(33, 127))  # '!' .. '~'
 # An id ends at the first ASCII whitespace (what bytes.split() splits on: these, ' ' and LF).
@@ -300,29 +299,54 @@ def _crlf_to_lf(text: bytes) -> bytes | None:
 def _fasta_fast(text: bytes, line: int) -> _Parsed | None:
     """Whole records starting with '>', parsed with whole-block operations; None if anything
     is unusual (then :func:`_fasta_lines` decides)."""
+    # Guess the layout from the first record (one sequence line?), so that wrapped files do
+    # not pay for a failed attempt at the single-line one on every block.
+    second = text.find(b"\n", text.find(b"\n") + 1) + 1  # where the third line starts
+    lines = _str_lines(text) if second in (0, len(text)) or text[second] == 62 else None  # '>'
+    if lines is not None:
+        line_ends = len(lines) - (not text.endswith(b"\n"))
+        single = _fasta_single(lines, line, line_ends)
+        if single is not None:
+            return single
     text = _crlf_to_lf(text)
-    if text is None:
+    return None if text is None else _fasta_wrapped(text, line)
+
+
+def _str_lines(text: bytes) -> list[str] | None:
+    """The lines of a block, decoded with one call (CRLF made LF; the empty piece after the
+    last LF dropped); None if it holds a lone CR or is not UTF-8. An LF never occurs inside a
+    UTF-8 character, so these are the lines of the bytes."""
+    text = _crlf_to_lf(text)
+    try:
+        lines = None if text is None else text.decode("utf-8").split("\n")
+    except UnicodeDecodeError:
         return None
-    lines = text.split(b"\n")
-    line_ends = len(lines) - 1
-    if not lines[-1]:  # the empty piece after the last LF
+    if lines and not lines[-1]:
         lines.pop()
-    if len(lines) % 2 == 0:  # maybe one sequence line per record, the usual layout
-        heads = b"\n".join(lines[0::2])
-        n = len(lines) // 2
-        seq_lines = lines[1::2]
-        if heads.count(b"\n>") == n - 1 and b"" not in seq_lines:
-            seqs = b"\n".join(seq_lines)
-            ids = None if seqs.translate(None, _SEQ_LINES) else _ids(_titles(heads, b">"), n)
-            if ids is not None:
-                seqs = seqs.decode("ascii").split("\n")
-                return _Parsed(ids, seqs, line + 2 * np.arange(n), line_ends=line_ends)
-    return _fasta_wrapped(text, line)
+    return lines
 
 
-def _titles(heads: bytes, marker: bytes) -> bytes:
-    """Header lines joined by LF, each starting with ``marker``, without the markers."""
-    return heads[1:].replace(b"\n" + marker, b"\n")
+def _bases_ok(seqs: str) -> bool:
+    """Whether ``seqs`` holds IUPAC nucleotide codes only (one translate over its bytes)."""
+    try:
+        return not seqs.encode("ascii").translate(None, _IUPAC_BOTH)
+    except UnicodeEncodeError:
+        return False
+
+
+def _fasta_single(lines: list[str], line: int, line_ends: int) -> _Parsed | None:
+    """Records of one sequence line each, the usual layout for reads, or None. The block was
+    decoded and split once, so the sequence lines are the very strings handed out."""
+    n = len(lines) // 2
+    if not n or len(lines) % 2:
+        return None
+    heads, seqs = "\n".join(lines[0::2]), lines[1::2]
+    if heads.count("\n>") != n - 1 or "" in seqs or not _bases_ok("".join(seqs)):
+        return None
+    ids = _ids(heads[1:].replace("\n>", "\n").encode("utf-8"), n)
+    if ids is None:
+        return None
+    return _Parsed(ids, seqs, line + 2 * np.arange(n), line_ends=line_ends)
 
 
 def _fasta_wrapped(text: bytes, line: int) -> _Parsed | None:
@@ -390,31 +414,31 @@ def _fasta_lines(text: bytes, path: Path, line: int) -> _Parsed:
 # -- FASTQ -------------------------------------------------------------------------------------
 
 
-def _fastq_fast(lines: list[bytes], line: int) -> _Parsed | None:
-    """4n lines of whole 4-line records, parsed with whole-block operations; None if anything
-    is unusual (then :func:`_fastq_lines` decides)."""
+def _fastq_fast(lines: list[str], line: int) -> _Parsed | None:
+    """4n decoded lines of whole 4-line records, parsed with whole-block operations; None if
+    anything is unusual (then :func:`_fastq_lines` decides)."""
     n = len(lines) // 4
-    heads = b"\n".join(lines[0::4])
-    seq_lines, qual_lines = lines[1::4], lines[3::4]
-    if heads[:1] != b"@" or heads.count(b"\n@") != n - 1 or b"" in seq_lines:
+    heads = "\n".join(lines[0::4])
+    seqs, qual_lines = lines[1::4], lines[3::4]
+    if heads[:1] != "@" or heads.count("\n@") != n - 1 or "" in seqs:
         return None
-    seqs = b"\n".join(seq_lines)
-    if seqs.translate(None, _SEQ_LINES) or list(map(len, seq_lines)) != list(map(len, qual_lines)):
+    if list(map(len, seqs)) != list(map(len, qual_lines)) or not _bases_ok("".join(seqs)):
         return None
-    quals = np.frombuffer(b"".join(qual_lines), np.uint8)  # a range: min/max, 10x translate's speed
+    try:  # a range: numpy min/max, 10x the speed of a translate
+        quals = np.frombuffer("".join(qual_lines).encode("ascii"), np.uint8)
+    except UnicodeEncodeError:
+        return None
     if quals.min() < _QUALITY[0] or quals.max() > _QUALITY[-1]:
         return None
-    titles = _titles(heads, b"@")
+    titles = heads[1:].replace("\n@", "\n")
     plus = lines[2::4]
     # bare '+' lines (usual), or every one repeating its header whole (old SRA dumps)
-    if plus.count(b"+") != n:
-        repeats = b"\n".join(plus)
-        if repeats[:1] != b"+" or _titles(repeats, b"+") != titles:
+    if plus.count("+") != n:
+        repeats = "\n".join(plus)
+        if repeats[:1] != "+" or repeats[1:].replace("\n+", "\n") != titles:
             return None
-    ids = _ids(titles, n)
-    if ids is None:
-        return None
-    return _Parsed(ids, seqs.decode("ascii").split("\n"), line + 4 * np.arange(n))
+    ids = _ids(titles.encode("utf-8"), n)
+    return None if ids is None else _Parsed(ids, seqs, line + 4 * np.arange(n))
 
 
 def _fastq_record(
@@ -536,29 +560,27 @@ class _FileParser:
         """Whole 4-line records from the head of ``text`` (whole lines; at the end of the file
         also the rest, which must be blank lines); return the reads, the lines used and the
         lines left for later (an unfinished record)."""
-        clean = _crlf_to_lf(text)
-        lines = (text if clean is None else clean).split(b"\n")
-        if not lines[-1]:  # the empty piece after the last LF
-            lines.pop()
-        whole = len(lines) // 4 * 4
-        fast = _fastq_fast(lines[:whole], self.line) if whole and clean is not None else None
-        if fast is not None and (whole == len(lines) or not eof):
-            return fast, whole, len(lines) - whole
-        if clean is not None and clean is not text:  # the line-by-line parser sees the CRs
-            lines = text.split(b"\n")
-            if not lines[-1]:
-                lines.pop()
+        lines = _str_lines(text)
+        fast = None
+        if lines is not None:
+            whole = len(lines) // 4 * 4
+            fast = _fastq_fast(lines[:whole], self.line) if whole else None
+            if fast is not None and (whole == len(lines) or not eof):
+                return fast, whole, len(lines) - whole
+        raw = text.split(b"\n")  # the line-by-line parser sees the bytes, CRs and all
+        if not raw[-1]:
+            raw.pop()
         if fast is None:
-            parsed, used = _fastq_lines(lines, self.path, self.line, eof, self.last_id)
-            return parsed, used, len(lines) - used
-        rest, used = _fastq_lines(lines[whole:], self.path, self.line + whole, eof, fast.ids[-1])
+            parsed, used = _fastq_lines(raw, self.path, self.line, eof, self.last_id)
+            return parsed, used, len(raw) - used
+        rest, used = _fastq_lines(raw[whole:], self.path, self.line + whole, eof, fast.ids[-1])
         merged = _Parsed(
             fast.ids + rest.ids,
             fast.seqs + rest.seqs,
             np.concatenate([fast.lines, rest.lines]),
             rest.error,
         )
-        return merged, whole + used, len(lines) - whole - used
+        return merged, whole + used, len(raw) - whole - used
 
     def read_error(self, exc: Exception, pending: bytes) -> InputError:
         """The error for data that could not be read after ``pending`` (unparsed, complete)."""
