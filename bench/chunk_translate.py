@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from make_reads import make_reads  # noqa: E402
 
-from virnuc_core.fasta import FastaRecord  # noqa: E402
 from virnuc_core.frames import DEFAULT_BATCH_BASES, iter_frame_batches  # noqa: E402
+from virnuc_core.reads import Read  # noqa: E402
 
 OUT_NAME = "chunk_translate_cpu.json"
 
@@ -69,7 +69,7 @@ def _chunks(seq: str, size: int) -> list[str]:
     return out
 
 
-def original(records: list[FastaRecord], size: int) -> list[tuple[str, str, str]]:
+def original(records: list[Read], size: int) -> list[tuple[str, str, str]]:
     out = []
     for rec in records:
         for k, chunk in enumerate(_chunks(rec.seq, size), 1):
@@ -88,7 +88,7 @@ def original(records: list[FastaRecord], size: int) -> list[tuple[str, str, str]
     return out
 
 
-def ours(records: list[FastaRecord], size: int) -> list[tuple[str, str, str]]:
+def ours(records: list[Read], size: int) -> list[tuple[str, str, str]]:
     out = []
     for batch in iter_frame_batches(records, size):
         out += zip(batch.ids, batch.nucleotides, batch.proteins, strict=True)
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     core = sorted(os.sched_getaffinity(0))[-1]
     os.sched_setaffinity(0, {core})  # one core
     reads = make_reads(args.reads, args.length, args.length, kind=args.kind, seed=args.seed)
-    records = [FastaRecord(head.split()[0], seq, 2 * i + 1) for i, (head, seq) in enumerate(reads)]
+    records = [Read(head.split()[0], seq, "", 2 * i + 1) for i, (head, seq) in enumerate(reads)]
     subset = records[: args.original_reads or len(records)]
 
     load_before = os.getloadavg()

@@ -11,7 +11,7 @@ process pinned to one core):
   + frames   the same, each batch through frames.select_frames(ids, seqs, chunk_length)
 
 and, for scale on the same machine and moment: select_frames alone over in-memory batches, and
-the previous reader (fasta.read_fasta, and read_fasta through frames.iter_frame_batches) on the
+the previous reader (recorded in bench/results/read_inputs_cpu.json; since removed) on the
 plain FASTA. Runs of a file alternate with the others; the best of ``--repeats`` counts.
 
     python bench/read_inputs.py [--reads 1000000] [--out bench/results/read_inputs_cpu.json]
@@ -43,8 +43,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from virnuc_core import reads  # noqa: E402
-from virnuc_core.fasta import read_fasta  # noqa: E402
-from virnuc_core.frames import DEFAULT_BATCH_BASES, iter_frame_batches, select_frames  # noqa: E402
+from virnuc_core.frames import DEFAULT_BATCH_BASES, select_frames  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "read_inputs_cpu.json"
 BASES = np.frombuffer(b"ACGT", np.uint8)
@@ -150,14 +149,6 @@ def with_frames(path: Path, chunk_length: int) -> tuple[int, int]:
     return n, frames
 
 
-def old_reader(path: Path) -> int:
-    return sum(1 for _ in read_fasta(path))
-
-
-def old_with_frames(path: Path, chunk_length: int) -> int:
-    return sum(b.records for b in iter_frame_batches(read_fasta(path), chunk_length))
-
-
 def cpu(fn: Callable, *args) -> tuple[float, object]:
     start = time.process_time()
     out = fn(*args)
@@ -177,8 +168,6 @@ def measure(files: dict[str, Path], chunk_length: int, repeats: int, limit: int)
     batches = in_memory(files["plain FASTA"], limit)
     references = {
         "select_frames alone": lambda _: frames_alone(batches, chunk_length),
-        "old reader": old_reader,
-        "old reader + frames": lambda p: old_with_frames(p, chunk_length),
     }
     seconds: dict[str, dict[str, list[float]]] = {}
     outputs: dict[str, dict[str, object]] = {}
@@ -298,8 +287,6 @@ def report(args, core, made, sizes, measured, where, load_before, load_after) ->
         out["parse"] == out["reads"] == n and out["reads + frames"][0] == n
         for out in outputs.values()
     )
-    old = outputs["plain FASTA"]
-    agree = agree and old["old reader"] == old["old reader + frames"] == n
     frames = {out["reads + frames"][1] for out in outputs.values()}
     agree = agree and len(frames) == 1
     for name, per in rates.items():
@@ -329,8 +316,6 @@ def report(args, core, made, sizes, measured, where, load_before, load_after) ->
             "reads": "iter_read_batches(): parse + duplicate-id check",
             "reads + frames": "iter_read_batches() -> frames.select_frames per batch",
             "select_frames alone": f"in-memory batches, first {args.reference_reads:,} reads",
-            "old reader": "fasta.read_fasta (line by line) on the plain FASTA",
-            "old reader + frames": "fasta.read_fasta -> frames.iter_frame_batches",
         },
         "repeats": args.repeats,
         "cpu_seconds": measured["seconds"],

@@ -92,7 +92,7 @@ def _sample(tmp_path, n, dims, bounds):
     batch = FrameBatch(ids, ["ACGT"] * n, ["M"] * n, n, n, np.arange(n), np.zeros(n, np.int32),
                        np.zeros(n, np.uint8))  # fmt: skip
     base = tmp_path / "results" / "s"
-    paths = [base / x for x in ("frames.fa", "proteins.faa", "frames.index.tsv", "i.npy")]
+    paths = [base / x for x in ("frames.fa", "proteins.faa", "i.npy")]
     write_index([batch], *paths)
     shards = {}
     for model, dim in dims.items():
@@ -112,7 +112,7 @@ def _sample(tmp_path, n, dims, bounds):
 def test_features_map_the_shards_in_record_order(tmp_path):
     dims = {"dnabert": 3, "esm": 5}
     ids, paths, shards, base = _sample(tmp_path, 11, dims, [(0, 4), (4, 4), (4, 11)])
-    out = write_features(shards, paths[3], paths[0], base / "features.h5")
+    out = write_features(shards, paths[2], paths[0], base / "features.h5")
     with open_features(out) as f:
         assert f["ids"].asstr()[()].tolist() == ids
         for model, dim in dims.items():
@@ -144,7 +144,7 @@ def test_features_map_the_shards_in_record_order(tmp_path):
 def test_features_refuse_shards_that_do_not_cover_the_index(tmp_path):
     _, paths, shards, base = _sample(tmp_path, 6, {"dnabert": 3, "esm": 5}, [(0, 2), (2, 6)])
     with pytest.raises(FeaturesError, match="shards hold 2 rows"):
-        write_features({"esm": shards["esm"][:1]}, paths[3], paths[0], base / "f.h5")
+        write_features({"esm": shards["esm"][:1]}, paths[2], paths[0], base / "f.h5")
     with pytest.raises(FeaturesError, match="starts at record 2, expected 0"):
-        write_features({"esm": shards["esm"][1:]}, paths[3], paths[0], base / "f.h5")
+        write_features({"esm": shards["esm"][1:]}, paths[2], paths[0], base / "f.h5")
     assert not (base / "f.h5").exists()

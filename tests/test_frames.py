@@ -13,7 +13,6 @@ from Bio.Data import CodonTable
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from virnuc_core.fasta import read_fasta
 from virnuc_core.frames import (
     CODON_TABLE,
     chunk_bounds,
@@ -21,6 +20,7 @@ from virnuc_core.frames import (
     iter_frame_batches,
     select_frames,
 )
+from virnuc_core.reads import iter_reads
 
 DEMO_READS = Path(__file__).resolve().parents[1] / "config" / "demo" / "reads.fa"
 
@@ -100,7 +100,7 @@ def test_codon_table_is_the_standard_code():
 
 
 def test_golden_input_has_the_hard_cases(golden_dir):
-    seqs = "".join(r.seq for r in read_fasta(golden_dir / "input.fa"))
+    seqs = "".join(r.seq for r in iter_reads(golden_dir / "input.fa"))
     assert any(c.islower() for c in seqs)
     assert set("NRYKM") <= set(seqs.upper())
 
@@ -108,7 +108,7 @@ def test_golden_input_has_the_hard_cases(golden_dir):
 @pytest.mark.parametrize("size", [300, 500])
 def test_chunks_match_golden(golden_dir, size):
     got = [
-        c for r in read_fasta(golden_dir / "input.fa") for c in chunk_sequence(r.id, r.seq, size)
+        c for r in iter_reads(golden_dir / "input.fa") for c in chunk_sequence(r.id, r.seq, size)
     ]
     assert_same_records(got, parse(golden_dir / f"chunked{size}.fa"), f"chunked{size}.fa")
 
@@ -116,7 +116,7 @@ def test_chunks_match_golden(golden_dir, size):
 @pytest.mark.parametrize("size", [300, 500])
 @pytest.mark.parametrize("batch_bases", [1 << 20, 700])  # 700: many batches, long records split
 def test_frames_match_golden(golden_dir, size, batch_bases):
-    got = ours(read_fasta(golden_dir / "input.fa"), size, batch_bases)
+    got = ours(iter_reads(golden_dir / "input.fa"), size, batch_bases)
     nucleotides = parse(golden_dir / f"identified_nucleotide{size}.fa")
     proteins = parse(golden_dir / f"identified_protein{size}.faa")
     assert_same_records([(i, n) for i, n, _ in got], nucleotides, f"identified_nucleotide{size}.fa")
@@ -147,7 +147,7 @@ def test_matches_plain_per_codon_implementation(seqs, size, batch_bases):
 
 def test_demo_reads_match_with_many_frames_kept():
     """The demo reads include reads with all six frames open: the heaviest path (many kept)."""
-    records = [(r.id, r.seq) for r in read_fasta(DEMO_READS)]
+    records = [(r.id, r.seq) for r in iter_reads(DEMO_READS)]
     for size in (300, 500):
         got = ours([Rec(*r) for r in records], size)
         assert got == reference(records, size)

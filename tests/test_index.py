@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 from Bio import SeqIO
 
-from virnuc_core.fasta import FastaError, read_fasta, read_sequences
+from virnuc_core.fasta import read_sequences
 from virnuc_core.frames import FRAME_LABELS, iter_frame_batches, select_frames
 from virnuc_core.index import (
-    INDEX_COLUMNS,
     INDEX_DTYPE,
     index_sample,
     open_index,
@@ -21,6 +20,7 @@ from virnuc_core.index import (
     write_index,
 )
 from virnuc_core.npyfile import NpyAppender, NpyReader
+from virnuc_core.reads import InputError, iter_reads
 
 
 def pairs(path):
@@ -30,40 +30,33 @@ def pairs(path):
 
 def outputs(tmp_path):
     out = tmp_path / "results" / "sample"
-    names = ("frames.fa", "proteins.faa", "frames.index.tsv", "frames.index.npy")
+    names = ("frames.fa", "proteins.faa", "frames.index.npy")
     return [out / n for n in names]
 
 
 def index_stage(tmp_path, source, size=500, batch_bases=1 << 16):
     paths = outputs(tmp_path)
-    batches = iter_frame_batches(read_fasta(source), size, batch_bases)
+    batches = iter_frame_batches(iter_reads(source), size, batch_bases)
     return write_index(batches, *paths), paths
-
-
-def tsv_rows(path):
-    lines = path.read_text().splitlines()
-    assert lines[0].split("\t") == list(INDEX_COLUMNS)
-    return [line.split("\t") for line in lines[1:]]
 
 
 @pytest.mark.parametrize("batch_bases", [1 << 20, 600])
 def test_outputs_match_the_golden_files_and_each_other(golden_dir, tmp_path, batch_bases):
-    counts, (frames_fa, proteins_faa, index_tsv, index_npy) = index_stage(
+    counts, (frames_fa, proteins_faa, index_npy) = index_stage(
         tmp_path, golden_dir / "input.fa", batch_bases=batch_bases
     )
-    inputs = list(read_fasta(golden_dir / "input.fa"))
+    inputs = list(iter_reads(golden_dir / "input.fa"))
     want = select_frames([r.id for r in inputs], [r.seq for r in inputs], 500)
     assert counts.as_dict() == {"reads": 200, "chunks": want.chunks, "frames": len(want.ids)}
     assert pairs(frames_fa) == pairs(golden_dir / "identified_nucleotide500.fa")
     assert pairs(proteins_faa) == pairs(golden_dir / "identified_protein500.faa")
 
-    rows = tsv_rows(index_tsv)
     index = open_index(index_npy)
     binary = index.read()
-    assert len(rows) == len(index) == len(want.ids)
-    assert [r[1] for r in rows] == want.ids
-    for j, col in enumerate(INDEX_COLUMNS[2:], 2):  # the two index files agree
-        assert [int(r[j]) for r in rows] == binary[col].tolist()
+    assert len(index) == len(want.ids)
+    assert binary["nt_length"].tolist() == [len(x) for x in want.nucleotides]
+    assert binary["aa_length"].tolist() == [len(x) for x in want.proteins]
+    assert read_ids(frames_fa, index, 0, len(index)) == want.ids
     # read, chunk and frame rebuild every id (read ids from the input, independently)
     rebuilt = [
         f"{inputs[r].id}_chunk_{c + 1}{FRAME_LABELS[f]}"
@@ -81,7 +74,7 @@ def test_outputs_match_the_golden_files_and_each_other(golden_dir, tmp_path, bat
 def test_ids_read_back_in_blocks_of_any_size(tmp_path):
     reads = tmp_path / "r.fa"
     reads.write_text("".join(f">ñ{i}x desc\n{'ATGAAACCC' * (5 + i % 7)}\n" for i in range(60)))
-    _, (frames_fa, _, _, index_npy) = index_stage(tmp_path, reads, size=30, batch_bases=100)
+    _, (frames_fa, _, index_npy) = index_stage(tmp_path, reads, size=30, batch_bases=100)
     index = open_index(index_npy)
     want = [r.id for r in SeqIO.parse(frames_fa, "fasta")]
     for block in (1, 7, len(want)):
@@ -95,8 +88,8 @@ def test_index_sample_reads_files_in_order(tmp_path):
     a, b = tmp_path / "a.fa", tmp_path / "b.fa.gz"
     a.write_text(">x\n" + "ATG" * 120 + "\n")
     b.write_bytes(gzip.compress((">y\n" + "ATGAAA" * 40 + "\n").encode()))
-    out = {k: str(p) for k, p in zip(("frames", "proteins", "index_tsv", "index"),
-                                      outputs(tmp_path), strict=True)}  # fmt: skip
+    out = {k: str(p) for k, p in zip(("frames", "proteins", "index"), outputs(tmp_path),
+                                     strict=True)}  # fmt: skip
     out["counts"] = str(tmp_path / "counts.json")
     counts = index_sample([str(a), str(b)], 300, out)
     ids = [r.id for r in SeqIO.parse(out["frames"], "fasta")]
@@ -110,7 +103,7 @@ def test_nothing_appears_on_bad_input(tmp_path):
     good = "".join(f">r{i}\n{'ATG' * 200}\n" for i in range(50))
     source = tmp_path / "in.fa"
     source.write_text(good + ">bad\nATG*\n")
-    with pytest.raises(FastaError, match="'bad'"):
+    with pytest.raises(InputError, match="'bad'"):
         index_stage(tmp_path, source, size=300, batch_bases=1000)  # some batches written first
     assert [p.name for p in (tmp_path / "results" / "sample").iterdir()] == []
 
@@ -121,7 +114,7 @@ def test_an_old_output_is_kept_on_failure(tmp_path):
     _, paths = index_stage(tmp_path, source)
     before = [p.read_bytes() for p in paths]
     source.write_text(">a\nATGATG\n>a\nAT\n")
-    with pytest.raises(FastaError, match="duplicate"):
+    with pytest.raises(InputError, match="duplicate"):
         index_stage(tmp_path, source)
     assert [p.read_bytes() for p in paths] == before
 
@@ -129,9 +122,9 @@ def test_an_old_output_is_kept_on_failure(tmp_path):
 def test_empty_index(tmp_path):
     source = tmp_path / "in.fa"
     source.write_text(">a\nNNNNNNNA\n")  # every codon dropped: all proteins empty
-    counts, (frames_fa, _, index_tsv, index_npy) = index_stage(tmp_path, source)
+    counts, (frames_fa, _, index_npy) = index_stage(tmp_path, source)
     assert counts.as_dict() == {"reads": 1, "chunks": 1, "frames": 0}
-    assert frames_fa.read_bytes() == b"" and tsv_rows(index_tsv) == []
+    assert frames_fa.read_bytes() == b""
     assert len(open_index(index_npy)) == 0 and np.load(index_npy).dtype == INDEX_DTYPE
 
 

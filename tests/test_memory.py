@@ -57,8 +57,8 @@ def run_steps(folder: Path, n_reads: int) -> tuple[int, dict[str, int]]:
     reads = folder / "reads.fa"
     write_reads(reads, n_reads, seed=n_reads)
     out = {k: str(folder / v) for k, v in {
-        "frames": "frames.fa", "proteins": "proteins.faa", "index_tsv": "frames.index.tsv",
-        "index": "frames.index.npy", "counts": "frames.counts.json"}.items()}  # fmt: skip
+        "frames": "frames.fa", "proteins": "proteins.faa", "index": "frames.index.npy",
+        "counts": "frames.counts.json"}.items()}  # fmt: skip
     peaks = {"index_fasta": peak(index_sample, [str(reads)], 300, out)}
     sources = {m: folder / f"{m}.sources.npy" for m in ("dnabert", "esm")}
     seqs = {"dnabert": out["frames"], "esm": out["proteins"]}
@@ -110,8 +110,12 @@ def run_steps(folder: Path, n_reads: int) -> tuple[int, dict[str, int]]:
 
 @pytest.fixture(scope="module")
 def two_sizes(tmp_path_factory):
+    from virnuc_core import reads
+
     base = tmp_path_factory.mktemp("memory")
-    return run_steps(base / "small", 2_000), run_steps(base / "large", 20_000)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(reads, "_BLOCK_BYTES", 1 << 16)  # the reader's block, full at both sizes
+        return run_steps(base / "small", 2_000), run_steps(base / "large", 20_000)
 
 
 @pytest.mark.parametrize(

@@ -7,11 +7,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from virnuc_core.fasta import read_fasta
 from virnuc_core.frames import iter_frame_batches
 from virnuc_core.index import write_index
 from virnuc_core.npyfile import NpyReader
 from virnuc_core.plan import model_plan, plan_shards, read_plan, shard_bounds
+from virnuc_core.reads import iter_reads
 
 
 @settings(max_examples=60, deadline=None)
@@ -36,14 +36,14 @@ def test_plan_of_a_sample_with_repeats(tmp_path):
     unit = ">a\n" + "ATGAAACCCGGG" * 30 + "\n>b\n" + "ATGCCC" * 50 + "\n"
     reads = tmp_path / "r.fa"
     reads.write_text(unit + unit.replace(">a", ">a2").replace(">b", ">b2") + ">c\nATG\n")
-    paths = [tmp_path / n for n in ("f.fa", "p.faa", "i.tsv", "i.npy")]
-    write_index(iter_frame_batches(read_fasta(reads), 500), *paths)
+    paths = [tmp_path / n for n in ("f.fa", "p.faa", "i.npy")]
+    write_index(iter_frame_batches(iter_reads(reads), 500), *paths)
     sources = {m: tmp_path / f"{m}.npy" for m in ("dnabert", "esm")}
     seqs = {"dnabert": paths[0], "esm": paths[1]}
     for dedupe in (True, False):
-        plan_shards(paths[3], seqs, 3, dedupe, tmp_path / "plan.json", sources)
+        plan_shards(paths[2], seqs, 3, dedupe, tmp_path / "plan.json", sources)
         doc = read_plan(tmp_path / "plan.json")
-        assert doc["frames"] == NpyReader(paths[3]).rows and doc["dedupe"] is dedupe
+        assert doc["frames"] == NpyReader(paths[2]).rows and doc["dedupe"] is dedupe
         for model in seqs:
             src = np.load(sources[model])
             records = np.arange(src.size)
@@ -52,7 +52,7 @@ def test_plan_of_a_sample_with_repeats(tmp_path):
             assert plan.bounds[0] == 0 and plan.bounds[-1] == src.size
             assert sum(plan.distinct) == int((src == records).sum())
             if dedupe:  # the second unit (reads 2, 3) repeats the first frame for frame
-                read = NpyReader(paths[3]).column("read")
+                read = NpyReader(paths[2]).column("read")
                 first, second = records[read < 2], records[(read >= 2) & (read < 4)]
                 assert src[second].tolist() == src[first].tolist() == first.tolist()
             else:

@@ -1,7 +1,7 @@
 """The index stage's outputs and the frames index every later stage reads.
 
 :func:`write_index` streams frame batches (:mod:`virnuc_core.frames`) into ``frames.fa``,
-``proteins.faa``, the user-readable ``frames.index.tsv`` and the binary ``frames.index.npy``: one
+``proteins.faa`` and the binary ``frames.index.npy``: one
 row of :data:`INDEX_DTYPE` per kept frame (where its read and chunk are, where its sequences and
 id lie in the two FASTA files). Later stages map the binary index (:func:`open_index`) and touch
 only the rows they need: an embed job its shard's, predict a block at a time.
@@ -20,12 +20,12 @@ import numpy as np
 
 from virnuc_core.fasta import FastaWriter
 from virnuc_core.files import atomic_writer
-from virnuc_core.frames import FrameBatch
+from virnuc_core.frames import FrameBatch, frame_batches
 from virnuc_core.npyfile import NpyAppender, NpyReader
+from virnuc_core.reads import iter_read_batches
 
 log = logging.getLogger("virnuc.index")
 
-INDEX_COLUMNS = ("record", "id", "nt_offset", "nt_length", "aa_offset", "aa_length")
 # Packed (no alignment padding): 41 bytes a frame. Offsets are those of the sequence lines; the
 # frame's id is the id_length bytes before its sequence line in frames.fa, after '>'.
 INDEX_DTYPE = np.dtype(
@@ -55,55 +55,39 @@ class FrameCounts:
         return asdict(self)
 
 
-def _index_rows(
-    batch: FrameBatch, nt_offsets: np.ndarray, aa_offsets: np.ndarray, id_lengths: np.ndarray
-) -> np.ndarray:
+def _index_rows(batch: FrameBatch, nt: FastaWriter, aa: FastaWriter, nt_offsets, aa_offsets):
+    """The batch's index rows; the writers' last call gave the byte sizes (ASCII sequences)."""
     rows = np.empty(len(batch.ids), INDEX_DTYPE)
     rows["read"], rows["chunk"], rows["frame"] = batch.read, batch.chunk, batch.frame
-    rows["id_length"] = id_lengths
+    rows["id_length"] = nt.last_id_bytes
     rows["nt_offset"], rows["aa_offset"] = nt_offsets, aa_offsets
-    rows["nt_length"] = np.fromiter(map(len, batch.nucleotides), np.int64, len(batch.ids))
-    rows["aa_length"] = np.fromiter(map(len, batch.proteins), np.int64, len(batch.ids))
+    rows["nt_length"], rows["aa_length"] = nt.last_seq_bytes, aa.last_seq_bytes
     return rows
-
-
-def _tsv_lines(first: int, ids: list[str], rows: np.ndarray) -> str:
-    cols = [rows[c].tolist() for c in ("nt_offset", "nt_length", "aa_offset", "aa_length")]
-    return "".join(
-        [
-            f"{first + j}\t{i}\t{no}\t{nl}\t{ao}\t{al}\n"
-            for j, (i, no, nl, ao, al) in enumerate(zip(ids, *cols, strict=True))
-        ]
-    )
 
 
 def write_index(
     batches: Iterable[FrameBatch],
     frames_fa: str | os.PathLike,
     proteins_faa: str | os.PathLike,
-    index_tsv: str | os.PathLike,
     index_npy: str | os.PathLike,
 ) -> FrameCounts:
     """The index stage: write the frames of ``batches`` into the four outputs.
 
     ``frames_fa`` gets the nucleotide string of every kept frame, ``proteins_faa`` its protein
-    (same ids, same order), ``index_tsv`` one row per frame (:data:`INDEX_COLUMNS`) and
-    ``index_npy`` the same frames as :data:`INDEX_DTYPE` rows. All four are written aside and
-    renamed only when ``batches`` has ended, so on any error none appears.
+    (same ids, same order) and ``index_npy`` one :data:`INDEX_DTYPE` row per frame. All three
+    are written aside and renamed only when ``batches`` has ended, so on any error none
+    appears.
     """
     reads = chunks = frames = 0
     with contextlib.ExitStack() as stack:
         nt = FastaWriter(stack.enter_context(atomic_writer(frames_fa, "wb")))
         aa = FastaWriter(stack.enter_context(atomic_writer(proteins_faa, "wb")))
-        tsv = stack.enter_context(atomic_writer(index_tsv, "w"))
         npy = NpyAppender(stack.enter_context(atomic_writer(index_npy, "wb")), INDEX_DTYPE)
-        tsv.write("\t".join(INDEX_COLUMNS) + "\n")
         for batch in batches:
             nt_offsets = nt.write(batch.ids, batch.nucleotides)
-            aa_offsets = aa.write(batch.ids, batch.proteins)
-            rows = _index_rows(batch, nt_offsets, aa_offsets, nt.last_id_bytes)
+            aa_offsets = aa.write(batch.ids, batch.proteins, nt.last_id_bytes)
+            rows = _index_rows(batch, nt, aa, nt_offsets, aa_offsets)
             npy.append(rows)
-            tsv.write(_tsv_lines(frames, batch.ids, rows))
             reads += batch.records
             chunks += batch.chunks
             frames += len(batch.ids)
@@ -139,17 +123,13 @@ def read_ids(frames_fa: str | os.PathLike, index: NpyReader, lo: int, hi: int) -
 
 
 def index_sample(read_files: list[str], chunk_length: int, outputs: dict[str, str]) -> FrameCounts:
-    """The index stage for one sample: its read files, in order, into ``outputs`` (``frames``,
-    ``proteins``, ``index_tsv``, ``index``, ``counts``)."""
-    from virnuc_core.fasta import read_fasta
-    from virnuc_core.frames import iter_frame_batches
-
-    records = (record for path in read_files for record in read_fasta(path))
+    """The index stage for one sample: its read files (FASTA or FASTQ, any compression; read as
+    one sample, in order, ids unique over all of them) into ``outputs`` (``frames``,
+    ``proteins``, ``index``, ``counts``)."""
     counts = write_index(
-        iter_frame_batches(records, chunk_length),
+        frame_batches(iter_read_batches(read_files), chunk_length),
         outputs["frames"],
         outputs["proteins"],
-        outputs["index_tsv"],
         outputs["index"],
     )
     with atomic_writer(outputs["counts"]) as out:

@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 import h5py
 import numpy as np
 
-from virnuc_core.fasta import FastaRecord, read_fasta
 from virnuc_core.files import atomic_path, atomic_writer
+from virnuc_core.reads import Read, iter_reads
 
 SUMMARY_COLUMNS = (
     "read_id", "length", "chunks", "frames", "viral_chunks", "viral", "max_virus_score",
@@ -119,7 +119,7 @@ def _viral_chunks(rows: list[list[str]]) -> int:
 
 
 def _read_frames(
-    read: FastaRecord, chunk_length: int, rows: Iterator[list[str]], pending: list[str] | None
+    read: Read, chunk_length: int, rows: Iterator[list[str]], pending: list[str] | None
 ) -> tuple[set[str], list[list[str]], list[str] | None]:
     """The read's chunk ids and its prediction rows; returns the first row of a later read."""
     chunks = {
@@ -138,7 +138,7 @@ def summarize_reads(
     chunk_length: int,
     predictions_tsv: str | os.PathLike,
     highest_tsv: str | os.PathLike,
-) -> Iterator[tuple[FastaRecord, ReadSummary]]:
+) -> Iterator[tuple[Read, ReadSummary]]:
     """Each input read with its summary row, in input order (see the module docstring).
 
     Streams the reads and the prediction rows together; holds one read's rows at a time.
@@ -169,10 +169,9 @@ def summarize_reads(
         )
 
 
-def _reads(fasta) -> Iterator[FastaRecord]:
+def _reads(fasta) -> Iterator[Read]:
     paths = [fasta] if isinstance(fasta, str | os.PathLike) else list(fasta)
-    for path in paths:
-        yield from read_fasta(path)
+    yield from iter_reads(paths, check_duplicates=False)  # checked by the index stage
 
 
 @dataclass
@@ -205,7 +204,7 @@ class SampleTotals:
         return [item[2] for item in sorted(self.top, key=lambda t: t[:2], reverse=True)]
 
 
-def _write_fasta_record(handle, read: FastaRecord, summary: ReadSummary) -> None:
+def _write_fasta_record(handle, read: Read, summary: ReadSummary) -> None:
     score = summary.max_virus_score or NA
     handle.write(
         f">{read.id} viral_chunks={summary.viral_chunks}/{summary.chunks} max_virus_score={score}\n"
@@ -215,7 +214,7 @@ def _write_fasta_record(handle, read: FastaRecord, summary: ReadSummary) -> None
 
 
 def write_read_outputs(
-    reads: Iterable[tuple[FastaRecord, ReadSummary]],
+    reads: Iterable[tuple[Read, ReadSummary]],
     summary_tsv: str | os.PathLike,
     viral_fasta: str | os.PathLike | None = None,
 ) -> SampleTotals:

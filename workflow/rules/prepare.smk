@@ -7,7 +7,6 @@ rule index_fasta:
     output:
         frames="results/{sample}/frames.fa",
         proteins="results/{sample}/proteins.faa",
-        index_tsv="results/{sample}/frames.index.tsv",
         index="results/{sample}/frames.index.npy",
         counts="results/{sample}/frames.counts.json",
     params:
