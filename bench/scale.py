@@ -2,7 +2,7 @@
 
 Each size is a fresh run of the real Snakefile (every rule, through predict, the summary and
 the report figures) on 500-base reads with a realistic frame mix (``bench/make_reads.py``,
-kind ``mixed``, 10% of the reads repeated under new ids). The embedding models are the
+kind ``realistic``, 10% of the reads repeated under new ids). The embedding models are the
 documented stand-in (``models: standin``, :mod:`virnuc_core.models.standin`): rows of the real
 widths (768 DNABERT-S, 2560 ESM-2 3B) written through the real reader, packer, checkpoint store,
 finalize and features code; everything else is the real rule. Per rule, Snakemake's own
@@ -10,7 +10,7 @@ benchmark files give the peak RSS and CPU seconds; a sampler records the disk hi
 the run folder. The result: per rule the slope in bytes per kept frame between sizes, and the
 projection to 10 M reads.
 
-    python bench/scale.py --reads 250000 1000000 --out bench/results/scale_cpu.json
+    python bench/scale.py --reads 250000 1000000 2000000 --out bench/results/scale_cpu.json
 """
 
 from __future__ import annotations
@@ -46,7 +46,9 @@ def write_reads(path: Path, n: int, seed: int = 11, block: int = 100_000) -> Non
     with open(path, "w") as out:
         for start in range(0, n, block):
             k = min(block, n - start)
-            reads = make_reads(k, 500, 500, kind="mixed", seed=seed + start, prefix=f"r{start}_")
+            reads = make_reads(
+                k, 500, 500, kind="realistic", seed=seed + start, prefix=f"r{start}_"
+            )
             again = rng.choice(k, k // 10, replace=False)
             reads += [(f"dup{start}_{j}", reads[j][1]) for j in again.tolist()]
             out.writelines(f">{h}\n{s}\n" for h, s in reads)

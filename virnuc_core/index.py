@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from virnuc_core.families import family
 from virnuc_core.fasta import FastaWriter
 from virnuc_core.files import atomic_writer
 from virnuc_core.frames import FrameBatch, frame_batches
@@ -40,9 +41,6 @@ INDEX_DTYPE = np.dtype(
         ("aa_length", "<i4"),
     ]
 )
-# Which file and which index columns each model reads (DNABERT-S: nucleotides; ESM-2: protein).
-SEQUENCE_FILE = {"dnabert": "frames.fa", "esm": "proteins.faa"}
-SEQUENCE_COLUMNS = {"dnabert": ("nt_offset", "nt_length"), "esm": ("aa_offset", "aa_length")}
 
 
 @dataclass(frozen=True)
@@ -102,7 +100,7 @@ def open_index(path: str | os.PathLike) -> NpyReader:
 
 def sequence_spans(rows: np.ndarray, model: str) -> tuple[np.ndarray, np.ndarray]:
     """Byte offsets and lengths of the sequences ``model`` reads, for index ``rows``."""
-    off, length = SEQUENCE_COLUMNS[model]
+    off, length = family(model).columns
     return rows[off].astype(np.int64), rows[length].astype(np.int64)
 
 

@@ -25,14 +25,14 @@ from pathlib import Path
 import numpy as np
 
 from virnuc_core.dedupe import BLOCK_BYTES, first_occurrences
+from virnuc_core.families import family
 from virnuc_core.files import atomic_writer
-from virnuc_core.index import SEQUENCE_COLUMNS, open_index
+from virnuc_core.index import open_index
 from virnuc_core.npyfile import NpyReader, write_npy
 
 log = logging.getLogger("virnuc.plan")
 
 PLAN_FORMAT = "virnuc-shard-plan/1"
-ESM_TRUNCATION = 1024  # residues fair-esm's batch converter keeps (+ BOS and EOS)
 
 
 @dataclass(frozen=True)
@@ -41,22 +41,12 @@ class ModelPlan:
 
     bounds: list[int]
     distinct: list[int]  # distinct sequences per shard (what its job embeds)
-    tokens: list[int]  # their tokens (exact for ESM-2; an estimate for DNABERT-S, see below)
+    tokens: list[int]  # their tokens (exact for ESM-2; estimated for DNABERT-S: families.py)
     tokens_estimated: bool
 
     def shard(self, i: int) -> tuple[int, int]:
         """(lo, hi) of shard ``i``."""
         return self.bounds[i], self.bounds[i + 1]
-
-
-def token_cost(model: str, lengths: np.ndarray) -> tuple[np.ndarray, bool]:
-    """Tokens per sequence, and whether that is an estimate. ESM-2: residues (truncated as
-    fair-esm does) + BOS + EOS. DNABERT-S's BPE tokens are not known before tokenizing: about a
-    quarter of the bases, + [CLS] and [SEP] (the published tokenizer gives <= 142 for 501 bases)."""
-    lengths = np.asarray(lengths, np.int64)
-    if model == "esm":
-        return np.minimum(lengths, ESM_TRUNCATION) + 2, False
-    return -(-lengths // 4) + 2, True
 
 
 def shard_bounds(weights: np.ndarray, n_shards: int) -> np.ndarray:
@@ -84,14 +74,15 @@ def plan_model(
 ) -> tuple[ModelPlan, np.ndarray]:  # fmt: skip
     """One model's plan and sources (see the module docstring)."""
     index = open_index(index_path)
-    off, length = SEQUENCE_COLUMNS[model]
+    fam = family(model)
+    off, length = fam.columns
     lengths = index.column(length)
     if dedupe:
         sources = first_occurrences(sequences, index.column(off), lengths, block_bytes)
     else:
         sources = np.arange(lengths.size, dtype=np.int64)
     distinct = sources == np.arange(sources.size)
-    cost, estimated = token_cost(model, lengths)
+    cost, estimated = fam.token_cost(lengths.astype(np.int64)), fam.tokens_estimated
     weights = np.where(distinct, cost, 0)
     bounds = shard_bounds(weights, n_shards)
     tokens, counts = _range_sums(weights, bounds), _range_sums(distinct, bounds)

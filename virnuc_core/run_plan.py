@@ -18,29 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from virnuc_core import resources
+from virnuc_core.families import family
 from virnuc_core.files import atomic_writer
 
 log = logging.getLogger("virnuc.plan")
 
 THROUGHPUTS = Path(__file__).resolve().parent.parent / "bench" / "results" / "throughputs.json"
-# Embedding widths of the models the plan knows, by architecture.
-WIDTHS = {("dnabert", "DNABERT-S"): 768, ("esm", "ESM-2 3B"): 2560}
 DISK_MARGIN = 1.15  # the run's high-water mark over the final embeddings (bench/scale.py)
-
-
-def architecture(model: str, spec: str) -> str | None:
-    """'ESM-2 3B' / 'DNABERT-S' when ``spec`` (a model name or local path) has the published
-    architecture, else None (tiny models, stand-ins, other sizes)."""
-    if model == "esm":
-        return "ESM-2 3B" if "t36_3B" in Path(spec).name else None
-    config = Path(spec) / "config.json"
-    if spec == "zhihan1996/DNABERT-S":
-        return "DNABERT-S"
-    if config.is_file():
-        c = json.loads(config.read_text())
-        if (c.get("hidden_size"), c.get("num_hidden_layers")) == (768, 12):
-            return "DNABERT-S"
-    return None
 
 
 def measured(path: str | os.PathLike = THROUGHPUTS) -> list[dict[str, Any]]:
@@ -49,7 +33,8 @@ def measured(path: str | os.PathLike = THROUGHPUTS) -> list[dict[str, Any]]:
 
 
 def _model_plan(model: str, spec: str, shards: Mapping[str, Any], table: list[dict]) -> dict:
-    arch = architecture(model, spec)
+    fam = family(model)
+    arch = fam.architecture(spec)
     tokens = int(sum(shards["tokens"]))
     gpu_s = [
         {"gpu": e["gpu"], "seconds": round(tokens / e["tokens_per_s"], 1),
@@ -62,7 +47,7 @@ def _model_plan(model: str, spec: str, shards: Mapping[str, Any], table: list[di
         "tokens": tokens,
         "tokens_estimated": bool(shards["tokens_estimated"]),
         "expected_gpu_seconds": gpu_s,
-        "width": WIDTHS.get((model, arch)),
+        "width": fam.published_width if arch else None,
     }
 
 

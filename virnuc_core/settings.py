@@ -21,10 +21,12 @@ from typing import Any
 
 import yaml
 
+from virnuc_core.families import FAMILIES
+
 SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
 PRECISIONS = ("fp32", "bf16", "fp16", "fp8")  # fp8: ESM-2's matmuls only (DNABERT-S: bf16)
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
-MODELS = ("dnabert", "esm")
+MODELS = tuple(FAMILIES)
 
 # Environment variables: test hooks and a lock-directory override, never tuning knobs.
 ENV_LOCK_DIR = "VIRNUC_GPU_LOCK_DIR"

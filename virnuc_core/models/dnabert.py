@@ -362,3 +362,36 @@ def load(
         compile_mode,
         weights_checksum=checksum,
     )
+
+
+def random_encoder(
+    cfg: DnabertConfig | None = None,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    backend: str = "auto",
+    seed: int = 0,
+    tokenizer_bases: int = 2_000_000,
+):
+    """A :class:`~virnuc_core.models.dnabert.DnabertEncoder` with seeded random weights of shape
+    ``cfg`` (default: full DNABERT-S size) and a BPE tokenizer of ``cfg.vocab_size`` trained on
+    ``tokenizer_bases`` of random DNA. For benches: real architecture and cost, meaningless output.
+    """
+    from tokenizers import Tokenizer
+
+    from virnuc_core.models.dnabert_load import check_state_dict
+    from virnuc_core.models.dnabert_tiny import FULL_CONFIG, random_state_dict, train_dna_bpe
+
+    cfg = FULL_CONFIG if cfg is None else cfg
+    weights = check_state_dict(random_state_dict(cfg, seed), cfg, "random")
+    tok = train_dna_bpe(cfg.vocab_size, seed, tokenizer_bases)
+    tokenizer = DnaTokenizer(Tokenizer.from_str(tok.to_str()))
+    return DnabertEncoder(
+        "random",
+        cfg,
+        weights,
+        tokenizer,
+        torch.device(device),
+        precision,
+        backend,
+        source=f"seeded random (seed {seed}), built in code",
+    )

@@ -123,35 +123,3 @@ def write_folder(
     else:
         raise ValueError(f"fmt must be 'safetensors' or 'bin', got {fmt!r}")
     return folder
-
-
-def random_encoder(
-    cfg: DnabertConfig = FULL_CONFIG,
-    device: str | torch.device = "cpu",
-    precision: str = "fp32",
-    backend: str = "auto",
-    seed: int = 0,
-    tokenizer_bases: int = 2_000_000,
-):
-    """A :class:`~virnuc_core.models.dnabert.DnabertEncoder` with seeded random weights of shape
-    ``cfg`` (default: full DNABERT-S size) and a BPE tokenizer of ``cfg.vocab_size`` trained on
-    ``tokenizer_bases`` of random DNA. For benches: real architecture and cost, meaningless output.
-    """
-    from tokenizers import Tokenizer
-
-    from virnuc_core.models.dnabert import DnabertEncoder
-    from virnuc_core.models.dnabert_load import DnaTokenizer, check_state_dict
-
-    weights = check_state_dict(random_state_dict(cfg, seed), cfg, "random")
-    tok = train_dna_bpe(cfg.vocab_size, seed, tokenizer_bases)
-    tokenizer = DnaTokenizer(Tokenizer.from_str(tok.to_str()))
-    return DnabertEncoder(
-        "random",
-        cfg,
-        weights,
-        tokenizer,
-        torch.device(device),
-        precision,
-        backend,
-        source=f"seeded random (seed {seed}), built in code",
-    )

@@ -11,6 +11,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 import warnings  # noqa: E402
 
 from virnuc_core.classifier_check import check_classifier  # noqa: E402
+from virnuc_core.families import FAMILIES  # noqa: E402
 from virnuc_core.model_files import ModelFilesError, locked_paths, quick_check  # noqa: E402
 from virnuc_core import resources  # noqa: E402
 from virnuc_core.samples import SampleError, missing_files, read_samples  # noqa: E402
@@ -45,7 +46,7 @@ with warnings.catch_warnings(record=True) as _caught:
 for _warning in _caught:
     logger.warning(str(_warning.message))
 ENV = "../../envs/virnuc.yaml"
-MODELS = ["dnabert", "esm"]
+MODELS = list(FAMILIES)
 SHARDS = list(range(SETTINGS.shards))
 try:
     SAMPLES = read_samples(config["samples"])
@@ -54,12 +55,12 @@ except SampleError as err:
 for _sample, _path in missing_files(SAMPLES):
     _refuse(f"sample {_sample!r}: input file {_path} does not exist")
 # What each model reads (DNABERT-S the frames' nucleotides, ESM-2 their proteins).
-SEQUENCES = {"dnabert": "frames.fa", "esm": "proteins.faa"}
+SEQUENCES = {m: f.sequences for m, f in FAMILIES.items()}
 
 
 wildcard_constraints:
     sample="|".join(map(re.escape, SAMPLES)),
-    model="dnabert|esm",
+    model="|".join(FAMILIES),
     i=r"\d+",
 
 
