@@ -2,6 +2,7 @@
 
 import logging
 
+import _repo  # noqa: F401 - the repository's virnuc_core first on sys.path
 import torch
 
 from virnuc_core.embed_job import EXIT_INTERRUPTED, Interrupted, ShardInput, run_embed_job

@@ -1,5 +1,7 @@
 """Rule index_fasta: chunk + six-frame selection of one sample's reads."""
 
+import _repo  # noqa: F401 - the repository's virnuc_core first on sys.path
+
 from virnuc_core.index import index_sample
 from virnuc_core.step import run_step
 

@@ -2,6 +2,8 @@
 
 import os
 
+import _repo  # noqa: F401 - the repository's virnuc_core first on sys.path
+
 from virnuc_core.plan import plan_shards, read_plan
 from virnuc_core.run_plan import run_plan, write_run_plan
 from virnuc_core.step import run_step
@@ -11,7 +13,7 @@ def main(sm) -> None:
     models = list(sm.params.models)
     plan_shards(
         sm.input.index,
-        {"dnabert": sm.input.frames, "esm": sm.input.proteins},
+        dict(sm.params.sequences),
         sm.params.shards,
         sm.params.dedupe,
         sm.output.plan,

@@ -1,5 +1,7 @@
 """Rule summarize_sample: per-read summary, viral reads and the run summary page."""
 
+import _repo  # noqa: F401 - the repository's virnuc_core first on sys.path
+
 from virnuc_core.step import run_step
 from virnuc_core.summary import summarize_sample
 
@@ -7,7 +9,7 @@ from virnuc_core.summary import summarize_sample
 def main(sm) -> None:
     summarize_sample(
         sm.wildcards.sample, list(sm.input.reads), sm.params.chunk_length, sm.params.classifier,
-        dict(sm.input.items()), dict(sm.output.items()),
+        dict(sm.input.items()), dict(sm.output.items()), sm.params.classifier_sha256,
     )  # fmt: skip
 
 

@@ -2,6 +2,8 @@
 
 import logging
 
+import _repo  # noqa: F401 - the repository's virnuc_core first on sys.path
+
 from virnuc_core.step import run_step
 from virnuc_core.validate_job import summarize
 
@@ -9,7 +11,7 @@ from virnuc_core.validate_job import summarize
 def main(sm) -> None:
     result = summarize(
         sm.input.features, list(sm.input.references), list(sm.input.summaries), sm.output[0],
-        sm.params.classifier,
+        sm.params.classifier, sm.params.classifier_sha256,
     )  # fmt: skip
     logging.getLogger("virnuc.validate").info("validation summary: %s", result)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from virnuc_core.families import FAMILIES
 from virnuc_core.files import atomic_path
 from virnuc_core.finalize import plain_attr
 from virnuc_core.index import open_index, read_ids
@@ -94,7 +95,7 @@ def open_features(path: str | os.PathLike) -> Iterator[h5py.File]:
     """``features.h5`` opened for reading, after checking that every shard it maps is there."""
     path = Path(path)
     with h5py.File(path, "r") as f:
-        for name in ("dnabert", "esm"):
+        for name in FAMILIES:
             if name in f and f[name].is_virtual:
                 for source in f[name].virtual_sources():
                     where = path.parent / source.file_name
@@ -107,9 +108,10 @@ def open_features(path: str | os.PathLike) -> Iterator[h5py.File]:
 
 
 def feature_blocks(
-    f: h5py.File, block_rows: int, models: Sequence[str] = ("dnabert", "esm")
+    f: h5py.File, block_rows: int, models: Sequence[str] = tuple(FAMILIES)
 ) -> Iterator[tuple[int, int, np.ndarray]]:
-    """(lo, hi, concat of the models' rows lo .. hi-1), DNABERT-S first, block by block."""
+    """(lo, hi, concat of the models' rows lo .. hi-1) in the families' order (DNABERT-S
+    first, as the classifier takes them), block by block."""
     n = f["ids"].shape[0]
     for lo in range(0, n, block_rows):
         hi = min(n, lo + block_rows)

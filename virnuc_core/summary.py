@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import h5py
 import numpy as np
 
+from virnuc_core.families import FAMILIES
 from virnuc_core.files import atomic_path, atomic_writer
 from virnuc_core.reads import Read, iter_reads
 
@@ -239,6 +240,7 @@ def summarize_sample(
     classifier: str,
     inputs: Mapping[str, str],
     outputs: Mapping[str, str],
+    classifier_sha256: str = "",
 ) -> SampleTotals:
     """The summarize_sample step: ``summary.tsv``, ``viral.fa`` (when ``outputs`` has
     ``viral``) and the run summary page, from the sample's ``reads`` and the prediction tables.
@@ -247,7 +249,7 @@ def summarize_sample(
     totals = write_read_outputs(rows, outputs["summary"], outputs.get("viral"))
     with open(inputs["counts"]) as handle:
         check_counts(totals, json.load(handle), sample)
-    settings = run_settings(inputs["features"], chunk_length, classifier)
+    settings = run_settings(inputs["features"], chunk_length, classifier, classifier_sha256)
     virus_frames = count_virus_frames(inputs["predictions"])
     write_run_summary_html(outputs["html"], sample, totals, virus_frames, settings)
     log.info(
@@ -338,13 +340,18 @@ def count_virus_frames(predictions_tsv: str | os.PathLike) -> int:
     return sum(row[1] == "virus" for row in _tsv_rows(predictions_tsv, PREDICTION_COLUMNS))
 
 
-def run_settings(features_h5: str | os.PathLike, chunk_length: int, classifier: str) -> dict:
+def run_settings(
+    features_h5: str | os.PathLike, chunk_length: int, classifier: str, classifier_sha256: str = ""
+) -> dict:
     """The settings a reader of the summary needs, from features.h5's attributes."""
     with h5py.File(features_h5, "r") as f:
         attrs = dict(f.attrs)
     out: dict[str, object] = {"chunk length": str(chunk_length), "classifier": classifier}
-    for model in ("dnabert", "esm"):
-        for key in ("model_spec", "precision", "encoder.attention_backend"):
+    if classifier_sha256:
+        out["classifier sha256"] = classifier_sha256
+    for model in FAMILIES:
+        for key in ("model_spec", "precision", "encoder.attention_backend",
+                    "encoder.weights_sha256"):  # fmt: skip
             if f"{model}.{key}" in attrs:
                 out[f"{model} {key.removeprefix('encoder.')}"] = str(attrs[f"{model}.{key}"])
     return out

@@ -95,9 +95,13 @@ def summarize(
     summaries: Sequence[str],
     output: str,
     classifier: str | None,
+    classifier_sha256: str = "",
 ) -> dict:
-    """Combine the per-model summaries; with a classifier, the verdict agreement v1 vs v2."""
+    """Combine the per-model summaries; with a classifier, the verdict agreement v1 vs v2
+    (and the classifier file's sha256)."""
     result = {"models": [json.loads(Path(p).read_text()) for p in summaries]}
+    if classifier_sha256:
+        result["classifier_sha256"] = classifier_sha256
     if classifier:
         result["classifier_agreement"] = _agreement(features, references, classifier)
     with atomic_writer(output) as out:

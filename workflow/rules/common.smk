@@ -1,13 +1,9 @@
 # Samples, shard numbers and the settings every rule reads (virnuc_core.settings).
-import os
 import re
 import sys
 
-# The step scripts import virnuc_core from the repository (jobs inherit this environment).
+# This file's own imports; the step scripts find virnuc_core through scripts/_repo.py.
 sys.path.insert(0, workflow.basedir)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")])
-)
 import warnings  # noqa: E402
 
 from virnuc_core.classifier_check import check_classifier  # noqa: E402
@@ -112,3 +108,17 @@ MODELS_VERIFIED = {"verified": "results/models.verified.json"} if LOCKED else {}
 def mem(rule):
     """A rule's mem_mb, from what bench/scale.py measured (virnuc_core.resources)."""
     return lambda wc, input: resources.mem_mb(rule, resources.frames_of(input))
+
+
+def earlier_shards(wildcards):
+    """The shard files a shard's copies may take rows from (none without dedupe)."""
+    return shard_files(wildcards.sample, wildcards.model)[: int(wildcards.i)] if SETTINGS.dedupe else []
+
+
+def embed_input(wildcards):
+    return MODELS_VERIFIED | {
+        "sequences": f"results/{wildcards.sample}/{SEQUENCES[wildcards.model]}",
+        "index": f"results/{wildcards.sample}/frames.index.npy",
+        "sources": f"results/{wildcards.sample}/shards/{wildcards.model}.sources.npy",
+        "plan": f"results/{wildcards.sample}/shards/plan.json",
+    }

@@ -2,20 +2,6 @@
 # then map them all, in record order, into features.h5.
 
 
-def earlier_shards(wildcards):
-    """The shard files a shard's copies may take rows from (none without dedupe)."""
-    return shard_files(wildcards.sample, wildcards.model)[: int(wildcards.i)] if SETTINGS.dedupe else []
-
-
-def embed_input(wildcards):
-    return MODELS_VERIFIED | {
-        "sequences": f"results/{wildcards.sample}/{SEQUENCES[wildcards.model]}",
-        "index": f"results/{wildcards.sample}/frames.index.npy",
-        "sources": f"results/{wildcards.sample}/shards/{wildcards.model}.sources.npy",
-        "plan": f"results/{wildcards.sample}/shards/plan.json",
-    }
-
-
 rule embed_shard:
     input:
         unpack(embed_input),
@@ -69,12 +55,13 @@ rule finalize_shard:
 
 rule features:
     input:
-        dnabert=lambda wc: shard_files(wc.sample, "dnabert"),
-        esm=lambda wc: shard_files(wc.sample, "esm"),
+        unpack(lambda wc: {m: shard_files(wc.sample, m) for m in MODELS}),
         index="results/{sample}/frames.index.npy",
         frames="results/{sample}/frames.fa",
     output:
         "results/{sample}/features.h5",
+    params:
+        models=MODELS,
     log:
         "logs/{sample}/features.log",
     benchmark:

@@ -35,6 +35,7 @@ rule plan_shards:
         run_plan="results/{sample}/plan.json",
     params:
         models=MODELS,
+        sequences=lambda wc: {m: f"results/{wc.sample}/{SEQUENCES[m]}" for m in MODELS},
         specs=dict(SETTINGS.models),
         shards=SETTINGS.shards,
         dedupe=SETTINGS.dedupe,

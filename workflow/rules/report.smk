@@ -26,6 +26,7 @@ rule summarize_sample:
     params:
         chunk_length=SETTINGS.chunk_length,
         classifier=SETTINGS.classifier or "none",
+        classifier_sha256=CLASSIFIER_SHA256,
     log:
         "logs/{sample}/summarize_sample.log",
     benchmark:

@@ -44,6 +44,7 @@ rule validation_summary:
         "results/{sample}/validation/summary.json",
     params:
         classifier=SETTINGS.classifier,
+        classifier_sha256=CLASSIFIER_SHA256,
     resources:
         mem_mb=mem("validation_summary"),
     log:
