@@ -13,9 +13,9 @@ start in the background at once and overlap with the scancel test, which comes f
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -31,8 +31,11 @@ import pytest
 from tests.workflow_helpers import (
     DOWNSTREAM_OF_ONE_SHARD,
     REPO,
+    STEP_DRIVER,
     committed,
+    embed_job,
     planned_jobs,
+    shard_range,
     snakemake_cmd,
     write_config,
 )
@@ -228,12 +231,10 @@ def test_scancel_midway_then_rerun_resumes_only_that_shard(cluster, reference, t
     assert first.proc.returncode != 0
     assert f"SLURM-job '{job_id}' failed, SLURM status is: 'CANCELLED'" in text, text[-6000:]
     done_before = committed(work)  # how it ended: test_scancel_reaches_the_embed_jobs_...
-    assert 10 <= done_before < 97
-    # Exactly what a forced rerun of that one shard file would run in a finished workdir.
-    reference.local.succeed()
-    shard = f"{SAMPLE}/embeddings/esm/shard_0.h5"
-    downstream = planned_jobs(reference.local_dir, "--forcerun", shard)
-    assert downstream.items() >= DOWNSTREAM_OF_ONE_SHARD.items(), downstream
+    lo, hi = shard_range(tmp_path, "demo", "esm", 0)
+    assert 10 <= done_before < hi - lo
+    # That shard and what depends on it, as after a kill -9 in a local run.
+    downstream = DOWNSTREAM_OF_ONE_SHARD
     # The first run: every other job went through SLURM and completed, that one was cancelled.
     jobs = slurm_jobs(cluster, text)
     assert {j: v["state"] for j, v in jobs.items() if v["state"] != "COMPLETED"} == {
@@ -247,8 +248,9 @@ def test_scancel_midway_then_rerun_resumes_only_that_shard(cluster, reference, t
     ids = assert_every_job_went_through_sbatch(cluster, rerun.succeed(240), downstream)
     print(f"cancelled SLURM job {job_id} at {done_before} rows; the rerun's jobs: {ids}")
     job_log = (tmp_path / "logs/demo/embed_shard/esm_0.log").read_text()
-    assert f"resuming: {done_before} records committed, {97 - done_before} to embed" in job_log
-    assert not work.exists()  # finalized: the checkpoint is gone
+    assert f"resuming: {done_before} records committed, {hi - lo - done_before} to embed" in job_log
+    assert not work.exists()  # completed: the checkpoint moved to the job's output
+    reference.local.succeed()
     assert_same_results(tmp_path, reference.local_dir)
 
 
@@ -266,19 +268,18 @@ def test_scancel_reaches_the_embed_jobs_sigterm_path(cluster, reference, tmp_pat
     """scancel signals every process of the job (the reader workers too): the embed job must
     still commit and exit 143, which SLURM records as the job's exit code."""
     reference.local.succeed()
-    s = reference.local_dir / SAMPLE
-    settings = json.dumps(
-        {"model": "esm", "model_spec": "tiny", "precision": "fp32", "token_budget": 256,
-         "checkpoint_every": 5, "attention_backend": "auto"}
+    work, out, log = tmp_path / "work", tmp_path / "shard.rows", tmp_path / "step.log"
+    spec = embed_job(
+        reference.local_dir, "demo", "esm", 0, work, out, log,
+        token_budget={"dnabert": 4096, "esm": 256}, checkpoint_every=5,
     )  # fmt: skip
-    work, out = tmp_path / "work", tmp_path / "shard.h5"
+    driver = tmp_path / "driver.py"
+    driver.write_text(STEP_DRIVER)
     script = tmp_path / "job.sh"
-    script.write_text(
-        f"#!/bin/sh\nexec {sys.executable} {REPO}/scripts/embed_shard.py --settings '{settings}'"
-        f" --sequences {s}/proteins.faa --index {s}/frames.index.tsv"
-        f" --shard {s}/shards/shard_0.txt --work {work} --output {out}\n"
-    )
-    env = {**cluster.env, "VIRNUC_TEST_BATCH_DELAY": "0.3", "PYTHONPATH": str(REPO)}
+    # the real step script (scripts/embed_shard.py) as Snakemake's script: directive runs it
+    argv = " ".join(shlex.quote(str(a)) for a in (sys.executable, driver, spec))
+    script.write_text(f"#!/bin/sh\nexec {argv}\n")
+    env = {**cluster.env, "VIRNUC_TEST_BATCH_DELAY": "0.3"}
     job_id = subprocess.run(
         ["sbatch", "--parsable", "-p", "debug", "--mem", "500", "-t", "5", "-c", "1",
          "--gpus=1", "-o", str(tmp_path / "job.log"), str(script)],
@@ -295,10 +296,10 @@ def test_scancel_reaches_the_embed_jobs_sigterm_path(cluster, reference, tmp_pat
         if shown["JobState"] not in ("RUNNING", "COMPLETING") and shown["ExitCode"] != "0:0":
             break
         time.sleep(0.2)
-    log = (tmp_path / "job.log").read_text()
+    log = (tmp_path / "job.log").read_text() + log.read_text()
     assert before >= 5, log[-3000:]
     assert shown["JobState"] == "CANCELLED", shown
     # "1:0": crashed (a reader worker died of the SIGTERM first), "0:9": killed after KillWait
     assert shown["ExitCode"] == "143:0", f"ExitCode={shown['ExitCode']}\n{log[-3000:]}"
-    assert "stopped by SIGTERM; progress committed" in log
+    assert "stopped by SIGTERM; progress committed, rerun to resume" in log
     assert committed(work) >= before and not out.exists()

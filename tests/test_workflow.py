@@ -20,8 +20,9 @@ from Bio import SeqIO
 from tests.workflow_helpers import (
     DEMO_READS,
     DOWNSTREAM_OF_ONE_SHARD,
-    REPO,
+    STEP_DRIVER,
     committed,
+    embed_job,
     embed_job_pid,
     planned_jobs,
     run_snakemake,
@@ -137,38 +138,20 @@ def _assert_same_features(a: Path, b: Path) -> None:
             np.testing.assert_allclose(fa[model][()], fb[model][()], rtol=1e-4, atol=1e-5)
 
 
-# Runs one embed job as the step script does (its library calls), so a test can signal it.
-EMBED_DRIVER = """
-import logging, sys
-from virnuc_core.embed_job import EXIT_INTERRUPTED, Interrupted, ShardInput, run_embed_job
-from virnuc_core.settings import WorkflowSettings
-s, work, out = sys.argv[1], sys.argv[2], sys.argv[3]
-config = {"samples": {"x": "x"}, "chunk_length": 500, "models": {"dnabert": "tiny", "esm": "tiny"},
-          "precision": "fp32", "token_budget": {"dnabert": 256, "esm": 256},
-          "checkpoint_every": 100000, "checkpoint_seconds": 3600, "progress_seconds": 0.01}
-logging.basicConfig(level=logging.INFO)
-settings = WorkflowSettings.from_config(config).embed("esm")
-shard = ShardInput.read("esm", s + "/proteins.faa", s + "/frames.index.npy",
-                        s + "/shards/esm.sources.npy", s + "/shards/plan.json", 0)
-try:
-    run_embed_job(settings, shard, work, out, 0)
-except Interrupted as stop:
-    print(stop, "; progress committed", file=sys.stderr, flush=True)
-    sys.exit(EXIT_INTERRUPTED[stop.signum])
-"""
-
-
 def test_sigterm_commits_what_is_done_and_exits_quickly(demo_run, tmp_path):
     """Periodic commits are off (every 100,000 records, 1 h): only the commit that SIGTERM makes
     can save the rows the job has embedded."""
-    work, out = tmp_path / "work", tmp_path / "shard.rows"
-    log = tmp_path / "job.log"
-    with open(log, "w") as err:
-        job = subprocess.Popen(
-            [sys.executable, "-c", EMBED_DRIVER, str(demo_run / SAMPLE), str(work), str(out)],
-            env={**os.environ, "VIRNUC_TEST_BATCH_DELAY": "0.3", "PYTHONPATH": str(REPO)},
-            stderr=err, text=True,
-        )  # fmt: skip
+    work, out, log = tmp_path / "work", tmp_path / "shard.rows", tmp_path / "job.log"
+    job_spec = embed_job(
+        demo_run, "demo", "esm", 0, work, out, log, token_budget={"dnabert": 256, "esm": 256},
+        checkpoint_every=100000, checkpoint_seconds=3600, progress_seconds=0.01,
+    )  # fmt: skip
+    job = subprocess.Popen(
+        [sys.executable, "-c", STEP_DRIVER, str(job_spec)],
+        env={**os.environ, "VIRNUC_TEST_BATCH_DELAY": "0.3"},
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    log.touch()
     deadline = time.time() + 120
     seen = 0
     while seen < 5 and time.time() < deadline:
@@ -177,9 +160,9 @@ def test_sigterm_commits_what_is_done_and_exits_quickly(demo_run, tmp_path):
         time.sleep(0.05)
     assert seen >= 5 and committed(work) == 0  # embedded, nothing committed yet
     job.send_signal(signal.SIGTERM)
-    job.wait(timeout=60)  # at the next batch boundary, not at the end of the shard
-    assert job.returncode == 143, log.read_text()
-    assert "stopped by SIGTERM ; progress committed" in log.read_text()
+    _, console = job.communicate(timeout=60)  # at the next batch boundary, not the shard's end
+    assert job.returncode == 143, log.read_text() + console
+    assert "stopped by SIGTERM; progress committed, rerun to resume" in console
     lo, hi = shard_range(demo_run, "demo", "esm", 0)
     assert seen <= committed(work) < hi - lo and not out.exists()
 

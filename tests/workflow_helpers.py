@@ -112,3 +112,52 @@ def shard_range(workdir: Path, sample: str, model: str, i: int) -> tuple[int, in
     plan = json.loads((workdir / f"results/{sample}/shards/plan.json").read_text())
     bounds = plan["models"][model]["bounds"]
     return bounds[i], bounds[i + 1]
+
+
+# Runs a step script as Snakemake's `script:` directive does: the script's folder on sys.path and
+# a `snakemake` object holding the job's files and params (from the JSON file argv[1]). Lets a test
+# start one
+# # real job by itself, to signal it or submit it to SLURM.
+STEP_DRIVER = """
+import json, runpy, sys
+from pathlib import Path
+from types import SimpleNamespace as NS
+job = json.loads(Path(sys.argv[1]).read_text())
+sys.path.insert(0, str(Path(job["script"]).parent))
+sm = NS(rule=job["rule"], input=NS(**job["input"]), output=job["output"], log=job["log"],
+        params=NS(**job["params"]), wildcards=NS(**job["wildcards"]),
+        resources=NS(**job["resources"]), threads=job["threads"])
+runpy.run_path(job["script"], init_globals={"snakemake": sm}, run_name="__main__")
+"""
+
+
+def embed_job(
+    run_dir: Path, sample: str, model: str, i: int, work: Path, out: Path, log: Path, **config
+) -> Path:
+    """Writes ``work``.json, the embed_shard job for ``STEP_DRIVER``: shard ``i`` of a finished
+    run's ``sample``, writing ``work`` and ``out``; ``config`` overrides the demo config."""
+    from virnuc_core.families import FAMILIES
+    from virnuc_core.settings import WorkflowSettings
+
+    demo = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    settings = WorkflowSettings.from_config({**demo, **config}).embed(model)
+    s = run_dir / "results" / sample
+    job = {
+        "script": str(REPO / "scripts" / "embed_shard.py"),
+        "rule": "embed_shard",
+        "input": {
+            "sequences": str(s / FAMILIES[model].sequences),
+            "index": str(s / "frames.index.npy"),
+            "sources": str(s / "shards" / f"{model}.sources.npy"),
+            "plan": str(s / "shards" / "plan.json"),
+        },
+        "output": [str(out)],
+        "log": [str(log)],
+        "params": {"settings": settings.as_dict(), "work": str(work)},
+        "wildcards": {"sample": sample, "model": model, "i": str(i)},
+        "resources": {"token_budget": settings.token_budget},
+        "threads": 1,
+    }
+    path = work.with_name(work.name + ".json")
+    path.write_text(json.dumps(job))
+    return path

@@ -64,49 +64,73 @@ class StopFlag:
             raise Interrupted(self.signum)
 
 
+SPAN_BLOCK = 1 << 16  # index rows read at a time (41 bytes each)
+
+
 @dataclass(frozen=True)
 class ShardInput:
-    """What one job reads: its record range, index rows and sources, and sequence spans."""
+    """What one job reads, kept small (about 8 bytes per record it embeds): its record range,
+    its distinct records (the others copy an earlier record's row) and the content digest of
+    its inputs. The byte spans of the sequences are read back from the index only for the
+    records still to embed (:meth:`spans`)."""
 
+    model: str
     sequences: str
+    index: str
     lo: int
     hi: int
-    index_rows: np.ndarray
-    sources: np.ndarray
-    offsets: np.ndarray
-    lengths: np.ndarray
+    distinct: np.ndarray
+    digest: str
 
     @classmethod
-    def read(cls, model: str, sequences: str, index: str, sources: str, plan: str, shard: int):
+    def read(
+        cls, model: str, sequences: str, index: str, sources: str, plan: str, shard: int,
+        block: int = SPAN_BLOCK,
+    ) -> ShardInput:  # fmt: skip
+        """The shard's inputs, streaming its rows of the index and of the sources in blocks."""
         lo, hi = model_plan(read_plan(plan), model).shard(shard)
-        rows = open_index(index).read(lo, hi)
-        offsets, lengths = sequence_spans(rows, model)
-        src = NpyReader(sources, np.dtype("<i8")).read(lo, hi)
-        return cls(sequences, lo, hi, rows, src, offsets, lengths)
+        rows, src = open_index(index), NpyReader(sources, np.dtype("<i8"))
+        # What the embeddings are made from: the range, the index rows and the bytes of the
+        # shard's span of the sequence file (one changed base changes it).
+        digest = hashlib.sha256(f"{lo}:{hi}|".encode())
+        distinct, start, end = [], 0, 0
+        for a in range(lo, hi, block):
+            b = min(hi, a + block)
+            part = rows.read(a, b)
+            digest.update(part.tobytes())
+            offsets, lengths = sequence_spans(part, model)
+            start = int(offsets[0]) if a == lo else start
+            end = int(offsets[-1] + lengths[-1])
+            distinct.append(np.flatnonzero(src.read(a, b) == np.arange(a, b)) + a)
+        _digest_span(digest, sequences, start, end)
+        records = np.concatenate(distinct) if distinct else np.zeros(0, np.int64)
+        return cls(model, sequences, index, lo, hi, records, digest.hexdigest()[:32])
 
-    @property
-    def distinct(self) -> np.ndarray:
-        """The records this job embeds (the others copy an earlier record's row)."""
-        records = np.arange(self.lo, self.hi)
-        return records[self.sources == records]
+    def spans(self, records: np.ndarray, block: int = SPAN_BLOCK) -> tuple[np.ndarray, ...]:
+        """Byte offsets (int64) and lengths (int32) in the sequence file of ``records``
+        (ascending, within the shard), read from the index block by block."""
+        rows = open_index(self.index)
+        offsets, lengths = np.empty(records.size, np.int64), np.empty(records.size, np.int32)
+        for a in range(self.lo, self.hi, block):
+            b = min(self.hi, a + block)
+            i, j = np.searchsorted(records, [a, b])
+            if i < j:
+                off, length = sequence_spans(rows.read(a, b), self.model)
+                offsets[i:j], lengths[i:j] = off[records[i:j] - a], length[records[i:j] - a]
+        return offsets, lengths
 
-    def content_digest(self) -> str:
-        """Hash of what the embeddings are made from: the range, the index rows and the bytes
-        of the shard's span of the sequence file (one changed base changes it)."""
-        digest = hashlib.sha256(f"{self.lo}:{self.hi}|".encode())
-        digest.update(self.index_rows.tobytes())
-        if self.hi > self.lo:
-            start = int(self.offsets[0])
-            size = int(self.offsets[-1] + self.lengths[-1]) - start
-            with open(self.sequences, "rb") as handle:
-                handle.seek(start)
-                while size > 0:
-                    block = handle.read(min(size, 1 << 22))
-                    if not block:
-                        raise ValueError(f"{self.sequences}: shorter than its index says")
-                    digest.update(block)
-                    size -= len(block)
-        return digest.hexdigest()[:32]
+
+def _digest_span(digest, path: str, start: int, end: int) -> None:
+    """Feed bytes ``start .. end-1`` of ``path`` to ``digest``, 4 MiB at a time."""
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        size = end - start
+        while size > 0:
+            block = handle.read(min(size, 1 << 22))
+            if not block:
+                raise ValueError(f"{path}: shorter than its index says")
+            digest.update(block)
+            size -= len(block)
 
 
 def run_embed_job(
@@ -125,7 +149,7 @@ def run_embed_job(
         described = encoder.describe()
         made_with = settings_fingerprint(settings, described)
         ckpt = ShardCheckpoint.open(
-            work, f"{made_with}|{shard.content_digest()}", encoder.dim, shard.lo, shard.hi,
+            work, f"{made_with}|{shard.digest}", encoder.dim, shard.lo, shard.hi,
             settings.checkpoint_every, settings.checkpoint_seconds, settings.keep_stale,
         )  # fmt: skip
         todo = ckpt.pending(distinct)
@@ -145,10 +169,8 @@ def run_embed_job(
 
 
 def _embed_loop(encoder, settings, shard, todo, ckpt, progress, stop, device, workers) -> None:
-    local = todo - shard.lo
-    reader = RecordReader(
-        shard.sequences, todo, shard.offsets[local], shard.lengths[local], encoder.tokenize
-    )
+    offsets, lengths = shard.spans(todo)
+    reader = RecordReader(shard.sequences, todo, offsets, lengths, encoder.tokenize)
     batches = packed_batches(
         read_tokens(reader, workers), settings.token_budget, pin=device.type == "cuda"
     )

@@ -19,8 +19,8 @@
 #
 # No cgroups, no accounting (AccountingStorageType=accounting_storage/none):
 # `sacct` exists but fails, so snakemake must run with
-# `--slurm-status-command squeue` (MinJobAge=300 keeps finished jobs visible
-# to squeue for 5 minutes). The config is STATE_DIR/etc/slurm.conf, and
+# `--slurm-status-command squeue` (MinJobAge=7200 keeps finished jobs visible
+# to squeue for 2 hours, longer than any test run). The config is STATE_DIR/etc/slurm.conf, and
 # /etc/slurm/slurm.conf is made a symlink to it while the cluster is up
 # (removed by stop): the plugin's in-job `srun` runs with SLURM_* stripped
 # from its environment, SLURM_CONF included, so it only finds the default path.
@@ -130,7 +130,7 @@ SlurmctldTimeout=30
 SlurmdTimeout=30
 InactiveLimit=0
 KillWait=5
-MinJobAge=300
+MinJobAge=7200
 NodeName=$host NodeAddr=127.0.0.1 $cfg${GPUS:+ Gres=gpu:$GPUS} State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 EOF
