@@ -21,6 +21,7 @@ _spec = importlib.util.spec_from_file_location(
 _fixture = sys.modules.setdefault(_spec.name, importlib.util.module_from_spec(_spec))
 _spec.loader.exec_module(_fixture)
 slurm_cluster = _fixture.slurm_cluster
+WORKFLOW = str(Path(__file__).with_name("test_slurm_workflow.py"))
 
 SNAKEFILE = r"""
 localrules: all
@@ -68,18 +69,9 @@ EXPECTED = {
 }
 
 
-def _require_plugin() -> None:
-    if importlib.util.find_spec("snakemake_executor_plugin_slurm") is None:
-        pytest.fail(
-            "snakemake-executor-plugin-slurm is not installed in this Python "
-            "(pip install 'snakemake-executor-plugin-slurm==2.8.0')",
-            pytrace=False,
-        )
-
-
 @pytest.mark.slurm
+@_fixture.needs_plugin
 def test_snakemake_jobs_go_through_sbatch(slurm_cluster, tmp_path):
-    _require_plugin()
     (tmp_path / "Snakefile").write_text(SNAKEFILE)
     profile = tmp_path / "profile"
     profile.mkdir()
@@ -131,3 +123,27 @@ def test_snakemake_jobs_go_through_sbatch(slurm_cluster, tmp_path):
         assert cpus_per_task == cpus, (name, cpus_per_task)
         seen.add(job_id)
     assert seen == slurm_ids
+
+
+def test_without_the_plugin_the_slurm_tests_skip_saying_why():
+    """The README's test command on a machine with SLURM but not the plugin passes."""
+    hide = "import sys; sys.modules['snakemake_executor_plugin_slurm'] = None; import pytest; "
+    args = [
+        "-q",
+        "-rs",
+        "-p",
+        "no:cacheprovider",
+        "-k",
+        "not without_the_plugin",
+        __file__,
+        WORKFLOW,
+    ]
+    run = f"sys.exit(pytest.main({args!r}))"
+    proc = subprocess.run(
+        [sys.executable, "-c", hide + run], capture_output=True, text=True, timeout=300,
+        cwd=Path(__file__).parents[1],
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "pip install -e '.[slurm]' to run the SLURM tests" in out, out[-3000:]
+    assert re.search(r"^(\d+) skipped(, \d+ deselected)? in ", out, re.M), out[-3000:]

@@ -43,6 +43,23 @@ DEBIAN_PACKAGES = "slurmctld slurmd slurm-client munge"
 DEFAULT_FAKE_GPUS = "2"
 
 
+def _plugin_missing() -> bool:
+    try:
+        import snakemake_executor_plugin_slurm  # noqa: F401
+    except ImportError:
+        return True
+    return False
+
+
+# A machine with SLURM but not the plugin (a login node after the quick start, which installs
+# only '.[test]'): the SLURM tests skip, saying how to run them, before any cluster starts.
+needs_plugin = pytest.mark.skipif(
+    _plugin_missing(),
+    reason="snakemake-executor-plugin-slurm is not installed in this Python: "
+    "pip install -e '.[slurm]' to run the SLURM tests",
+)
+
+
 @dataclass
 class SlurmCluster:
     state_dir: Path
