@@ -296,3 +296,17 @@ def test_full_size_shapes_are_dnabert_s():
     assert len(shapes) == 4 + 12 * 11
     n = sum(math.prod(s) for s in shapes.values()) + 768 * 768 + 768  # + pooler
     assert 116e6 < n < 118e6  # "DNABERT-2-117M"
+
+
+def test_mlp_module_computes_what_the_encoder_path_does(enc):
+    """``layer.mlp(x)`` (the padded path of bench/dnabert_throughput.py) is the second half of
+    the encoder's post-attention step, which the packed-vs-reference tests check."""
+    layer = enc.model.encoder.layer[0]
+    gen = torch.Generator().manual_seed(0)
+    h = enc.cfg.hidden_size
+    a, x = torch.randn(7, h, generator=gen), torch.randn(7, h, generator=gen)
+    with torch.no_grad():
+        out = layer.attention.output
+        mid = out.LayerNorm(out.dense(a) + x)
+        want = dnabert._post_attention(a, x, layer.post_params(), layer.mlp.inter, layer.eps)
+        torch.testing.assert_close(layer.mlp(mid), want, rtol=1e-5, atol=1e-5)

@@ -5,17 +5,21 @@ a model used with the other length gives wrong calls without any error. Their gi
 (read from VirNucPro's repository history; the files themselves are not obtainable here) let
 :func:`check_classifier` recognise them by content, whatever they are named. It reads the file
 once (sha256 and git blob id from the same 8 MiB blocks) and never unpickles it.
+:func:`check_readable` refuses a damaged (corrupt, truncated) file by its structure alone.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from virnuc_core.corrupt import torch_file_problem, unreadable
 from virnuc_core.digests import file_digests
+from virnuc_core.safe_pickle import CLASSIFIER_TODO
 
 
 @dataclass(frozen=True)
@@ -80,3 +84,36 @@ def check_classifier(
             f"chunk_length to {found.chunk_length}."
         )
     return digests["sha256"]
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Why ``path`` is not a well-formed safetensors file (its header and data size), or None."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        if len(head) < 8:
+            return "shorter than a safetensors header"
+        n = int.from_bytes(head, "little")
+        if n > size - 8:
+            return f"its header claims {n} bytes, the file holds {size - 8} after the length"
+        try:
+            header = json.loads(handle.read(n))
+            ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+            return f"its header is not a safetensors header: {e}"
+    need = max(ends, default=0)
+    if 8 + n + need != size:
+        return f"its tensors need {need} bytes of data, the file holds {size - 8 - n}"
+    return None
+
+
+def check_readable(path: str | os.PathLike | None) -> None:
+    """Refuse a classifier file whose bytes are damaged (corrupt, truncated), naming it, before
+    any job runs. Only its structure is read (zip records, pickle opcodes, a safetensors
+    header): nothing is unpickled. What the file holds is checked when it is loaded."""
+    if path is None or os.fspath(path) == "tiny":
+        return
+    p = Path(path).expanduser()
+    problem = _safetensors_problem(p) if p.suffix == ".safetensors" else torch_file_problem(p)
+    if problem:
+        raise unreadable(p, "model file", problem, CLASSIFIER_TODO)

@@ -209,7 +209,7 @@ def predict_sample(
         PredictionWriter(out_tsv, out_highest, run_chunks) as out,
     ):
         dims = {m: int(f[m].shape[1]) for m in ("dnabert", "esm")}
-        model = classifier_for(classifier, sum(dims.values()))
+        model = classifier_for(classifier, dims)  # a wrong width is told per model
         ids = f["ids"].asstr()
         for lo, hi, x in feature_blocks(f, max(1, block_bytes // (4 * sum(dims.values())))):
             out.add(ids[lo:hi].tolist(), predict_scores(model, x))

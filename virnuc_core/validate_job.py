@@ -121,7 +121,8 @@ def _agreement(features: str, references: Sequence[str], classifier: str) -> dic
         raise ValueError("the two models' validation samples differ; rerun validate_embeddings")
     with open_features(features) as f:
         fast = np.concatenate([f["dnabert"][rec_d], f["esm"][rec_d]], axis=1)
-    model = classifier_for(classifier, fast.shape[1])
+        dims = {m: int(f[m].shape[1]) for m in ("dnabert", "esm")}  # a wrong width, per model
+    model = classifier_for(classifier, dims)
     v2 = predict_scores(model, fast)
     v1 = predict_scores(model, np.concatenate([ref_d, ref_e], axis=1))
     return {"n": int(len(rec_d)), "agreement": verdict_agreement(v2, v1)}

@@ -123,6 +123,10 @@ class _Attention(nn.Module):
 
 
 class _Mlp(nn.Module):
+    """The gated MLP's weights (the checkpoint's names). Its forward (the padded path of
+    ``bench/dnabert_throughput.py``) and :func:`_post_attention` (the encoder's path) both
+    compute it with :func:`_gated_mlp`."""
+
     def __init__(self, cfg: DnabertConfig):
         super().__init__()
         self.gated_layers = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
@@ -131,21 +135,27 @@ class _Mlp(nn.Module):
         self.inter = cfg.intermediate_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # gated_layers(x)[..., :inter] is the gated half: computing the two halves as separate
-        # products (contiguous row blocks of the weight) keeps the elementwise work vectorised.
-        w = self.gated_layers.weight
-        h = F.gelu(F.linear(x, w[: self.inter])).mul_(F.linear(x, w[self.inter :]))
-        return self.layernorm(self.wo(h) + x)
+        ln = self.layernorm
+        return _gated_mlp(
+            x, self.gated_layers.weight, self.wo.weight, self.wo.bias, ln.weight, ln.bias,
+            self.inter, ln.eps,
+        )  # fmt: skip
+
+
+def _gated_mlp(x, gate_w, wo_w, wo_b, ln_w, ln_b, inter: int, eps: float):
+    """Gated MLP, residual + LayerNorm. ``gate_w[:inter]`` is the gated half: computing the two
+    halves as separate products (contiguous row blocks of the weight) keeps the elementwise work
+    vectorised."""
+    h = F.gelu(F.linear(x, gate_w[:inter])).mul_(F.linear(x, gate_w[inter:]))
+    return F.layer_norm(F.linear(h, wo_w, wo_b) + x, x.shape[-1:], ln_w, ln_b, eps)
 
 
 def _post_attention(a, x, params, inter: int, eps: float):
     """Output projection, residual + LayerNorm, gated MLP, residual + LayerNorm, as one function
     of plain tensors so that ``torch.compile`` makes one graph shared by every layer."""
     dense_w, dense_b, ln1_w, ln1_b, gate_w, wo_w, wo_b, ln2_w, ln2_b = params
-    shape = x.shape[-1:]
-    x = F.layer_norm(F.linear(a, dense_w, dense_b) + x, shape, ln1_w, ln1_b, eps)
-    h = F.gelu(F.linear(x, gate_w[:inter])).mul_(F.linear(x, gate_w[inter:]))
-    return F.layer_norm(F.linear(h, wo_w, wo_b) + x, shape, ln2_w, ln2_b, eps)
+    x = F.layer_norm(F.linear(a, dense_w, dense_b) + x, x.shape[-1:], ln1_w, ln1_b, eps)
+    return _gated_mlp(x, gate_w, wo_w, wo_b, ln2_w, ln2_b, inter, eps)
 
 
 class _Layer(nn.Module):

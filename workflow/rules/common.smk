@@ -6,7 +6,7 @@ import sys
 sys.path.insert(0, workflow.basedir)
 import warnings  # noqa: E402
 
-from virnuc_core.classifier_check import check_classifier  # noqa: E402
+from virnuc_core.classifier_check import check_classifier, check_readable  # noqa: E402
 from virnuc_core.families import FAMILIES  # noqa: E402
 from virnuc_core.model_files import ModelFilesError, locked_paths, quick_check  # noqa: E402
 from virnuc_core import resources  # noqa: E402
@@ -37,6 +37,7 @@ with warnings.catch_warnings(record=True) as _caught:
     warnings.simplefilter("always")
     try:
         CLASSIFIER_SHA256 = check_classifier(SETTINGS.classifier, SETTINGS.chunk_length) or ""
+        check_readable(SETTINGS.classifier)  # a corrupt or truncated file, before any job
     except ValueError as err:
         _refuse(err)
 for _warning in _caught:
