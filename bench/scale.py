@@ -10,7 +10,7 @@ benchmark files give the peak RSS and CPU seconds; a sampler records the disk hi
 the run folder. The result: per rule the slope in bytes per kept frame between sizes, and the
 projection to 10 M reads.
 
-    python bench/scale.py --reads 250000 1000000 2000000 --out bench/results/scale_cpu.json
+    python -m bench.scale --reads 250000 1000000 2000000 --out bench/results/scale_cpu.json
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from bench.make_reads import make_reads
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
-from make_reads import make_reads  # noqa: E402
 
 WIDTH = 768 + 2560
 PROJECT_READS = 10_000_000
