@@ -4,7 +4,7 @@ Both consume the same in-memory records (100,000 seeded random 500-base reads by
 produce the kept frames as (id, nucleotides, protein); the outputs must be identical. Runs
 alternate (original, ours, original, ...) and the best time of each counts.
 
-    python bench/chunk_translate.py [--out bench/results/chunk_translate_cpu.json]
+    python -m bench.chunk_translate [--out bench/results/chunk_translate_cpu.json]
 """
 
 from __future__ import annotations
@@ -17,18 +17,13 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUME
 import argparse  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import shlex  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import numpy as np  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from make_reads import make_reads  # noqa: E402
-
+from bench._harness import cpu_info  # noqa: E402
+from bench.make_reads import make_reads  # noqa: E402
 from virnuc_core.frames import DEFAULT_BATCH_BASES, iter_frame_batches  # noqa: E402
 from virnuc_core.reads import Read  # noqa: E402
 
@@ -98,22 +93,6 @@ def ours(records: list[Read], size: int) -> list[tuple[str, str, str]]:
 # -- harness ----------------------------------------------------------------------------------
 
 
-def machine() -> dict:
-    model = "unknown"
-    try:
-        with open("/proc/cpuinfo") as handle:
-            model = next(line.split(":", 1)[1].strip() for line in handle if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    return {
-        "platform": platform.platform(),
-        "cpu_model": model,
-        "cpus_visible": os.cpu_count(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-    }
-
-
 def measure(records, subset, size, repeats) -> tuple[dict, list, bool]:
     """Alternate the two methods ``repeats`` times; check that their outputs are identical."""
     times: dict[str, list[float]] = {"original": [], "ours": []}
@@ -159,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "chunk + six-frame selection, one CPU core, in-memory records",
         "command": " ".join(["python", *map(shlex.quote, sys.argv)]),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": {**machine(), "pinned_core": core},
+        "machine": {**cpu_info(), "pinned_core": core},
         "loadavg_before_after": [round(x, 2) for x in (*load_before, *load_after)],
         "data": {
             "reads": args.reads,

@@ -1,465 +1,262 @@
-"""ESM-2 levers on one GPU: the baselines and ours with each lever on and off, in one run.
+"""ESM-2 levers on one GPU: the baselines, and the job's engine with one lever changed a row.
 
-One random-weight ESM-2 (default esm2_t36_3B), the protein set of bench/esm2_throughput.py
-(shaped like translated 500-base chunks), one table:
+One random-weight ESM-2 (default esm2_t36_3B, fair-esm's init) and one set of proteins shaped
+like translated 500-base chunks, one table:
 
-  baselines   original (fair-esm fp32, 2048-token batches), fair16 (fair-esm fp16), hf-sdpa
-              (transformers EsmModel sdpa bf16, padded ~128k-token batches): timed by
-              esm2_throughput.main itself (same code, same FLOP and MFU definitions)
-  ours        reference = bf16, 64k token budget, attention backend auto (varlen), eager; then one
-              lever changed at a time:
-                token budget 16k / 32k / 128k      precision fp16      backend padded / flex
-                torch.compile on (default mode; at the largest budget; max-autotune-no-cudagraphs)
-                (control: the reference again, for spread)
+  baselines  original: fair-esm ``ESM2.forward`` in fp32 on 2048-token batches from fair-esm's
+             length-sorted batching (BatchConverter, truncation 1024), representations to the
+             host, then a per-protein mean, as VirNucPro's extraction did; fair16: the same
+             after ``model.half()``; hf-sdpa: transformers' ``EsmModel`` (sdpa, bf16) on padded
+             ~128k-token batches in random order, masked mean on the GPU.
+  ours       what an embed job runs (the job's encoder, packer and device loop) with the
+             schema's defaults (row ``job``) or with the settings one lever changes (``ROWS``):
+             token budget, precision, attention backend, torch.compile and its mode, the fused
+             kernels, fp8; and two constructor options that are not settings (the GELU
+             epilogue; fp8 for fc1 and fc2 only). ``--rows round1`` / ``round2`` / ``all``.
 
-Every row: tokens/s, MFU (model FLOPs of real tokens / the bf16 8192^3 matmul rate measured by
-the baseline run), packing efficiency = real tokens / (batches x budget) over the whole set, and
-notes; compiled variants: compile time (first batch - steady batch), dynamo's compile seconds,
-compiled frames and recompilations. One fair-esm model and one bf16 encoder serve every bf16
-variant (budget, backend and compile are switched on it); compiled variants run last. A variant
-that fails is recorded as failed; none starts after --deadline s; the JSON is rewritten after
-every row. Compiled variants: the default mode, the default mode at the largest budget, and
-max-autotune-no-cudagraphs.
+Every row: tokens/s, MFU (model FLOPs of the real tokens, 2 x non-embedding parameters a token
++ 4 x L^2 x dim a protein and layer, over the bf16 8192^3 matmul rate measured here), packing
+efficiency (real tokens / (batches x budget)); ours also compile time (first batch - steady
+batch), dynamo's compile seconds, frames compiled and recompilations. Round-2 rows carry the
+tokens/s predicted for an H200 before measuring (``PREDICTED_H200``, derived in
+bench/results/README.md). Baselines: host token tensors -> device -> forward -> pooled rows on
+the host, tokenizing not timed. Rows run in order, ours first (fair16 halves the shared
+model); each row runs warm-up batches, then batches for >= --seconds; a row that fails is
+recorded as failed, none starts after --deadline s, and the JSON is rewritten after every row.
 
-Round 2 (``--rows``): today's default (compiled) re-measured, then the fused engine's levers
-side by side (Triton residual+LayerNorm / rotary / GELU kernels around cuBLAS; GELU in a Triton
-fc1 epilogue; the Triton attention kernel; fp8 matmuls), each with the tokens/s predicted for
-an H200 before the run (``PREDICTED_H200``; how each was derived: bench/results/README.md).
-
-    python bench/esm2_levers.py --out bench/results/esm2_levers_h100.json      # ~6 min, H100
-    python bench/esm2_levers.py --rows all --baselines --seconds 6 --out ...   # round 2, ~3 min
-    python bench/esm2_levers.py --model-size 8M --quick                        # CPU smoke run
+    python -m bench.esm2_levers --out bench/results/esm2_levers.json              # ~6 min, H100
+    python -m bench.esm2_levers --rows round2 --baselines --seconds 5 --out ...   # round 2
+    python -m bench.esm2_levers --model-size 8M --quick                           # CPU smoke
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
-import json
 import sys
-import tempfile
 import time
-from pathlib import Path
 
+import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+from bench import _harness as h
+from virnuc_core.models.esm2 import REFERENCE_TOKENS_PER_BATCH, Tokenizer
+from virnuc_core.models.esm2_load import ESM2_ARCH
 
-import esm2_throughput as tp  # noqa: E402
-import mfu  # noqa: E402
-from esm2_fidelity_gpu import chunk_proteins  # noqa: E402
-
-from virnuc_core.attention import choose_backend  # noqa: E402
-from virnuc_core.models import esm2 as esm2_mod  # noqa: E402
-from virnuc_core.models.esm2 import REFERENCE_TOKENS_PER_BATCH, ESMEncoder  # noqa: E402
-from virnuc_core.models.esm2_load import ESM2_ARCH, random_model  # noqa: E402
-from virnuc_core.packing import make_batch, pack_ffd  # noqa: E402
-
-BUDGETS = (16384, 32768, 65536, 131072)
-QUICK_BUDGETS = (2048, 4096, 8192)
-BASELINES = ("original", "fair16", "hf-sdpa")
-COMPILE_MODES = "default and max-autotune-no-cudagraphs; reduce-overhead (CUDA graphs) not run: "
-COMPILE_MODES += "the profile shows < 1% of a batch with the GPU idle, all a CUDA graph could save"
-COLUMNS = ["method", "lever", "setting", "tokens/s", "MFU", "packing", "vs ref", "notes"]
-ROUND2_COLUMNS = ["lever", "setting", "predicted", "tokens/s", "MFU", "vs default", "notes"]
-# Round-2 rows: name -> (lever, setting, encoder options). "default" is today's job default.
-ROUND2 = {
-    "default": ("today's default", "bf16, compiled, varlen",
-                {"compile": True, "backend": "varlen"}),
-    "new-default": ("new job default", "the workflow's defaults now", "settings"),
-    "fused": ("fused kernels", "bf16, Triton add+LN / rotary / GELU, varlen",
-              {"fused": True, "backend": "varlen"}),
-    "fused-triton": ("+ Triton attention", "bf16, fused, triton attention",
-                     {"fused": True, "backend": "triton"}),
-    "compiled-triton": ("attention", "bf16, compiled, triton attention",
-                        {"compile": True, "backend": "triton"}),
-    "fp8": ("precision fp8", "fp8 matmuls (fast accum), fused, varlen",
-            {"precision": "fp8", "backend": "varlen"}),
-    "fp8-triton": ("fp8 + Triton attention", "fp8, fused, triton attention",
-                   {"precision": "fp8", "backend": "triton"}),
-    "fp8-ffn": ("fp8 fc1/fc2 only", "fp8 fc1 and fc2, bf16 q/k/v and out, fused, triton",
-                {"precision": "fp8", "fp8_layers": ("fc1", "fc2"), "backend": "triton"}),
-    "fp8-fp32-accum": ("fp8 accumulation", "fp8 with fp32 accumulation, fused, varlen",
-                       {"precision": "fp8", "fast_accum": False, "backend": "varlen"}),
+EAGER = {"compile.esm": False, "fused_kernels": False, "attention_backend": "varlen"}
+COMPILED = {**EAGER, "compile.esm": True}
+FUSED = {"fused_kernels": True, "attention_backend": "varlen"}
+FP8 = {**FUSED, "precision": "fp8"}
+TRITON = {"attention_backend": "triton"}
+# name -> (lever, setting, config changes, constructor options that are not settings, budget x)
+ROWS = {
+    "job": ("job default", "the workflow's settings", {}, {}, 1),
+    "eager": ("engine", "bf16, eager, varlen", EAGER, {}, 1),
+    "budget/4": ("token budget", "1/4 of --token-budget", EAGER, {}, 0.25),
+    "budget/2": ("token budget", "1/2 of --token-budget", EAGER, {}, 0.5),
+    "budget*2": ("token budget", "2 x --token-budget", EAGER, {}, 2),
+    "padded": ("backend", "padded", {**EAGER, "attention_backend": "padded"}, {}, 1),
+    "fp16": ("precision", "fp16", {**EAGER, "precision": "fp16"}, {}, 1),
+    "control": ("control", "eager again: run-to-run spread", EAGER, {}, 1),
+    "flex": ("backend", "flex", {**EAGER, "attention_backend": "flex"}, {}, 1),
+    "compiled": ("torch.compile", "bf16, compiled, varlen", COMPILED, {}, 1),
+    "compiled*2": ("torch.compile", "compiled, 2 x --token-budget", COMPILED, {}, 2),
+    "autotune": ("compile mode", "max-autotune-no-cudagraphs",
+                 {**COMPILED, "compile_mode": "max-autotune-no-cudagraphs"}, {}, 1),
+    "compiled-triton": ("attention", "bf16, compiled, triton", {**COMPILED, **TRITON}, {}, 1),
+    "fused": ("fused kernels", "bf16, Triton add+LN / rotary / GELU, varlen", FUSED, {}, 1),
+    "fused-triton": ("+ Triton attention", "bf16, fused, triton", {**FUSED, **TRITON}, {}, 1),
     "fused-epilogue": ("+ GELU epilogue", "bf16, fused, fc1+GELU one Triton matmul, varlen",
-                       {"fused": True, "gelu_epilogue": True, "backend": "varlen"}),
-    "eager": ("engine", "bf16, eager, varlen", {"backend": "varlen"}),
-    "fused-epilogue-triton": ("+ both", "bf16, fused, GELU epilogue, triton attention",
-                              {"fused": True, "gelu_epilogue": True, "backend": "triton"}),
+                       FUSED, {"gelu_epilogue": True}, 1),
+    "fused-epilogue-triton": ("+ both", "bf16, fused, GELU epilogue, triton",
+                              {**FUSED, **TRITON}, {"gelu_epilogue": True}, 1),
+    "fp8": ("precision fp8", "fp8 matmuls (fast accum), fused, varlen", FP8, {}, 1),
+    "fp8-triton": ("fp8 + Triton attention", "fp8, fused, triton", {**FP8, **TRITON}, {}, 1),
+    "fp8-ffn": ("fp8 fc1/fc2 only", "fp8 fc1 and fc2, bf16 q/k/v and out, fused, triton",
+                {**FP8, **TRITON}, {"fp8_layers": ("fc1", "fc2")}, 1),
+}  # fmt: skip
+GROUPS = {
+    "round1": ["job", "eager", "budget/4", "budget/2", "budget*2", "padded", "fp16", "control",
+               "flex", "compiled", "compiled*2", "autotune"],
+    "round2": ["job", "compiled", "eager", "fused", "fused-epilogue", "fused-triton",
+               "fused-epilogue-triton", "compiled-triton", "fp8", "fp8-triton", "fp8-ffn"],
+    "all": list(ROWS),
 }  # fmt: skip
 # tokens/s predicted for one H200 (H100 compute, 1.4x its bandwidth) before measuring; derived
-# per 65,536-token batch in bench/results/README.md ("Round 2: predictions").
+# per 65,536-token batch in bench/results/README.md ("Round 2: predictions"; "job" and
+# "fp8-ffn" after the smoke run, from its kernel times)
 PREDICTED_H200 = {
-    "default": 100_800, "eager": 90_500, "fused": 105_700, "fused-epilogue": 108_000,
+    "compiled": 100_800, "eager": 90_500, "fused": 105_700, "fused-epilogue": 108_000,
     "fused-triton": 108_000, "fused-epilogue-triton": 110_500, "compiled-triton": 103_000,
-    "fp8": 157_500, "fp8-triton": 163_000, "fp8-fp32-accum": 142_000,
-    # after the smoke run (bench/results/README.md, "Round 2: smoke run"), from its kernel times
-    "new-default": 104_500, "fp8-ffn": 142_000,
+    "fp8": 157_500, "fp8-triton": 163_000, "job": 104_500, "fp8-ffn": 142_000,
 }  # fmt: skip
+BASELINES = ("original", "fair16", "hf-sdpa")
+COLUMNS = ["method", "row", "setting", "predicted", "tokens/s", "MFU", "packing", "vs job", "notes"]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    """Command line; --quick shrinks the set, the budgets and the seconds for a smoke run."""
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    """Command line; --quick shrinks the set and the seconds for a smoke run."""
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     ap.add_argument("--model-size", default="3B", choices=sorted(ESM2_ARCH))
     ap.add_argument("--n", type=int, default=20000, help="proteins in the set")
-    ap.add_argument("--seconds", type=float, default=10.0, help="timed seconds per variant")
-    ap.add_argument("--budgets", type=int, nargs="*", help=f"token budgets (default {BUDGETS})")
-    ap.add_argument("--ref-budget", type=int, help="the reference budget (default 65536)")
+    ap.add_argument("--seconds", type=float, default=10.0, help="timed seconds per row")
+    ap.add_argument("--token-budget", type=int, default=65536, help="ours: the rows' budget")
+    ap.add_argument("--rows", nargs="*", default=["round1"], choices=[*ROWS, *GROUPS])
     ap.add_argument("--baselines", nargs="*", default=list(BASELINES), choices=BASELINES)
-    ap.add_argument("--rows", nargs="*", choices=[*ROUND2, "all"],
-                    help="round 2: these rows instead of the round-1 levers")  # fmt: skip
     ap.add_argument("--hf-tokens", type=int, default=131072, help="hf-sdpa padded tokens/batch")
-    ap.add_argument("--fair-subset", type=int, default=6000, help="proteins batched for a/b")
-    ap.add_argument("--no-compile", action="store_true", help="skip the compiled variants")
-    ap.add_argument("--deadline", type=float, default=540.0, help="start no variant after (s)")
+    ap.add_argument("--fair-subset", type=int, default=6000, help="proteins batched for fair-esm")
+    h.add_settings_arg(ap)
+    ap.add_argument("--deadline", type=float, default=540.0, help="start no row after (s)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--quick", action="store_true", help="small set, 0.5 s per variant")
+    ap.add_argument("--quick", action="store_true", help="small set, 0.5 s per row")
     ap.add_argument("--out", help="write the results here as JSON")
-    args = ap.parse_args(argv)
-    if args.quick:
-        args.n, args.seconds, args.hf_tokens, args.fair_subset = 300, 0.5, 8192, 100
-    args.budgets = args.budgets or list(QUICK_BUDGETS if args.quick else BUDGETS)
-    args.ref_budget = args.ref_budget or (4096 if args.quick else 65536)
-    if args.ref_budget not in args.budgets:
-        args.budgets.append(args.ref_budget)
-    if args.rows and "all" in args.rows:
-        args.rows = list(ROUND2)
-    return args
+    a = ap.parse_args(argv)
+    if a.quick:
+        a.n, a.seconds, a.hf_tokens, a.fair_subset, a.token_budget = 300, 0.5, 8192, 100, 4096
+    a.rows = list(dict.fromkeys(r for x in a.rows for r in GROUPS.get(x, [x])))
+    return a
 
 
-def run_baselines(args) -> dict | None:
-    """The baselines, timed by ``esm2_throughput.main`` itself; its JSON payload read back."""
-    if not args.baselines:
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "baselines.json"
-        tp.main(
-            ["--model-size", args.model_size, "--n", str(args.n), "--seconds", str(args.seconds),
-             "--hf-tokens", str(args.hf_tokens), "--fair-subset", str(args.fair_subset),
-             "--seed", str(args.seed), "--no-compile", "--out", str(out),
-             "--methods", *args.baselines]
-        )  # fmt: skip
-        payload = json.loads(out.read_text())
-    free_memory()
-    return payload
+class Work:
+    """One baseline batch: its payload, the lengths of its proteins, its padded size."""
+
+    def __init__(self, payload, lengths, padded=None):
+        self.payload, self.lengths = payload, list(lengths)
+        self.padded = sum(self.lengths) if padded is None else int(padded)
 
 
-def baseline_rows(payload: dict) -> list[dict]:
-    """Rows of the table from esm2_throughput's results (its MFU: the same matmul rate)."""
-    hf = payload["hf_tokens_per_batch"]
-    budget = {"hf-sdpa": hf}
-    setting = {
-        "original": "fair-esm fp32, 2k-token batches",
-        "fair16": "fair-esm fp16, 2k-token batches",
-        "hf-sdpa": f"HF sdpa bf16, padded {hf // 1024}k batches",
-    }
-    rows = []
-    for r in payload["results"]:
-        b = budget.get(r["method"], REFERENCE_TOKENS_PER_BATCH)
-        rows.append({**r, "lever": "baseline", "setting": setting.get(r["method"], r["method"]),
-                     "packing_eff": r["timed_tokens"] / (r["timed_batches"] * b), "budget": b,
-                     "notes": f"padding {r['padding_fraction']:.1%} of batch tokens"})  # fmt: skip
-    return rows
-
-
-def free_memory() -> None:
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-def watched_codes() -> list:
-    """Code objects of the functions torch.compile may compile in ours."""
-    from torch.nn.attention.flex_attention import flex_attention
-
-    return [esm2_mod.pre_attention.__code__, esm2_mod.post_attention.__code__,
-            flex_attention.__code__]  # fmt: skip
-
-
-def compile_state() -> dict:
-    """Dynamo's counters now (they only grow; a variant's numbers are differences)."""
-    from torch._dynamo import utils as dyn
-
-    times = getattr(dyn, "compilation_time_metrics", {}).get("_compile.compile_inner", [])
-    state = {
-        "frames_compiled": dyn.counters["frames"]["ok"],
-        "graphs": dyn.counters["stats"]["unique_graphs"],
-        "graph_breaks": sum(dyn.counters["graph_break"].values()),
-        "dynamo_compile_s": float(sum(times)),
-        "cache_entries": 0,
-    }
-    try:  # one cache entry per compiled version of a function: the first is not a recompile
-        entries = torch._C._dynamo.eval_frame._debug_get_cache_entry_list
-        state["cache_entries"] = sum(len(entries(c)) for c in watched_codes())
-    except Exception as e:  # noqa: BLE001 - private API; counters above still hold
-        state["cache_entries"] = f"unavailable ({type(e).__name__})"
-    return state
-
-
-def compile_delta(before: dict, after: dict) -> dict:
-    """after - before for every numeric counter."""
-    return {
-        k: after[k] - before[k] if isinstance(after[k], int | float) else after[k] for k in after
-    }
+def time_steps(step, work: list[Work], seconds: float, warmup: int = 2):
+    """Run ``step`` over ``work`` (cycled) until >= ``seconds`` have passed; every step ends with
+    rows on the host (a sync). (seconds, the batches timed)."""
+    for w in work[:warmup]:
+        step(w)
+    h.sync()
+    done, t0 = [], time.perf_counter()
+    while not done or time.perf_counter() - t0 < seconds:
+        w = work[(warmup + len(done)) % len(work)]
+        step(w)
+        done.append(w)
+    h.sync()
+    return time.perf_counter() - t0, done
 
 
 class Levers:
-    """Ours with one lever changed at a time, on one model; rows appended to ``self.rows``."""
+    """The set, the shared fair-esm model and the rows so far (JSON rewritten after each)."""
 
-    def __init__(self, args, peak: float, rows: list[dict], save, start: float):
-        self.args, self.peak, self.rows, self.save, self.start = args, peak, rows, save, start
-        self.cuda = torch.cuda.is_available()
-        self.device = torch.device("cuda" if self.cuda else "cpu")
-        self.name, arch = ESM2_ARCH[args.model_size]
+    def __init__(self, a: argparse.Namespace):
+        self.a, self.start, self.rows = a, time.perf_counter(), []
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        self.name, self.arch = ESM2_ARCH[a.model_size]
+        self.peak = h.measure_matmul_tflops(torch.bfloat16, n=8192 if h.CUDA else 512)
+        self.fp8_peak = fp8_peak()
+        print(f"bf16 matmul rate: {self.peak:.1f} TFLOP/s; fp8 {self.fp8_peak}", flush=True)
         t0 = time.perf_counter()
-        self.fair, self.alphabet = random_model(args.seed, self.device, **arch)
-        print(
-            f"ours: {self.name} random weights on {self.device} in {time.perf_counter() - t0:.1f} s"
-        )
-        self.dim, self.layers = arch["embed_dim"], arch["num_layers"]
-        self.p_nonemb = sum(
-            p.numel()
-            for n, p in self.fair.named_parameters()
-            if n.startswith(("layers.", "emb_layer_norm_after"))
-        )
-        self.seqs = chunk_proteins(args.n, args.seed)
-        self.tokens = None
-        self._work: dict[int, tuple[list, float]] = {}
+        self.fair, self.alphabet = h.random_esm(a.model_size, a.seed)
+        print(f"{self.name}: random weights on {h.DEVICE} in {time.perf_counter() - t0:.1f} s")
+        self.p_nonemb = sum(p.numel() for n, p in self.fair.named_parameters()
+                            if n.startswith(("layers.", "emb_layer_norm_after")))  # fmt: skip
+        self.seqs = h.chunk_proteins(a.n, a.seed)
+        self.tokens = Tokenizer(self.alphabet)(self.seqs)
+        self.lengths = np.array([len(t) for t in self.tokens])
+        self.batches: dict[int, list] = {}
 
-    def encoder(self, precision: str, backend: str = "auto", compile: bool = False,
-                fast_accum: bool = True, **options) -> ESMEncoder:  # fmt: skip
-        """An encoder on the shared fair-esm model, built as a job builds it (the same class
-        and switches); it keeps no reference to the fair-esm model."""
+    def result(self, method, row, setting, seconds, lengths, batches, budget, **extra) -> dict:
+        """One table row from what was timed (real tokens only) and print its summary."""
+        lengths = np.asarray(lengths)
+        flops = h.model_flops(lengths, self.p_nonemb, self.arch["num_layers"],
+                              self.arch["embed_dim"])  # fmt: skip
+        r = {"method": method, "row": row, "setting": setting, "budget": budget,
+             "tokens_per_s": lengths.sum() / seconds, "proteins_per_s": lengths.size / seconds,
+             "model_tflops": flops / seconds / 1e12, "mfu": flops / seconds / 1e12 / self.peak,
+             "timed_s": seconds, "timed_batches": batches, "timed_tokens": int(lengths.sum()),
+             "packing_eff_timed": lengths.sum() / (batches * budget), **extra}  # fmt: skip
+        self.rows.append(r)
+        self.save()
+        print(f"  {method} {row}: {r['tokens_per_s']:,.0f} tokens/s, MFU {r['mfu']:.3f}; "
+              f"{r.get('notes', '')}", flush=True)  # fmt: skip
+        return r
 
-        def no_reference():
-            raise RuntimeError("the fp32 reference path is not used by this bench")
-
-        enc = ESMEncoder(self.fair, self.alphabet, spec=self.name, device=self.device,
-                         precision=precision, backend=backend, compile=compile,
-                         reference_factory=no_reference, **options)  # fmt: skip
-        if enc.ops is not None and enc.ops.scaled_mm is not None:
-            enc.ops.scaled_mm.fast_accum = fast_accum
-        self.tokens = self.tokens or enc.tokenize(self.seqs)
-        return enc
-
-    def work(self, budget: int) -> tuple[list, float]:
-        """The set packed at ``budget`` (random order, pinned) and its packing efficiency."""
-        if budget not in self._work:
-            self._work.clear()  # one budget's pinned batches at a time
-            groups = pack_ffd([len(t) for t in self.tokens], budget)
-            work = []
-            for idx in groups:
-                b = make_batch([self.tokens[i] for i in idx])
-                work.append(tp.Work(b.pin_memory() if self.cuda else b,
-                                    [len(self.tokens[i]) for i in idx]))  # fmt: skip
-            eff = sum(w.tokens for w in work) / (len(work) * budget)
-            self._work[budget] = (tp.shuffled(work, self.args.seed), eff)
-        return self._work[budget]
-
-    def measure(self, enc: ESMEncoder, budget: int) -> dict:
-        """Time the first batch alone, then warm-up and >= --seconds of batches."""
-        work, eff = self.work(budget)
-        device = self.device
-
-        def step(w):
-            return enc.embed_packed(w.payload.to(device, non_blocking=True)).cpu()
-
-        before = compile_state()
-        tp.sync()
-        t0 = time.perf_counter()
-        step(work[0])
-        tp.sync()
-        first = time.perf_counter() - t0
-        after_first = compile_state()["frames_compiled"]
-        sec, done = tp.time_batches(step, work[1:] or work, self.args.seconds, warmup=2)
-        delta = compile_delta(before, compile_state())
-        # a recompile: a frame compiled after the first batch (a new shape the graph missed)
-        delta["recompiles"] = delta["frames_compiled"] - (after_first - before["frames_compiled"])
-        toks = sum(w.tokens for w in done)
-        tflops = tp.model_flops(done, self.p_nonemb, self.dim, self.layers) / sec / 1e12
-        steady = sec / len(done)
-        return {"tokens_per_s": toks / sec, "proteins_per_s": sum(w.n for w in done) / sec,
-                "model_tflops": tflops, "mfu": tflops / self.peak, "packing_eff": eff,
-                "packing_eff_timed": toks / (len(done) * budget), "batches_in_set": len(work),
-                "timed_s": sec, "timed_batches": len(done), "timed_tokens": toks,
-                "first_batch_s": first, "steady_batch_s": steady, "compile_s": first - steady,
-                **delta}  # fmt: skip
-
-    def variant(self, lever, setting, make, budget: int, note="", reserve=0.0) -> None:
-        """Run one variant (``make()`` -> encoder), or record why it was skipped or failed.
-
-        Skipped when less than ``reserve`` seconds (the variant's expected compile time) are
-        left before --deadline.
-        """
-        row = {"method": "ours", "lever": lever, "setting": setting, "budget": budget}
-        if time.perf_counter() - self.start > self.args.deadline - reserve:
-            row["notes"] = f"skipped: too close to --deadline {self.args.deadline:.0f} s"
-        else:
-            try:
-                enc = make()
-                row.update(self.measure(enc, budget), precision=enc.precision,
-                           backend=enc.backend, compiled=enc.compiled,
-                           fused=enc.ops is not None)  # fmt: skip
-                row["notes"] = self.describe(row, note)
-                del enc
-            except Exception as e:  # noqa: BLE001 - one failed lever must not lose the others
-                row["notes"] = f"failed: {type(e).__name__}: {str(e)[:200]}"
-            free_memory()
-        self.rows.append(row)
-        print(f"  {lever} {setting}: {fmt_row(row)['tokens/s']} tokens/s, {row['notes']}")
+    def skip(self, method: str, row: str, setting: str, why: str) -> None:
+        self.rows.append({"method": method, "row": row, "setting": setting, "notes": why})
+        print(f"  {method} {row}: {why}", flush=True)
         self.save()
 
-    @staticmethod
-    def describe(row: dict, note: str) -> str:
-        engine = " compiled" if row["compiled"] else (" fused" if row.get("fused") else "")
-        parts = [f"{row['precision']} {row['backend']}{engine}"]
-        parts.append(f"{row['batches_in_set']} batches")
-        if row["frames_compiled"] or row["compiled"] or row["backend"] == "flex":
-            c, d = row["compile_s"], row["dynamo_compile_s"]
-            n, r = row["frames_compiled"], row["recompiles"]
-            parts.append(f"compile {c:.1f} s (dynamo {d:.1f} s), {n} frames, {r} recompiles")
-        else:
-            parts.append(f"first batch {row['compile_s']:+.2f} s")
-        return "; ".join(parts + ([note] if note else []))
+    def late(self, reserve: float) -> bool:
+        return time.perf_counter() - self.start > self.a.deadline - reserve
 
-    def skip(self, lever: str, setting: str, why: str) -> None:
-        self.rows.append({"method": "ours", "lever": lever, "setting": setting, "notes": why})
-        print(f"  {lever} {setting}: {why}")
+    def ours(self, name: str) -> None:
+        """One row of ours: the job's encoder with the row's settings, its packer and loop."""
+        lever, setting, changes, options, factor = ROWS[name]
+        budget = int(self.a.token_budget * factor)
+        cuda_only = changes.get("compile.esm") or changes.get("precision") in ("fp16", "fp8")
+        reserve = 150 if "compile_mode" in changes else 60 if cuda_only else 20
+        if not h.CUDA and (cuda_only or changes.get("attention_backend") == "flex"):
+            return self.skip("ours", name, setting, "skipped: needs CUDA")
+        if self.late(reserve):
+            return self.skip("ours", name, setting, f"skipped: --deadline {self.a.deadline:.0f}")
+        try:
+            self.measure(name, setting, {**dict(self.a.set), **changes,
+                                         "token_budget.esm": budget}, options, budget)  # fmt: skip
+        except Exception as e:  # noqa: BLE001 - one failed lever must not lose the others
+            self.skip("ours", name, setting, f"failed: {type(e).__name__}: {str(e)[:200]}")
+        free_memory()
 
-    def run(self) -> None:
-        """Every lever of ours, one at a time from the reference; compiled variants last."""
-        a, cuda = self.args, self.cuda
-        ref = a.ref_budget
-        enc = self.encoder("bf16")
+    def measure(self, name: str, setting: str, changes: dict, options: dict, budget: int) -> None:
+        settings = h.job_settings("esm", self.name, changes)
+        enc = h.esm_encoder(self.fair, self.alphabet, settings, **options)
+        if budget not in self.batches:
+            self.batches = {budget: h.job_batches(self.tokens, budget)}  # one budget at a time
+        batches = self.batches[budget]
+        before, dyn_before = h.frames_compiled(), dynamo_seconds()
+        first = h.run_batches(enc.embed_packed, batches[:1]).seconds
+        first_frames = h.frames_compiled() - before
+        h.run_batches(enc.embed_packed, batches[1:3])  # warm-up
+        timed = h.run_batches(enc.embed_packed, batches, seconds=self.a.seconds)
+        d = enc.describe()
+        frames = h.frames_compiled() - before
+        steady = timed.seconds / timed.batches
+        engine = "compiled" if d["compiled"] else "fused" if d["fused_kernels"] else "eager"
+        notes = f"{d['precision']} {d['attention_backend']} {engine}; {len(batches)} batches; "
+        notes += f"compile {first - steady:.1f} s, {frames} frames" if frames else (
+            f"first batch {first - steady:+.2f} s")  # fmt: skip
+        predicted = PREDICTED_H200.get(name) if self.a.model_size == "3B" else None
+        eff = self.lengths.sum() / (len(batches) * budget)
+        self.result("ours", name, setting, timed.seconds, self.lengths[timed.records],
+                    timed.batches, budget, packing_eff=eff, predicted_h200=predicted,
+                    precision=d["precision"], backend=d["attention_backend"], engine=engine,
+                    first_batch_s=first, steady_batch_s=steady, compile_s=first - steady,
+                    frames_compiled=frames, recompiles=frames - first_frames,
+                    dynamo_compile_s=dynamo_seconds() - dyn_before, notes=notes,
+                    settings=settings.as_dict(), options=options)  # fmt: skip
 
-        def with_(backend="auto", compiled=False, mode="default"):
-            enc.backend = choose_backend(backend, self.device.type, False)
-            enc.compiled, enc.compile_mode = compiled, mode
-            return enc
-
-        self.variant("reference", f"{ref // 1024}k, bf16, auto, eager", with_, ref)
-        for b in sorted(set(a.budgets) - {ref}):
-            self.variant("token budget", f"{b // 1024}k", with_, b)
-        self.variant("backend", "padded", lambda: with_("padded"), ref)
-        if cuda:
-            self.variant("precision", "fp16", lambda: self.encoder("fp16"), ref)
-        else:
-            self.skip("precision", "fp16", "skipped: CPU runs fp32 only (needs CUDA)")
-        self.variant("control", "reference again", with_, ref, "run-to-run spread")
-        if cuda:
-            note = "flex_attention compiled, block mask per batch"
-            self.variant("backend", "flex", lambda: with_("flex"), ref, note, reserve=90)
-        else:
-            self.skip("backend", "flex", "skipped: on CPU flex maps to the loop backend")
-        if a.no_compile or not cuda:
-            why = "--no-compile" if cuda else "ESMEncoder compiles on CUDA only"
-            self.skip("torch.compile", "on", f"skipped: {why}")
-        else:
-            note = "pre/post-attention compiled, token dimension dynamic"
-            on = lambda: with_(compiled=True)  # noqa: E731
-            self.variant("torch.compile", "on (default mode)", on, ref, note, reserve=60)
-            self.variant("torch.compile", "on, 128k budget", on, max(a.budgets), note, reserve=30)
-            mode = "max-autotune-no-cudagraphs"
-            tuned = lambda: with_(compiled=True, mode=mode)  # noqa: E731
-            self.variant("compile mode", mode, tuned, ref, note, reserve=150)
-
-
-def run_round2(levers: Levers) -> None:
-    """The round-2 rows (``--rows``), each on a fresh encoder, at the reference budget."""
-    cuda, ref = levers.cuda, levers.args.ref_budget
-    for name in levers.args.rows:
-        lever, setting, opts = ROUND2[name]
-        opts = job_defaults() if opts == "settings" else dict(opts)
-        precision = opts.pop("precision", "bf16")
-        if not cuda and (opts.get("compile") or precision == "fp8"):
-            levers.skip(lever, setting, "skipped: needs CUDA")
-            continue
-        reserve = 20 if opts.get("gelu_epilogue") or opts.get("compile") else 10  # s to start
-        levers.variant(lever, setting, lambda p=precision, o=opts: levers.encoder(p, **o), ref,
-                       reserve=reserve)  # fmt: skip
-        row = levers.rows[-1]
-        row["row"] = name
-        row["predicted_h200"] = PREDICTED_H200.get(name) if levers.args.model_size == "3B" else None
-        if row.get("backend") is not None:
-            row["kernels"] = ROUND2[name][1]
+    def save(self) -> None:
+        name, arch = ESM2_ARCH[self.a.model_size]
+        h.write_json(self.a.out, {
+            "bench": "esm2_levers", "machine": h.machine_info(), "model": name,
+            "architecture": arch, "weights": f"random, seed {self.a.seed}",
+            "bf16_matmul_tflops": self.peak, "fp8_matmul_tflops": self.fp8_peak,
+            "settings": {k: v for k, v in vars(self.a).items() if k != "out"},
+            "definitions": {
+                "flops": "2 * nonembedding_parameters * real_tokens + sum over proteins and "
+                "layers of 4 * L^2 * dim; padding never counted",
+                "mfu": "model FLOP/s / bf16 8192^3 matmul rate measured in this run",
+                "packing_eff": "real tokens / (batches x budget) over the whole set (ours); "
+                "packing_eff_timed: over the timed batches (baselines: budget 2048 tokens, "
+                "or --hf-tokens)",
+                "compile_s": "first-batch time - steady time per batch",
+                "recompiles": "frames compiled after the row's first batch",
+                "vs_job": "tokens/s / the job row's"},
+            "predicted_h200": PREDICTED_H200, "rows": self.rows,
+            "elapsed_s": time.perf_counter() - self.start,
+        })  # fmt: skip
 
 
-def job_defaults() -> dict:
-    """Encoder options of an ESM-2 embed job with the workflow's default settings."""
-    from virnuc_core.settings import WorkflowSettings
+def dynamo_seconds() -> float:
+    from torch._dynamo import utils as dyn
 
-    base = {"chunk_length": 500, "shards": 1, "models": {"dnabert": "x", "esm": "x"}}
-    s = WorkflowSettings.from_config(base).embed("esm")
-    return {"precision": s.precision, "backend": s.attention_backend, "compile": s.compile,
-            "compile_mode": s.compile_mode, "fused": s.fused_kernels}  # fmt: skip
-
-
-def round2_table(rows: list[dict]) -> list[dict]:
-    """Printed cells of the round-2 rows; 'vs default' against today's default row."""
-    base = next((r for r in rows if r.get("row") == "default" and r.get("tokens_per_s")), None)
-    out = []
-    for r in rows:
-        if "row" not in r:
-            continue
-        cells = fmt_row(r)
-        pred = r.get("predicted_h200")
-        cells["predicted"] = "-" if pred is None else f"{pred:,.0f}"
-        tps = r.get("tokens_per_s")
-        cells["vs default"] = f"{tps / base['tokens_per_s']:.3f}x" if base and tps else "-"
-        if base and tps:
-            r["vs_default"] = tps / base["tokens_per_s"]
-        out.append(cells)
-    return out
-
-
-def fmt_row(r: dict) -> dict:
-    """One row's printed cells."""
-    tps = r.get("tokens_per_s")
-    return {
-        "method": r["method"],
-        "lever": r["lever"],
-        "setting": r["setting"],
-        "tokens/s": "-" if tps is None else f"{tps:,.0f}",
-        "MFU": "-" if r.get("mfu") is None else f"{100 * r['mfu']:.1f}%",
-        "packing": "-" if r.get("packing_eff") is None else f"{100 * r['packing_eff']:.1f}%",
-        "vs ref": "-" if r.get("vs_ref") is None else f"{r['vs_ref']:.2f}x",
-        "notes": r.get("notes", ""),
-    }
-
-
-def make_payload(args, peak: float, rows: list[dict], baselines: dict | None) -> dict:
-    """The JSON written by --out (rows filled in as the run goes)."""
-    name, arch = ESM2_ARCH[args.model_size]
-    return {
-        "bench": "esm2_levers",
-        "machine": mfu.machine_info(),
-        "model": name,
-        "architecture": arch,
-        "weights": f"random, seed {args.seed}",
-        "bf16_matmul_tflops": peak,
-        "settings": {k: v for k, v in vars(args).items() if k != "out"},
-        "definitions": {
-            "flops": "as esm2_throughput: 2 * nonembedding_parameters * real_tokens + sum over "
-            "proteins and layers of 4 * L^2 * dim; padding never counted",
-            "mfu": "model FLOP/s / bf16 8192^3 matmul rate measured in this run",
-            "packing_eff": "real tokens / (batches x budget); ours over the whole set, "
-            "baselines over the timed batches (budget 2048 tokens, or --hf-tokens)",
-            "compile_s": "first-batch time - steady time per batch (eager rows: first-batch "
-            "overhead); dynamo_compile_s: dynamo's _compile.compile_inner seconds",
-            "recompiles": "dynamo frames compiled after the variant's first batch (new token "
-            "counts the first graph did not cover); frames_compiled: all frames compiled in "
-            "the variant; cache_entries: compiled versions of pre_attention, post_attention "
-            "and flex_attention added (a new compile mode adds one per function)",
-            "vs_ref": "tokens/s / the reference row (bf16, reference budget, auto, eager)",
-        },
-        "compile_modes": COMPILE_MODES,
-        "rows": rows,
-        "baseline_run": baselines,
-    }
+    return float(sum(getattr(dyn, "compilation_time_metrics", {}).get(
+        "_compile.compile_inner", [])))  # fmt: skip
 
 
 def fp8_peak() -> float | None:
@@ -467,57 +264,166 @@ def fp8_peak() -> float | None:
     from virnuc_core.fp8 import measure_fp8_tflops
 
     try:
-        return measure_fp8_tflops()
+        return measure_fp8_tflops() if h.CUDA else None
     except Exception as e:  # noqa: BLE001 - the bf16 rows still count
         print(f"fp8 matmul rate: failed ({type(e).__name__}: {e})")
         return None
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    t_start = time.perf_counter()
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    print(f"ESM-2 levers: {ESM2_ARCH[args.model_size][0]}, {args.n} proteins, {args.seconds} s "
-          f"per variant, budgets {args.budgets}, reference {args.ref_budget}")  # fmt: skip
-    try:
-        baselines = run_baselines(args)
-    except Exception as e:  # noqa: BLE001 - ours is still worth measuring
-        print(f"baselines failed: {type(e).__name__}: {e}")
-        baselines = None
-        free_memory()
-    if baselines:
-        peak = baselines["bf16_matmul_tflops"]
-    else:
-        peak = mfu.measure_matmul_tflops(
-            torch.bfloat16, n=8192 if torch.cuda.is_available() else 512
+def free_memory() -> None:
+    gc.collect()
+    if h.CUDA:
+        torch.cuda.empty_cache()
+
+
+# -- the baselines --------------------------------------------------------------------------
+
+
+def fair_batches(alphabet, seqs: list[str], truncation: int = 1024) -> list[Work]:
+    """fair-esm's length-sorted 2048-token batches, as its BatchConverter makes them."""
+    import esm
+
+    convert = alphabet.get_batch_converter(truncation_seq_length=truncation)
+    ds = esm.data.FastaBatchedDataset([str(i) for i in range(len(seqs))], seqs)
+    out = []
+    for idx in ds.get_batch_indices(REFERENCE_TOKENS_PER_BATCH, extra_toks_per_seq=1):
+        _, strs, toks = convert([(str(i), seqs[i]) for i in idx])
+        lengths = (toks != alphabet.padding_idx).sum(1).tolist()
+        out.append(Work((toks, [min(truncation, len(s)) for s in strs]), lengths, toks.numel()))
+    return shuffled(out, 0)
+
+
+def shuffled(work: list, seed: int) -> list:
+    """Batches in a random order, so that a timed prefix is a fair sample of the set."""
+    return [work[i] for i in np.random.default_rng(seed).permutation(len(work))]
+
+
+def run_fair(lv: Levers, names: list[str]) -> None:
+    """original (fp32) and fair16 (``model.half()``, CUDA only) on the first --fair-subset."""
+    work = fair_batches(lv.alphabet, lv.seqs[: lv.a.fair_subset])  # fair-esm's tokenizer is slow
+    last = lv.arch["num_layers"]
+
+    def step(w, half=False):
+        toks, keep = w.payload
+        with torch.no_grad():
+            out = lv.fair(toks.to(h.DEVICE, non_blocking=True), repr_layers=[last])
+        rep = out["representations"][last]
+        rep = (rep.float() if half else rep).to("cpu")
+        return [rep[i, 1 : k + 1].mean(0).clone() for i, k in enumerate(keep)]
+
+    for name, half in (("original", False), ("fair16", True)):
+        if name not in names or lv.late(20):
+            continue
+        if half and not h.CUDA:
+            lv.skip(name, "baseline", "fair-esm fp16", "skipped: needs CUDA")
+            continue
+        if half:
+            lv.fair.half()
+            for layer in lv.fair.layers:  # fair-esm caches rotary cos/sin per length: drop them
+                layer.self_attn.rot_emb._seq_len_cached = None
+        sec, done = time_steps(lambda w, half=half: step(w, half), work, lv.a.seconds)
+        lengths = [n for w in done for n in w.lengths]
+        pad = 1 - sum(lengths) / sum(w.padded for w in done)
+        setting = f"fair-esm {'fp16' if half else 'fp32'}, 2k-token batches"
+        lv.result(
+            name,
+            "baseline",
+            setting,
+            sec,
+            lengths,
+            len(done),
+            REFERENCE_TOKENS_PER_BATCH,
+            notes=f"padding {pad:.1%} of batch tokens; first {lv.a.fair_subset} proteins",
         )
-    rows = baseline_rows(baselines) if baselines else []
-    payload = make_payload(args, peak, rows, baselines)
 
-    def save():
-        payload["elapsed_s"] = time.perf_counter() - t_start
-        mfu.write_json(args.out, payload)
 
-    payload["fp8_matmul_tflops"] = fp8_peak()
-    payload["predicted_h200"] = PREDICTED_H200
-    save()
-    levers = Levers(args, peak, rows, save, t_start)
-    if args.rows:
-        run_round2(levers)
-        print()
-        mfu.print_table(round2_table(rows), ROUND2_COLUMNS)
-        save()
-        print(f"total {payload['elapsed_s']:.0f} s")
-        return 0
-    levers.run()
-    ref = next((r for r in rows if r["lever"] == "reference" and r.get("tokens_per_s")), None)
+def run_hf(lv: Levers) -> None:
+    """transformers' EsmModel (sdpa, bf16) on padded batches of ~--hf-tokens, random order."""
+    from transformers import EsmConfig, EsmModel
+
+    d, pad = lv.arch["embed_dim"], lv.alphabet.padding_idx
+    cfg = EsmConfig(vocab_size=33, hidden_size=d, num_hidden_layers=lv.arch["num_layers"],
+                    num_attention_heads=lv.arch["attention_heads"], intermediate_size=4 * d,
+                    position_embedding_type="rotary", token_dropout=True, mask_token_id=32,
+                    pad_token_id=1, max_position_embeddings=1026, emb_layer_norm_before=False,
+                    hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                    layer_norm_eps=1e-5, attn_implementation="sdpa")  # fmt: skip
+    with torch.device(h.DEVICE):
+        model = EsmModel(cfg, add_pooling_layer=False)
+    model = model.to(torch.bfloat16 if h.CUDA else torch.float32).eval()
+    groups, cur, width = [], [], 0
+    for i in np.random.default_rng(lv.a.seed).permutation(len(lv.tokens)):
+        w = max(width, len(lv.tokens[i]))
+        if cur and w * (len(cur) + 1) > lv.a.hf_tokens:
+            groups.append(cur)
+            cur, w = [], len(lv.tokens[i])
+        cur.append(i)
+        width = w
+    work = []
+    for g in [*groups, cur]:
+        ids = torch.full((len(g), max(len(lv.tokens[i]) for i in g)), pad, dtype=torch.int64)
+        for r, i in enumerate(g):
+            ids[r, : len(lv.tokens[i])] = torch.from_numpy(lv.tokens[i])
+        work.append(Work(ids.pin_memory() if h.CUDA else ids, lv.lengths[g], ids.numel()))
+
+    def step(w):
+        ids = w.payload.to(h.DEVICE, non_blocking=True)
+        mask = ids.ne(pad)
+        with torch.no_grad():
+            hidden = model(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+        pos = torch.arange(mask.shape[1], device=mask.device)
+        weight = (mask & (pos >= 1) & (pos < mask.sum(1, keepdim=True) - 1)).float()
+        return ((hidden.float() * weight[..., None]).sum(1) / weight.sum(1, keepdim=True)).cpu()
+
+    sec, done = time_steps(step, work, lv.a.seconds)
+    lengths = [n for w in done for n in w.lengths]
+    pad_share = 1 - sum(lengths) / sum(w.padded for w in done)
+    lv.result(
+        "hf-sdpa",
+        "baseline",
+        f"HF sdpa bf16, padded {lv.a.hf_tokens // 1024}k batches",
+        sec,
+        lengths,
+        len(done),
+        lv.a.hf_tokens,
+        notes=f"padding {pad_share:.1%}",
+    )
+
+
+def table(rows: list[dict]) -> list[dict]:
+    """Printed cells; 'vs job' against the job row (``vs_job`` added to the rows)."""
+    base = next((r for r in rows if r["row"] == "job" and r.get("tokens_per_s")), None)
+    out = []
     for r in rows:
-        if ref and r.get("tokens_per_s"):
-            r["vs_ref"] = r["tokens_per_s"] / ref["tokens_per_s"]
+        tps, pred = r.get("tokens_per_s"), r.get("predicted_h200")
+        if base and tps:
+            r["vs_job"] = tps / base["tokens_per_s"]
+        out.append({"method": r["method"], "row": r["row"], "setting": r["setting"],
+                    "predicted": "-" if pred is None else f"{pred:,.0f}",
+                    "tokens/s": "-" if tps is None else f"{tps:,.0f}",
+                    "MFU": "-" if r.get("mfu") is None else f"{100 * r['mfu']:.1f}%",
+                    "packing": f"{100 * r['packing_eff']:.1f}%" if "packing_eff" in r else "-",
+                    "vs job": f"{r['vs_job']:.3f}x" if "vs_job" in r else "-",
+                    "notes": r.get("notes", "")})  # fmt: skip
+    return out
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    print(f"ESM-2 levers: {ESM2_ARCH[a.model_size][0]}, {a.n} proteins, {a.seconds} s a row, "
+          f"rows {a.rows}, baselines {a.baselines}", flush=True)  # fmt: skip
+    lv = Levers(a)
+    for name in a.rows:
+        lv.ours(name)
+    run_fair(lv, a.baselines)
+    lv.fair = None  # before the HF model is built
+    free_memory()
+    if "hf-sdpa" in a.baselines and not lv.late(30):
+        run_hf(lv)
     print()
-    mfu.print_table([fmt_row(r) for r in rows], COLUMNS)
-    save()
-    print(f"total {payload['elapsed_s']:.0f} s")
+    h.print_table(table(lv.rows), COLUMNS)
+    lv.save()
+    print(f"total {time.perf_counter() - lv.start:.0f} s")
     return 0
 
 

@@ -6,16 +6,17 @@
 #   bash bench/gpu_round2.sh smoke   # the same steps, smaller: ~300 s
 #   bash bench/gpu_round2.sh cpu     # crash check without a GPU (tiny models)
 #
-# Steps (each capped by `timeout`):
+# Steps (each capped by `timeout`; the benches run as `python3 -m bench.NAME`):
 #   kernels   bench/kernels_check.py: each Triton kernel vs its reference at ESM-2 3B / DNABERT-S
 #             sizes, times vs ceilings (copy bandwidth, bf16 and fp8 matmul rates)
-#   levers    bench/esm2_levers.py --rows: today's default re-measured, then every lever side by
-#             side (fused LN/residual, GELU epilogue, Triton attention, fp8), predicted vs measured
+#   levers    bench/esm2_levers.py --rows: the job's defaults, then every lever side by side
+#             (compiled, fused LN/residual, GELU epilogue, Triton attention, fp8), predicted vs
+#             measured
 #   fidelity  bench/esm2_fidelity_gpu.py --runs: 500 proteins vs the fp32 reference (bf16 and fp8
 #             gates) and fp8 vs bf16 verdicts of a fixed seeded classifier
 #   dnabert   bench/dnabert_throughput.py: DNABERT-S per backend, first pass vs later passes
-#   job       bench/embed_e2e.py --no-esm: the DNABERT-S embed job (virnuc_core.embed_job) per
-#             backend, its steady rate, and the bare model's first vs second pass
+#   job       bench/embed_e2e.py --models dnabert: the DNABERT-S embed job (virnuc_core.embed_job)
+#             per backend, its steady rate, and the bare model's first vs second pass
 #
 # Wheels: fair-esm (not on the GPU machines) is installed from $WHEELS (default: .whl here or
 # ../../.whl, i.e. the repository root when this tree was carried as .devcarry/wt).
@@ -49,43 +50,41 @@ step() {  # step NAME SECONDS COMMAND...: run it under timeout, log it, never ab
 }
 
 if [ "$MODE" = cpu ]; then  # a crash check of this script on a machine without a GPU
-  step kernels 300 python3 bench/kernels_check.py --quick --out "$OUT/kernels_check.json"
-  step levers 600 python3 bench/esm2_levers.py --model-size 8M --quick --n 100 \
-    --rows new-default fused-triton fp8-ffn --baselines --out "$OUT/esm2_levers_round2.json"
-  step fidelity 300 python3 bench/esm2_fidelity_gpu.py --model-size 8M --quick --agreement-n 40 \
+  step kernels 300 python3 -m bench.kernels_check --quick --out "$OUT/kernels_check.json"
+  step levers 600 python3 -m bench.esm2_levers --model-size 8M --quick --n 100 \
+    --rows job fused-triton fp8-ffn --baselines --out "$OUT/esm2_levers_round2.json"
+  step fidelity 300 python3 -m bench.esm2_fidelity_gpu --model-size 8M --quick --agreement-n 40 \
     --runs bf16:fused:varlen fp8-ffn:fused:triton bf16:fused:triton \
     --out "$OUT/esm2_fidelity_round2.json"
-  step dnabert 300 python3 bench/dnabert_throughput.py --quick --backends padded-auto triton \
+  step dnabert 300 python3 -m bench.dnabert_throughput --quick --backends padded-auto triton \
     --out "$OUT/dnabert_round2.json"
-  step job 300 python3 bench/embed_e2e.py --no-esm --dnabert tiny --reads 100 \
-    --dnabert-backends padded-auto triton --dnabert-workers 1 2 \
-    --out "$OUT/embed_e2e_dnabert_round2.json"
+  step job 300 python3 -m bench.embed_e2e --models dnabert --dnabert tiny --reads 100 \
+    --backends padded-auto triton --workers 1 2 --out "$OUT/embed_e2e_dnabert_round2.json"
 elif [ "$MODE" = smoke ]; then
-  ROWS="default fused fused-epilogue fused-triton fp8 fp8-triton"
-  step kernels 55 python3 bench/kernels_check.py --out "$OUT/kernels_check.json"
-  step levers 100 python3 bench/esm2_levers.py --rows $ROWS --baselines --seconds 3 \
+  ROWS="job compiled fused fused-epilogue fused-triton fp8 fp8-triton"
+  step kernels 55 python3 -m bench.kernels_check --out "$OUT/kernels_check.json"
+  step levers 100 python3 -m bench.esm2_levers --rows $ROWS --baselines --seconds 3 \
     --n 6000 --deadline 85 --out "$OUT/esm2_levers_round2.json"
-  step fidelity 60 python3 bench/esm2_fidelity_gpu.py --n 200 --agreement-n 2000 \
+  step fidelity 60 python3 -m bench.esm2_fidelity_gpu --n 200 --agreement-n 2000 \
     --runs bf16:compiled:varlen bf16:fused:triton fp8:fused:varlen fp8:fused:triton \
     --out "$OUT/esm2_fidelity_round2.json"
-  step dnabert 45 python3 bench/dnabert_throughput.py --orig-frames 50 --tokenizer-bases 300000 \
+  step dnabert 45 python3 -m bench.dnabert_throughput --orig-frames 50 --tokenizer-bases 300000 \
     --backends padded-auto padded triton --compile-backends --out "$OUT/dnabert_round2.json"
-  step job 55 python3 bench/embed_e2e.py --no-esm --dnabert full --reads 4000 \
-    --dnabert-backends padded-auto triton --out "$OUT/embed_e2e_dnabert_round2.json"
+  step job 55 python3 -m bench.embed_e2e --models dnabert --dnabert full --reads 4000 \
+    --backends padded-auto triton --out "$OUT/embed_e2e_dnabert_round2.json"
   step gpu-tests 25 python3 -m pytest -q -m gpu tests/test_fused.py -p no:cacheprovider
 else  # full: ~480 s on an H200; the step limits add up to 515 s
-  step kernels 55 python3 bench/kernels_check.py --out "$OUT/kernels_check.json"
-  step levers 200 python3 bench/esm2_levers.py --rows all --baselines --seconds 5 \
+  step kernels 55 python3 -m bench.kernels_check --out "$OUT/kernels_check.json"
+  step levers 200 python3 -m bench.esm2_levers --rows round2 --baselines --seconds 5 \
     --deadline 175 --out "$OUT/esm2_levers_round2.json"
-  step fidelity 115 python3 bench/esm2_fidelity_gpu.py --n 500 --agreement-n 6000 \
+  step fidelity 115 python3 -m bench.esm2_fidelity_gpu --n 500 --agreement-n 6000 \
     --runs bf16:compiled:varlen bf16:fused:varlen fp8:fused:triton fp8-ffn:fused:triton \
     bf16:fused:triton --out "$OUT/esm2_fidelity_round2.json"
-  step dnabert 65 python3 bench/dnabert_throughput.py --orig-frames 100 --tokenizer-bases 500000 \
-    --backends padded-auto padded triton --compile-backends triton \
+  step dnabert 65 python3 -m bench.dnabert_throughput --orig-frames 100 \
+    --tokenizer-bases 500000 --backends padded-auto padded triton --compile-backends triton \
     --out "$OUT/dnabert_round2.json"
-  step job 80 python3 bench/embed_e2e.py --no-esm --dnabert full --reads 8000 \
-    --dnabert-backends padded-auto triton --dnabert-workers 4 8 \
-    --out "$OUT/embed_e2e_dnabert_round2.json"
+  step job 80 python3 -m bench.embed_e2e --models dnabert --dnabert full --reads 8000 \
+    --backends padded-auto triton --workers 4 8 --out "$OUT/embed_e2e_dnabert_round2.json"
 fi
 echo "=== done in $(($(date +%s) - START))s" | tee -a "$LOG"
 ls -la "$OUT" | tee -a "$LOG"

@@ -8,8 +8,8 @@ ceilings (device copy bandwidth; bf16 and fp8 matmul rates) and, for the attenti
 DNABERT-S padded backend, the first call on a new batch shape against a repeat (the per-shape
 planning suspected of the first-pass stall).
 
-    python bench/kernels_check.py --out bench/results/kernels_check_h200.json   # ~40 s, GPU
-    python bench/kernels_check.py --quick                                      # CPU smoke run
+    python -m bench.kernels_check --out bench/results/kernels_check_h200.json   # ~40 s, GPU
+    python -m bench.kernels_check --quick                                      # CPU smoke run
 """
 
 from __future__ import annotations
@@ -17,23 +17,16 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+from bench import _harness as h
+from virnuc_core import attention, fp8, fused
+from virnuc_core.packing import make_batch
 
-import mfu  # noqa: E402
-from esm2_fidelity_gpu import chunk_proteins  # noqa: E402
-
-from virnuc_core import attention, fp8, fused  # noqa: E402
-from virnuc_core.packing import make_batch  # noqa: E402
-
-CUDA = torch.cuda.is_available()
-DEV = torch.device("cuda" if CUDA else "cpu")
+CUDA, DEV = h.CUDA, h.DEVICE
 ROWS: list[dict] = []
 
 
@@ -44,7 +37,7 @@ def rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
 
 def timed(fn, iters: int = 10) -> float:
     """Median seconds of ``fn`` (events on a GPU)."""
-    return mfu.time_cuda(fn, warmup=2, iters=iters)
+    return h.time_cuda(fn, warmup=2, iters=iters)
 
 
 def record(name: str, seconds: float, err: float | None = None, gbytes=None, tflop=None, **extra):
@@ -70,7 +63,7 @@ def ceilings(n: int) -> dict:
     dst = torch.empty_like(src)
     sec = timed(lambda: dst.copy_(src))
     out = {"copy_TB_s": 2 * src.numel() / sec / 1e12}
-    out["bf16_matmul_tflops"] = mfu.measure_matmul_tflops(torch.bfloat16, n=8192 if CUDA else 256)
+    out["bf16_matmul_tflops"] = h.measure_matmul_tflops(torch.bfloat16, n=8192 if CUDA else 256)
     out["fp8_rowwise_matmul_tflops"] = fp8.measure_fp8_tflops() if CUDA else None
     print(f"ceilings: {out}", flush=True)
     return out
@@ -135,24 +128,22 @@ def check_norm_and_elementwise(t: int, d: int, f: int) -> None:
 
 def check_matmuls(t: int, d: int, f: int) -> None:
     g = torch.Generator(device=DEV).manual_seed(1)
-    h = torch.randn(t, d, device=DEV, generator=g).bfloat16()
+    hid = torch.randn(t, d, device=DEV, generator=g).bfloat16()
     w1 = (torch.randn(f, d, device=DEV, generator=g) / d**0.5).bfloat16()
     b1 = (0.1 * torch.randn(f, device=DEV, generator=g)).bfloat16()
     flop = 2 * t * d * f / 1e12
     sub = slice(0, 4096)
-    want = F.gelu(F.linear(h[sub].float(), w1.float(), b1.float()))
+    want = F.gelu(F.linear(hid[sub].float(), w1.float(), b1.float()))
     t0 = time.perf_counter()
-    got = fused.linear_gelu(h, w1, b1)
-    mfu._sync()
+    got = fused.linear_gelu(hid, w1, b1)
+    h.sync()
     tune = time.perf_counter() - t0
-    sec = timed(lambda: fused.linear_gelu(h, w1, b1))
+    sec = timed(lambda: fused.linear_gelu(hid, w1, b1))
     record("linear_gelu fc1 (Triton, GELU epilogue)", sec, rel_err(got[sub], want), tflop=flop,
            note=f"first call (autotune) {tune:.1f} s")  # fmt: skip
-    record("  vs cuBLAS fc1 + gelu pass", timed(lambda: fused.gelu(F.linear(h, w1, b1))),
-           rel_err(fused.gelu(F.linear(h, w1, b1))[sub], want), tflop=flop)  # fmt: skip
-    record("  cuBLAS fc1 alone", timed(lambda: F.linear(h, w1, b1)), None, tflop=flop)
-    best = getattr(getattr(fused, "_mm_bias_gelu_kernel", None), "best_config", None)
-    ROWS[-3]["best_config"] = str(best)
+    record("  vs cuBLAS fc1 + gelu pass", timed(lambda: fused.gelu(F.linear(hid, w1, b1))),
+           rel_err(fused.gelu(F.linear(hid, w1, b1))[sub], want), tflop=flop)  # fmt: skip
+    record("  cuBLAS fc1 alone", timed(lambda: F.linear(hid, w1, b1)), None, tflop=flop)
     shapes = {"qkv": (3 * d, d), "out": (d, d), "fc1": (f, d), "fc2": (d, f)}
     for name, (n, k) in shapes.items():
         a = torch.randn(t, k, device=DEV, generator=g).bfloat16()
@@ -189,7 +180,7 @@ def attn_flop(lengths, heads, hd) -> float:
 def check_esm_attention(budget: int, quick: bool) -> None:
     """ESM-2 3B attention over a packed batch of chunk-shaped proteins: triton vs varlen."""
     esm_lens, total = [], 0
-    for s in chunk_proteins(4000 if not quick else 200, 0):
+    for s in h.chunk_proteins(4000 if not quick else 200, 0):
         if total + len(s) + 2 > budget:
             break
         esm_lens.append(len(s) + 2)
@@ -197,8 +188,8 @@ def check_esm_attention(budget: int, quick: bool) -> None:
     heads = 40 if not quick else 4
     batch, q, k, v = packed(esm_lens, heads, 64, 2)
     n_ref = sum(esm_lens[:40])
-    ref = attention._loop(q[:n_ref].float(), k[:n_ref].float(), v[:n_ref].float(),
-                          _prefix(batch, 40), None, 1.0)  # fmt: skip
+    ref = attention.varlen_attention(q[:n_ref].float(), k[:n_ref].float(), v[:n_ref].float(),
+                                     _prefix(batch, 40), "loop", scale=1.0)  # fmt: skip
     fl = attn_flop(esm_lens, heads, 64)
     for backend in ("triton", "varlen"):
         if backend == "varlen" and not CUDA:
@@ -207,11 +198,6 @@ def check_esm_attention(budget: int, quick: bool) -> None:
         sec = timed(lambda b=backend: attention.varlen_attention(q, k, v, batch, b, scale=1.0))
         record(f"ESM-2 attention {backend} ({len(esm_lens)} seqs)", sec,
                rel_err(out[:n_ref], ref), tflop=fl)  # fmt: skip
-    from virnuc_core import triton_attention
-
-    kernel = getattr(triton_attention, "_attention_kernel", None)
-    row = next(r for r in ROWS if r["kernel"].startswith("ESM-2 attention triton"))
-    row["best_config"] = str(getattr(kernel, "best_config", None))
 
 
 def check_dnabert_attention(budget: int, quick: bool) -> None:
@@ -225,29 +211,32 @@ def check_dnabert_attention(budget: int, quick: bool) -> None:
                             size=budget // (87 + 3 * shape_seed)).tolist()  # fmt: skip
         batch, q, k, v = packed(lens, dna_heads, 64, 10 + shape_seed)
         n_ref = sum(lens[:40])
-        ref = attention._loop(q[:n_ref].float(), k[:n_ref].float(), v[:n_ref].float(),
-                              _prefix(batch, 40), slopes, 0.125)  # fmt: skip
-        for backend, sdpa in (("triton", None), ("padded", "efficient"), ("padded", "auto")):
-            if backend == "padded" and not CUDA:
+        ref = attention.varlen_attention(q[:n_ref].float(), k[:n_ref].float(),
+                                         v[:n_ref].float(), _prefix(batch, 40), "loop",
+                                         slopes=slopes, scale=0.125)  # fmt: skip
+        names = {"triton": "triton", "padded": "padded (SDPA efficient)",
+                 "padded-auto": "padded (SDPA auto)"}  # fmt: skip
+        for label, name in names.items():
+            if label != "triton" and not CUDA:
                 continue
-            attention.PADDED_SDPA = None if sdpa == "auto" else attention.PADDED_SDPA_DEFAULT
-            batch.cache.clear()
-            mfu._sync()
-            t0 = time.perf_counter()
-            out = attention.varlen_attention(q, k, v, batch, backend, slopes=slopes, scale=0.125)
-            mfu._sync()
-            first = time.perf_counter() - t0
+            with h.backend_label(label) as backend:
+                batch.cache.clear()
+                h.sync()
+                t0 = time.perf_counter()
+                out = attention.varlen_attention(q, k, v, batch, backend, slopes=slopes,
+                                                 scale=0.125)  # fmt: skip
+                h.sync()
+                first = time.perf_counter() - t0
 
-            def again(b=backend, q=q, k=k, v=v, batch=batch):
-                return attention.varlen_attention(q, k, v, batch, b, slopes=slopes, scale=0.125)
+                def again(b=backend, q=q, k=k, v=v, batch=batch):
+                    return attention.varlen_attention(q, k, v, batch, b, slopes=slopes,
+                                                      scale=0.125)  # fmt: skip
 
-            sec = timed(again)
-            label = backend if sdpa is None else f"{backend} (SDPA {sdpa})"
-            record(f"DNABERT-S attention {label} shape {shape_seed}", sec,
+                sec = timed(again)
+            record(f"DNABERT-S attention {name} shape {shape_seed}", sec,
                    rel_err(out[:n_ref], ref), tflop=attn_flop(lens, dna_heads, 64),
                    first_call_ms=1000 * first,
                    note=f"first call {1000 * first:.1f} ms")  # fmt: skip
-    attention.PADDED_SDPA = attention.PADDED_SDPA_DEFAULT
 
 
 def _prefix(batch, n: int):
@@ -268,7 +257,7 @@ def main(argv=None) -> int:
     t, d, f = (args.tokens, 2560, 10240) if not args.quick else (512, 128, 512)
     info = {
         "bench": "kernels_check",
-        "machine": mfu.machine_info(),
+        "machine": h.machine_info(),
         "tokens": t,
         "dim": d,
         "ffn": f,
@@ -284,7 +273,7 @@ def main(argv=None) -> int:
             ROWS.append(
                 {"kernel": "error", "ms": 0.0, "note": f"{type(e).__name__}: {str(e)[:500]}"}
             )
-        mfu.write_json(args.out, {**info, "rows": ROWS})
+        h.write_json(args.out, {**info, "rows": ROWS})
     print("\n".join(fmt(r) for r in ROWS))
     return 0
 

@@ -8,7 +8,7 @@
 
 Same FLOPs as the trained models, meaningless embeddings.
 
-    python bench/make_models.py --esm 3B --dnabert full --out /tmp/models
+    python -m bench.make_models --esm 3B --dnabert full --out /tmp/models
 """
 
 from __future__ import annotations
@@ -20,11 +20,8 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from virnuc_core.models.dnabert_tiny import FULL_CONFIG, TINY_CONFIG, write_folder  # noqa: E402
-from virnuc_core.models.esm2_load import ESM2_ARCH, random_model  # noqa: E402
+from virnuc_core.models.dnabert_tiny import FULL_CONFIG, TINY_CONFIG, write_folder
+from virnuc_core.models.esm2_load import ESM2_ARCH, random_model
 
 
 def save_esm_checkpoint(size: str, out_dir: Path, device: str) -> Path:

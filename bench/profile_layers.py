@@ -1,11 +1,11 @@
-"""Where ESM-2 packed inference spends its time: torch.profiler over a few batches of ours.
+"""Where an ESM-2 embed job's GPU time goes: torch.profiler over a few batches of the job's loop.
 
-A random-weight ESM-2 (default esm2_t36_3B), bf16, packed batches of the protein set of
-bench/esm2_throughput.py (64k-token budget, random order), warm-up batches first, then a few
-batches profiled. Every transformer layer and every batch is wrapped in a
-``record_function`` range; each GPU kernel is attributed to the batch and layer whose range its
-launch (``cudaLaunchKernel`` / ``cuLaunchKernel``, matched by correlation id) falls in, or, with
-no launch event, whose GPU-side range holds it.
+A random-weight ESM-2 (default esm2_t36_3B) run as an embed job runs it (the job's encoder with
+the schema's settings, ``--set`` changes; the job's packer and device loop) over packed batches
+of chunk-shaped proteins (``--token-budget``), warm-up batches first, then a few batches
+profiled, each in a ``record_function`` range; each GPU kernel is attributed to the batch whose
+range its launch (``cudaLaunchKernel`` / ``cuLaunchKernel``, matched by correlation id) falls
+in, or, with no launch event, whose GPU-side range holds it.
 
 Categories (first pattern that matches the lower-cased kernel name wins):
 
@@ -28,8 +28,9 @@ attention 4 x L^2 x dim per protein and layer (QK^T and AV), other categories 0.
 parameters counted in MFU's FLOPs). On the CPU (smoke run) the "kernels" are the aten ops' self
 times and idle is wall minus their sum.
 
-    python bench/profile_layers.py --out bench/results/profile_layers_h100.json   # ~1.5 min
-    python bench/profile_layers.py --model-size 8M --quick                       # CPU smoke run
+    python -m bench.profile_layers --out bench/results/profile_layers_h200.json    # ~1.5 min
+    python -m bench.profile_layers --set fused_kernels=false attention_backend=varlen --out ...
+    python -m bench.profile_layers --model-size 8M --quick                       # CPU smoke run
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ import json
 import re
 import sys
 import tempfile
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -48,15 +48,8 @@ import numpy as np
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
-
-import mfu  # noqa: E402
-from esm2_fidelity_gpu import chunk_proteins  # noqa: E402
-
-from virnuc_core.models.esm2 import ESMEncoder  # noqa: E402
-from virnuc_core.models.esm2_load import ESM2_ARCH, random_model  # noqa: E402
-from virnuc_core.packing import make_batch, pack_ffd  # noqa: E402
+from bench import _harness as h
+from virnuc_core.models.esm2_load import ESM2_ARCH
 
 GEMM = (
     r"gemm|gemv|nvjet|xmma|cutlass|cublas|splitkreduce|wgmma|triton_tem_.*mm"
@@ -88,18 +81,14 @@ def classify(name: str, copy_engine: bool = False) -> str:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     ap.add_argument("--model-size", default="3B", choices=sorted(ESM2_ARCH))
     ap.add_argument("--token-budget", type=int, default=65536)
-    ap.add_argument("--precision", default="bf16", choices=["bf16", "fp16"])
-    ap.add_argument("--backend", default="auto")
-    ap.add_argument("--compile", action="store_true", help="profile the compiled variant")
+    h.add_settings_arg(ap)
     ap.add_argument("--n", type=int, default=20000, help="proteins in the set")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--batches", type=int, default=3, help="batches profiled")
-    ap.add_argument("--per-layer", action="store_true", help="print every layer's row")
     ap.add_argument("--trace", help="also keep the Chrome trace here (open in Perfetto)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="small set and budget (smoke run)")
@@ -110,60 +99,35 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def no_ref():
-    raise RuntimeError("the fp32 reference path is not used by this bench")
-
-
-def build(args, device):
-    """(encoder, shuffled packed batches as (PackedBatch, tokens, sum of L^2, proteins))."""
+def build(args):
+    """(encoder, its settings, batches, FLOP counts of the model: linear weights, non-embedding
+    parameters, layers, width)."""
     name, arch = ESM2_ARCH[args.model_size]
-    fair, alphabet = random_model(args.seed, device, **arch)
-    opts = {"precision": args.precision, "backend": args.backend, "compile": args.compile}
-    # with a reference factory the encoder keeps no hold on the fp32 model (never called here)
-    enc = ESMEncoder(fair, alphabet, spec=name, device=device, reference_factory=no_ref, **opts)
-    del fair
-    tokens = enc.tokenize(chunk_proteins(args.n, args.seed))
-    groups = pack_ffd([len(t) for t in tokens], args.token_budget)
-    order = np.random.default_rng(args.seed).permutation(len(groups))
-    batches = []
-    for g in (groups[i] for i in order[: args.warmup + args.batches]):
-        lengths = [len(tokens[i]) for i in g]
-        b = make_batch([tokens[i] for i in g])
-        b = b.pin_memory() if device.type == "cuda" else b
-        batches.append((b, sum(lengths), sum(n * n for n in lengths), len(lengths)))
-    return enc, batches
+    fair, alphabet = h.random_esm(args.model_size, args.seed)
+    params = dict(fair.named_parameters())
+    counts = {"linear_weights": sum(p.numel() for n, p in params.items()
+                                    if n.startswith("layers.") and p.dim() == 2),
+              "nonembedding_parameters": sum(p.numel() for n, p in params.items()
+                                             if n.startswith(("layers.", "emb_layer_norm_after"))),
+              "layers": arch["num_layers"], "dim": arch["embed_dim"]}  # fmt: skip
+    settings = h.job_settings("esm", name, [*args.set, ("token_budget.esm", args.token_budget)])
+    enc = h.esm_encoder(fair, alphabet, settings)
+    del fair, params
+    tokens = enc.tokenize(h.chunk_proteins(args.n, args.seed))
+    batches = h.job_batches(tokens, args.token_budget)[: args.warmup + args.batches]
+    return enc, settings, batches, counts
 
 
-def annotate_layers(enc: ESMEncoder) -> None:
-    """Wrap each layer's forward in a ``layer_NN`` profiler range (this process only)."""
-    for i, layer in enumerate(enc.model.layers):
-
-        def forward(*a, _f=layer.forward, _name=f"layer_{i:02d}", **k):
-            with record_function(_name):
-                return _f(*a, **k)
-
-        layer.forward = forward
-
-
-def run_profile(enc, batches, args, device, trace: Path) -> list[float]:
+def run_profile(enc, batches, args, trace: Path) -> list[float]:
     """Warm up, time the profiled batches without the profiler, then profile them."""
-
-    def step(b):
-        return enc.embed_packed(b.to(device, non_blocking=True)).cpu()
-
-    for b, *_ in batches[: args.warmup]:
-        step(b)
-    unprofiled = []
-    for b, *_ in batches[args.warmup :]:
-        mfu._sync()
-        t0 = time.perf_counter()
-        step(b)
-        unprofiled.append(1000 * (time.perf_counter() - t0))
-    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    h.run_batches(enc.embed_packed, batches[: args.warmup])
+    profiled = batches[args.warmup :]
+    unprofiled = [1000 * h.run_batches(enc.embed_packed, [b]).seconds for b in profiled]
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if h.CUDA else [])
     with profile(activities=acts) as prof:
-        for i, (b, *_) in enumerate(batches[args.warmup :]):
+        for i, b in enumerate(profiled):
             with record_function(f"batch_{i}"):
-                step(b)
+                h.run_batches(enc.embed_packed, [b])
     prof.export_chrome_trace(str(trace))
     return unprofiled
 
@@ -211,38 +175,28 @@ def gpu_events(events: list[dict]) -> list[dict]:
     return out
 
 
-class Ranges:
-    """Non-overlapping named ranges (one kind: batch_ or layer_), searchable by time."""
+def batch_ranges(events: list[dict], cat: str) -> list[tuple[float, float, int]]:
+    """(start, end, i) of the ``batch_i`` ranges of kind ``cat``, by start."""
+    mine = [
+        e for e in events if e.get("cat") == cat and str(e.get("name", "")).startswith("batch_")
+    ]
+    return sorted((e["ts"], e["ts"] + e["dur"], int(e["name"][len("batch_") :])) for e in mine)
 
-    def __init__(self, events: list[dict], cat: str, prefix: str):
-        rs = sorted(
-            (e["ts"], e["ts"] + e["dur"], int(e["name"][len(prefix) :]))
-            for e in events
-            if e.get("cat") == cat and str(e.get("name", "")).startswith(prefix)
-        )
-        self.starts = [r[0] for r in rs]
-        self.ranges = rs
 
-    def find(self, t: float | None) -> int | None:
-        """Index (the number in the range's name) of the range holding ``t``."""
-        if t is None:
-            return None
-        i = bisect.bisect_right(self.starts, t) - 1
-        return self.ranges[i][2] if i >= 0 and t < self.ranges[i][1] else None
+def find(ranges: list[tuple[float, float, int]], t: float | None) -> int | None:
+    """The number of the range holding ``t``."""
+    if t is None:
+        return None
+    i = bisect.bisect_right([r[0] for r in ranges], t) - 1
+    return ranges[i][2] if i >= 0 and t < ranges[i][1] else None
 
 
 def attribute(events: list[dict], dev: list[dict]) -> dict:
-    """Give every device event its batch and layer; returns the CPU batch ranges (us)."""
-    (cpu_b, cpu_l), (gpu_b, gpu_l) = (
-        (Ranges(events, cat, "batch_"), Ranges(events, cat, "layer_"))
-        for cat in ("user_annotation", "gpu_user_annotation")
-    )
+    """Give every device event its batch; returns the CPU batch ranges (us)."""
+    cpu, gpu = (batch_ranges(events, c) for c in ("user_annotation", "gpu_user_annotation"))
     for d in dev:
-        if d["launch"] is not None:
-            d["batch"], d["layer"] = cpu_b.find(d["launch"]), cpu_l.find(d["launch"])
-        else:
-            d["batch"], d["layer"] = gpu_b.find(d["ts"]), gpu_l.find(d["ts"])
-    return {i: (s, e) for s, e, i in cpu_b.ranges}
+        d["batch"] = find(cpu, d["launch"]) if d["launch"] is not None else find(gpu, d["ts"])
+    return {i: (s, e) for s, e, i in cpu}
 
 
 def busy_ms(dev: list[dict], cuda: bool) -> float:
@@ -258,21 +212,18 @@ def busy_ms(dev: list[dict], cuda: bool) -> float:
     return total / 1000
 
 
-def summarise(dev, batch_ranges, cuda) -> dict:
-    """Per batch, per layer and per category milliseconds, averaged over the profiled batches."""
-    nb = max(1, len(batch_ranges))
-    per_cat, outside, per_layer = defaultdict(float), defaultdict(float), defaultdict(dict)
-    kernels = defaultdict(lambda: [0.0, 0, ""])
+def summarise(dev, ranges, cuda) -> dict:
+    """Per batch and per category milliseconds, averaged over the profiled batches."""
+    nb = max(1, len(ranges))
+    per_cat, kernels = defaultdict(float), defaultdict(lambda: [0.0, 0, ""])
     walls, busys = [], []
-    for i, (s, e) in sorted(batch_ranges.items()):
+    for i, (s, e) in sorted(ranges.items()):
         mine = [d for d in dev if d["batch"] == i]
         walls.append((e - s) / 1000)
         busys.append(busy_ms(mine, cuda))
         for d in mine:
             ms = d["dur"] / 1000 / nb
             per_cat[d["category"]] += ms
-            where = per_layer[d["layer"]] if d["layer"] is not None else outside
-            where[d["category"]] = where.get(d["category"], 0.0) + ms
             k = kernels[d["name"]]
             k[0], k[1], k[2] = k[0] + ms, k[1] + 1, d["category"]
     per_cat["idle"] = float(np.mean(walls) - np.mean(busys)) if walls else 0.0
@@ -282,58 +233,34 @@ def summarise(dev, batch_ranges, cuda) -> dict:
         "busy_ms": float(np.mean(busys)) if busys else 0.0,
         "kernel_sum_ms": sum(v for c, v in per_cat.items() if c != "idle"),
         "per_category_ms": {c: per_cat.get(c, 0.0) for c in CATEGORIES},
-        "per_layer_ms": dict(sorted(per_layer.items())),
-        "outside_layers_ms": dict(outside),
         "kernels": kernels,
         "unattributed": sum(1 for d in dev if d["batch"] is None),
     }
 
 
-def ideal_rows(summary: dict, enc: ESMEncoder, work: list[tuple], peak: float) -> tuple:
+def ideal_rows(summary: dict, counts: dict, batches: list, peak: float) -> tuple:
     """Category table: measured ms, ideal ms at the matmul rate, gap, MFU points lost."""
-    nb = max(1, len(work))
-    tokens = sum(w[1] for w in work) / nb
-    sq = sum(w[2] for w in work) / nb
-    model, linear, p_nonemb = enc.model, 0, 0
-    for n, p in model.named_parameters():
-        linear += p.numel() if n.startswith("layers.") and p.dim() == 2 else 0  # GEMM weights
-        p_nonemb += p.numel() if n.startswith(("layers.", "emb_layer_norm_after")) else 0
-    attn_flops = 4.0 * model.dim * len(model.layers) * sq
-    ideal = {"gemm": 2.0 * linear * tokens / peak / 1e9, "attention": attn_flops / peak / 1e9}
-    wall = summary["wall_ms"]
-    rows = []
+    lengths = [b.lengths().double() for _, b in batches]
+    tokens = float(sum(x.sum() for x in lengths)) / max(1, len(batches))
+    sq = float(sum((x * x).sum() for x in lengths)) / max(1, len(batches))
+    attn_flops = 4.0 * counts["dim"] * counts["layers"] * sq
+    ideal = {"gemm": 2.0 * counts["linear_weights"] * tokens / peak / 1e9,
+             "attention": attn_flops / peak / 1e9}  # fmt: skip
+    wall, rows = summary["wall_ms"], []
     for c in CATEGORIES:
         ms = summary["per_category_ms"][c]
         gap = ms - ideal.get(c, 0.0)
         rows.append({"category": c, "ms_per_batch": ms, "pct_of_wall": 100 * ms / wall,
                      "ideal_ms": ideal.get(c, 0.0), "gap_ms": gap,
                      "mfu_points_lost": 100 * gap / wall})  # fmt: skip
-    model_ms = (2.0 * p_nonemb * tokens + attn_flops) / peak / 1e9
+    model_ms = (2.0 * counts["nonembedding_parameters"] * tokens + attn_flops) / peak / 1e9
     gemm_ms, attn_ms = (summary["per_category_ms"][c] or np.nan for c in ("gemm", "attention"))
-    totals = {
-        "tokens_per_batch": tokens,
-        "model_ideal_ms": model_ms,
-        "mfu_profiled": model_ms / wall,
-        "gemm_tflops_achieved": 2.0 * linear * tokens / gemm_ms / 1e9,
-        "attention_tflops_achieved": attn_flops / attn_ms / 1e9,
-        "matmul_tflops_peak": peak,
-        "linear_weights": linear,
-        "nonembedding_parameters": p_nonemb,
-    }
+    totals = {"tokens_per_batch": tokens, "model_ideal_ms": model_ms,
+              "mfu_profiled": model_ms / wall,
+              "gemm_tflops_achieved": 2.0 * counts["linear_weights"] * tokens / gemm_ms / 1e9,
+              "attention_tflops_achieved": attn_flops / attn_ms / 1e9,
+              "matmul_tflops_peak": peak, **counts}  # fmt: skip
     return rows, totals
-
-
-def layer_rows(summary: dict) -> list[dict]:
-    """One row per layer: ms per batch by category (idle is not attributable to a layer)."""
-    rows = []
-    for layer, cats in summary["per_layer_ms"].items():
-        row = {"layer": layer, "total_ms": sum(cats.values())}
-        row.update({c: cats.get(c, 0.0) for c in CATEGORIES[:-1]})
-        rows.append(row)
-    out = summary["outside_layers_ms"]
-    rows.append({"layer": "outside", "total_ms": sum(out.values()),
-                 **{c: out.get(c, 0.0) for c in CATEGORIES[:-1]}})  # fmt: skip
-    return rows
 
 
 def top_kernels(summary: dict, nb: int, k: int = 10) -> list[dict]:
@@ -348,62 +275,46 @@ def rounded(rows: list[dict]) -> list[dict]:
     return [{k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()} for r in rows]
 
 
-def report(cats, totals, layers, top, summary, unprofiled, args) -> None:
-    print(f"\nper batch ({totals['tokens_per_batch']:,.0f} tokens): profiled wall "
-          f"{summary['wall_ms']:.1f} ms (without the profiler {np.mean(unprofiled):.1f} ms), "
-          f"kernels busy {summary['busy_ms']:.1f} ms; MFU {100 * totals['mfu_profiled']:.1f}%"
-          )  # fmt: skip
-    mfu.print_table(rounded(cats))
-    g, a = totals["gemm_tflops_achieved"], totals["attention_tflops_achieved"]
-    print(f"GEMMs run at {g:.4g} TFLOP/s, attention at {a:.4g} TFLOP/s; matmul rate "
-          f"{totals['matmul_tflops_peak']:.4g} TFLOP/s")  # fmt: skip
-    body = [r for r in layers if r["layer"] != "outside"]
-    if body:
-        tot = [r["total_ms"] for r in body]
-        mean = {c: float(np.mean([r[c] for r in body])) for c in CATEGORIES[:-1]}
-        print(f"\n{len(body)} layers: {np.mean(tot):.2f} ms each on average "
-              f"(min {min(tot):.2f}, max {max(tot):.2f})")  # fmt: skip
-        shown = layers if args.per_layer else [{"layer": "mean", "total_ms": np.mean(tot), **mean},
-                                               layers[-1]]  # fmt: skip
-        mfu.print_table(rounded(shown))
-    print("\ntop kernels")
-    mfu.print_table(rounded(top))
-    if summary["unattributed"]:
-        print(f"note: {summary['unattributed']} kernels outside every batch range (not counted)")
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
-    cuda = torch.cuda.is_available()
-    device = torch.device("cuda" if cuda else "cpu")
-    notes = [] if cuda else ["CPU run: no CUDA profiler activity; 'kernels' are aten ops' self "
-                             "times, backend varlen/flex fall back to loop, fp32 only"]  # fmt: skip
-    peak = mfu.measure_matmul_tflops(torch.bfloat16, n=8192 if cuda else 512)
-    enc, batches = build(args, device)
-    annotate_layers(enc)
+    notes = [] if h.CUDA else ["CPU run: no CUDA profiler activity; 'kernels' are aten ops' "
+                               "self times, fp32 only"]  # fmt: skip
+    peak = h.measure_matmul_tflops(torch.bfloat16, n=8192 if h.CUDA else 512)
+    enc, settings, batches, counts = build(args)
     with tempfile.TemporaryDirectory() as tmp:
         trace = Path(args.trace) if args.trace else Path(tmp) / "trace.json"
-        unprofiled = run_profile(enc, batches, args, device, trace)
+        unprofiled = run_profile(enc, batches, args, trace)
         events = json.loads(trace.read_text())["traceEvents"]
-    dev = gpu_events(events) if cuda else cpu_self_times(events)
-    summary = summarise(dev, attribute(events, dev), cuda)
+    dev = gpu_events(events) if h.CUDA else cpu_self_times(events)
+    summary = summarise(dev, attribute(events, dev), h.CUDA)
     work = batches[args.warmup :]
-    cats, totals = ideal_rows(summary, enc, work, peak)
-    layers, top = layer_rows(summary), top_kernels(summary, len(work))
-    report(cats, totals, layers, top, summary, unprofiled, args)
-    for n in notes:
+    cats, totals = ideal_rows(summary, counts, work, peak)
+    top = top_kernels(summary, len(work))
+    print(
+        f"\nper batch ({totals['tokens_per_batch']:,.0f} tokens): profiled wall "
+        f"{summary['wall_ms']:.1f} ms (without the profiler {np.mean(unprofiled):.1f} ms), "
+        f"kernels busy {summary['busy_ms']:.1f} ms; MFU {100 * totals['mfu_profiled']:.1f}%"
+    )
+    h.print_table(rounded(cats))
+    print(
+        f"GEMMs run at {totals['gemm_tflops_achieved']:.4g} TFLOP/s, attention at "
+        f"{totals['attention_tflops_achieved']:.4g} TFLOP/s; matmul rate {peak:.4g} TFLOP/s"
+    )
+    print("\ntop kernels")
+    h.print_table(rounded(top))
+    for n in notes + ([f"{summary['unattributed']} kernels outside every batch range (not "
+                       "counted)"] if summary["unattributed"] else []):  # fmt: skip
         print("note:", n)
-    payload = {
-        "bench": "profile_layers", "machine": mfu.machine_info(),
-        "model": ESM2_ARCH[args.model_size][0], "settings": vars(args),
-        "encoder": enc.describe(), "patterns": PATTERNS, "notes": notes,
-        "wall_ms": summary["wall_ms"], "wall_ms_per_batch": summary["wall_ms_per_batch"],
-        "wall_ms_unprofiled": unprofiled, "busy_ms": summary["busy_ms"], **totals,
-        "categories": cats, "layers": layers, "top_kernels": top,
-        "max_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+    h.write_json(args.out, {
+        "bench": "profile_layers", "machine": h.machine_info(),
+        "model": ESM2_ARCH[args.model_size][0], "args": vars(args),
+        "settings": settings.as_dict(), "encoder": enc.describe(), "patterns": PATTERNS,
+        "notes": notes, "wall_ms": summary["wall_ms"],
+        "wall_ms_per_batch": summary["wall_ms_per_batch"], "wall_ms_unprofiled": unprofiled,
+        "busy_ms": summary["busy_ms"], **totals, "categories": cats, "top_kernels": top,
+        "max_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if h.CUDA else None,
         "unattributed_kernels": summary["unattributed"],
-    }  # fmt: skip
-    mfu.write_json(args.out, payload)
+    })  # fmt: skip
     return 0
 
 

@@ -14,7 +14,7 @@ and, for scale on the same machine and moment: select_frames alone over in-memor
 the previous reader (recorded in bench/results/read_inputs_cpu.json; since removed) on the
 plain FASTA. Runs of a file alternate with the others; the best of ``--repeats`` counts.
 
-    python bench/read_inputs.py [--reads 1000000] [--out bench/results/read_inputs_cpu.json]
+    python -m bench.read_inputs [--reads 1000000] [--out bench/results/read_inputs_cpu.json]
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import cProfile  # noqa: E402
 import datetime  # noqa: E402
 import gzip  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import pstats  # noqa: E402
 import shlex  # noqa: E402
 import shutil  # noqa: E402
@@ -41,7 +40,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench._harness import cpu_info  # noqa: E402
 from virnuc_core import reads  # noqa: E402
 from virnuc_core.frames import DEFAULT_BATCH_BASES, select_frames  # noqa: E402
 
@@ -220,22 +219,6 @@ def profile(path: Path, top: int = 12) -> list[dict]:
 # -- harness -----------------------------------------------------------------------------------
 
 
-def machine() -> dict:
-    model = "unknown"
-    try:
-        with open("/proc/cpuinfo") as handle:
-            model = next(line.split(":", 1)[1].strip() for line in handle if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    return {
-        "platform": platform.platform(),
-        "cpu_model": model,
-        "cpus_visible": os.cpu_count(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-    }
-
-
 def summarise(measured: dict, n: int) -> dict[str, dict[str, float]]:
     """Best-of-repeats reads/s (per core: one process, one thread) for every row."""
     rates: dict[str, dict[str, float]] = {}
@@ -295,7 +278,7 @@ def report(args, core, made, sizes, measured, where, load_before, load_after) ->
         "benchmark": "reading a sample's reads, one CPU core, CPU seconds (time.process_time)",
         "command": " ".join(["python", *map(shlex.quote, sys.argv)]),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": {**machine(), "pinned_core": core},
+        "machine": {**cpu_info(), "pinned_core": core},
         "loadavg_before_after": [round(x, 2) for x in (*load_before, *load_after)],
         "data": {
             "reads": n,

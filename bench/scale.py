@@ -7,12 +7,12 @@ documented stand-in (``models: standin``, :mod:`virnuc_core.models.standin`): ro
 widths (768 DNABERT-S, 2560 ESM-2 3B) written through the real reader, packer, checkpoint store,
 finalize and features code; everything else is the real rule. Per rule, Snakemake's own
 benchmark files give CPU seconds and a sampled RSS; the exact peaks come from the kernel
-(``bench/peaks/sitecustomize.py``: each job's getrusage at exit, its own process and its largest
-child, such as a reader process); a sampler records the disk high-water mark of the run folder.
+(``bench/peaks/sitecustomize.py``: each job's own high-water mark at exit, and its largest
+child's, such as a reader process); a sampler records the disk high-water mark of the run folder.
 The result: per rule the slope in bytes per kept frame between sizes, and the projection to
 10 M reads.
 
-    python bench/scale.py --reads 250000 1000000 4000000 --out bench/results/scale_cpu.json
+    python -m bench.scale --reads 250000 1000000 2000000 --out bench/results/scale_cpu.json
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from bench.make_reads import make_reads
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
-from make_reads import make_reads  # noqa: E402
 
 WIDTH = 768 + 2560
 PROJECT_READS = 10_000_000

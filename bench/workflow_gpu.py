@@ -50,7 +50,7 @@ def prepare(work: Path, reads: int, tiny: bool) -> dict:
         models = {"dnabert": "tiny", "esm": "tiny"}
         extra = {"token_budget": {"dnabert": 4096, "esm": 1024}, "checkpoint_every": 20}
     else:
-        sh(sys.executable, "bench/make_models.py", "--esm", "3B", "--dnabert", "full",
+        sh(sys.executable, "-m", "bench.make_models", "--esm", "3B", "--dnabert", "full",
            "--out", str(work / "models"))  # fmt: skip
         models = {"dnabert": str(work / "models/dnabert_full"),
                   "esm": str(work / "models/esm2_t36_3B_UR50D.pt")}  # fmt: skip

@@ -1,0 +1,73 @@
+"""The benches: every one imports and parses its options; the harness runs what a job runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHES = sorted(p.stem for p in (ROOT / "bench").glob("*.py") if not p.stem.startswith("_"))
+
+HELP_ALL = """
+import contextlib, importlib, io, sys
+for name in sys.argv[1:]:
+    module = importlib.import_module("bench." + name)
+    sys.argv = [name, "--help"]
+    with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):
+        module.main()
+    assert "usage" in out.getvalue(), name
+"""
+
+
+def test_every_bench_imports_and_answers_help():
+    """Run as the README says (``python -m bench.NAME`` from the root), without sys.path edits."""
+    assert "scale" in BENCHES and "dnabert_throughput" in BENCHES
+    proc = subprocess.run([sys.executable, "-c", HELP_ALL, *BENCHES], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for path in (ROOT / "bench").glob("*.py"):
+        assert "sys.path" not in path.read_text(), path
+
+
+def test_job_settings_take_config_keys():
+    from bench._harness import job_settings
+
+    s = job_settings("dnabert", "tiny", {"compile.dnabert": True, "attention_backend": "padded"})
+    assert (s.model, s.model_spec, s.compile, s.attention_backend) == (
+        "dnabert", "tiny", True, "padded",
+    )  # fmt: skip
+    assert job_settings("esm", "tiny").compile  # the schema's default reaches the bench
+
+
+@pytest.mark.parametrize(
+    "changes", [{}, {"fused_kernels": False}, {"attention_backend": "padded", "precision": "fp16"}]
+)
+def test_esm_encoder_is_the_loaders(changes):
+    """The bench's in-memory ESM-2 encoder describes itself as the job's loaded one does."""
+    from bench._harness import esm_encoder, job_settings
+    from virnuc_core.models import load_encoder
+    from virnuc_core.models.esm2_load import build_fair_model
+
+    settings = job_settings("esm", "tiny", changes)
+    fair, alphabet = build_fair_model("tiny")
+    assert esm_encoder(fair, alphabet, settings, "cpu").describe() == (
+        load_encoder(settings, "cpu").describe()
+    )
+
+
+def test_run_batches_is_the_job_loop():
+    """Rows by record from the job's packer and loop match the reference path."""
+    from bench._harness import job_batches, job_settings, run_batches
+    from virnuc_core.models import load_encoder
+    from virnuc_core.models.dnabert_tiny import random_dna
+    from virnuc_core.validate import cosine_rows
+
+    enc = load_encoder(job_settings("dnabert", "tiny"), "cpu")
+    seqs = random_dna(np.random.default_rng(0), 40, 50, 300)
+    timed = run_batches(enc.embed_packed, job_batches(enc.tokenize(seqs), 512), "cpu", keep=True)
+    assert sorted(timed.records.tolist()) == list(range(40)) and timed.batches > 1
+    assert cosine_rows(timed.embeddings, enc.reference_embed(seqs)).min() > 0.9999
