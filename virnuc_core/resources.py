@@ -17,18 +17,22 @@ from collections.abc import Iterable
 INDEX_ROW_BYTES = 41  # one frame in frames.index.npy (virnuc_core.index.INDEX_DTYPE)
 MARGIN = 1.5
 
-# rule -> (MB, bytes per kept frame of the sample), before the margin
+# rule -> (MB, bytes per kept frame of the sample), before the margin. From
+# bench/results/scale_cpu.json (250 k, 1 M and 2 M reads): MB = the largest exact peak measured
+# (the job's own high-water mark plus its largest child's), bytes = the steeper of the two
+# slopes, rounded up; 0 where memory did not grow. GPU jobs: the ESM-2 3B job's host peak while
+# fair-esm builds the model (16.8 GB, bench/results/workflow_gpu_h200.json), rounded up.
 MEASURED = {
-    "index_fasta": (300, 0),
-    "plan_shards": (300, 120),
-    "embed_shard": (20000, 0),
-    "finalize_shard": (600, 0),
-    "features": (400, 0),
+    "index_fasta": (100, 32),
+    "plan_shards": (180, 56),
+    "embed_shard": (20000, 17),
+    "finalize_shard": (300, 5),
+    "features": (200, 1),
     "validate_embeddings": (20000, 0),
-    "validation_summary": (600, 0),
-    "predict": (800, 0),
-    "summarize_sample": (300, 0),
-    "report_figures": (400, 0),
+    "validation_summary": (320, 0),
+    "predict": (710, 0),
+    "summarize_sample": (120, 0),
+    "report_figures": (150, 0),
     "verify_models": (200, 0),
 }
 
