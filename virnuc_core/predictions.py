@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from virnuc_core.families import FAMILIES
 from virnuc_core.files import atomic_writer
 
 PRED_HEADER = "Sequence_ID\tPrediction\tscore1\tscore2\n"
@@ -208,7 +209,7 @@ def predict_sample(
         open_features(features_h5) as f,
         PredictionWriter(out_tsv, out_highest, run_chunks) as out,
     ):
-        dims = {m: int(f[m].shape[1]) for m in ("dnabert", "esm")}
+        dims = {m: int(f[m].shape[1]) for m in FAMILIES}
         model = classifier_for(classifier, dims)  # a wrong width is told per model
         ids = f["ids"].asstr()
         for lo, hi, x in feature_blocks(f, max(1, block_bytes // (4 * sum(dims.values())))):

@@ -13,6 +13,7 @@ import torch
 
 from virnuc_core import settings as knobs
 from virnuc_core.embed_job import output_attrs
+from virnuc_core.families import FAMILIES
 from virnuc_core.fasta import read_sequences
 from virnuc_core.features import open_features, shard_rows
 from virnuc_core.files import atomic_path, atomic_writer
@@ -121,7 +122,7 @@ def _agreement(features: str, references: Sequence[str], classifier: str) -> dic
         raise ValueError("the two models' validation samples differ; rerun validate_embeddings")
     with open_features(features) as f:
         fast = np.concatenate([f["dnabert"][rec_d], f["esm"][rec_d]], axis=1)
-        dims = {m: int(f[m].shape[1]) for m in ("dnabert", "esm")}  # a wrong width, per model
+        dims = {m: int(f[m].shape[1]) for m in FAMILIES}  # a wrong width is told per model
     model = classifier_for(classifier, dims)
     v2 = predict_scores(model, fast)
     v1 = predict_scores(model, np.concatenate([ref_d, ref_e], axis=1))
