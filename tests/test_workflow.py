@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -226,3 +227,31 @@ def test_sample_sheet_and_schema_errors(tmp_path):
     write_config(tmp_path, chunk_length=400)
     proc = run_snakemake(tmp_path, "-n", check=False)
     assert proc.returncode != 0 and "chunk_length" in proc.stdout + proc.stderr
+
+
+def test_gzipped_fastq_in_two_files_gives_the_fasta_calls(demo_run, tmp_path):
+    """The demo's reads as FASTQ, gzipped, split over two files of one sample: same calls."""
+    records = list(SeqIO.parse(DEMO_READS, "fasta"))
+    half = len(records) // 2
+    files = []
+    for i, part in enumerate((records[:half], records[half:])):
+        path = tmp_path / f"demo_R{i + 1}.fastq.gz"
+        with gzip.open(path, "wt") as out:  # quality lines as a sequencer writes them
+            out.writelines(f"@{r.description}\n{r.seq}\n+\n{'I' * len(r)}\n" for r in part)
+        files.append(str(path))
+    write_config(tmp_path, samples={"demo": files})
+    run_snakemake(tmp_path)
+    fastq_run, fasta_run = tmp_path / SAMPLE, demo_run / SAMPLE
+    parsed = []
+    for f in files:  # an independent parser reads what was written
+        with gzip.open(f, "rt") as handle:
+            parsed += [r.id for r in SeqIO.parse(handle, "fastq")]
+    assert parsed == [r.id for r in records]
+    outputs = ("prediction_results.tsv", "prediction_results_highestscore.tsv", "summary.tsv")
+    for name in (*outputs, "viral.fa"):
+        calls = (fastq_run / name).read_text()
+        assert len(calls.splitlines()) > 10  # calls to compare, not two empty files
+        assert calls == (fasta_run / name).read_text(), name
+    with h5py.File(fastq_run / "features.h5") as a, h5py.File(fasta_run / "features.h5") as b:
+        for model in ("dnabert", "esm"):
+            np.testing.assert_array_equal(a[model][()], b[model][()])
