@@ -92,8 +92,7 @@ def bare(settings, s: ShardInput) -> dict:
     """The job's encoder, packer and device loop over the shard's distinct sequences, already
     tokenised and packed: two passes after two warm-up batches."""
     enc = load_encoder(settings, h.DEVICE)
-    local = s.distinct - s.lo
-    tokens = enc.tokenize(read_sequences(s.sequences, s.offsets[local], s.lengths[local]))
+    tokens = enc.tokenize(read_sequences(s.sequences, *s.spans(s.distinct)))
     batches = h.job_batches(tokens, settings.token_budget)
     h.run_batches(enc.embed_packed, batches[:2])
     before = h.frames_compiled()

@@ -309,3 +309,31 @@ def test_gpu_compiled_matches_eager():
         assert cosines(fast.embed(seqs, budget), eager.embed(seqs, budget)).min() >= 0.999
     assert torch._dynamo.utils.counters["frames"]["ok"] == compiled_frames
     assert not fast.compile_failed()
+
+
+def test_validation_reads_the_checkpoint_once_and_embed_jobs_do_not_keep_it(tmp_path, monkeypatch):
+    """A validation job (the reference path only) builds the fair-esm model from the file once;
+    an embed job drops it after packing and would rebuild it only for the reference path."""
+    from virnuc_core.models import esm2_load, load_encoder
+    from virnuc_core.settings import WorkflowSettings
+
+    model, _ = random_model(seed=3, num_layers=2, embed_dim=32, attention_heads=2)
+    path = tmp_path / "esm2_t2_test_UR50D.pt"
+    save_fair_checkpoint(model, path, with_regression=False)
+    config = {"samples": {"s": "x"}, "chunk_length": 300, "models": {"esm": str(path)}}
+    settings = WorkflowSettings.from_config(config).embed("esm")
+    reads = []
+    real = esm2_load.safe_load
+    monkeypatch.setattr(esm2_load, "safe_load", lambda p: reads.append(str(p)) or real(p))
+    seqs = ["MKV", "ACDEFGHIKLMNPQRSTVWY" * 3]
+    want = esm2.ESMEncoder(model, esm2.load("tiny").alphabet, spec="direct").reference_embed(seqs)
+
+    validation = load_encoder(settings, "cpu", reference=True)
+    np.testing.assert_allclose(validation.reference_embed(seqs), want, rtol=1e-6, atol=1e-6)
+    assert reads == [str(path)]
+
+    reads.clear()
+    job = load_encoder(settings, "cpu")
+    assert job._reference is None  # the fp32 fair-esm model is not held through the job
+    np.testing.assert_allclose(job.reference_embed(seqs), want, rtol=1e-6, atol=1e-6)
+    assert reads == [str(path), str(path)]

@@ -34,19 +34,25 @@ def _dnabert_cost(lengths: np.ndarray) -> np.ndarray:
     return -(-lengths // 4) + 2
 
 
-def _load_esm(settings: EmbedSettings, device: torch.device, precision: str) -> Encoder:
+def _load_esm(
+    settings: EmbedSettings, device: torch.device, precision: str, reference: bool
+) -> Encoder:
     from virnuc_core.models import esm2
 
     return esm2.load(
         settings.model_spec, device=device, precision=precision,
         backend=settings.attention_backend, repr_layer=settings.repr_layer,
         compile=settings.compile, compile_mode=settings.compile_mode,
-        fused=settings.fused_kernels,
+        fused=settings.fused_kernels, keep_reference=reference,
     )  # fmt: skip
 
 
-def _load_dnabert(settings: EmbedSettings, device: torch.device, precision: str) -> Encoder:
+def _load_dnabert(
+    settings: EmbedSettings, device: torch.device, precision: str, reference: bool
+) -> Encoder:
     from virnuc_core.models import dnabert
+
+    del reference  # its reference path reads the weights the encoder already holds
 
     return dnabert.load(
         settings.model_spec, device=device, precision=precision,
@@ -83,7 +89,7 @@ class Family:
     tokens_estimated: bool  # whether token_cost is an estimate
     token_cost: Callable[[np.ndarray], np.ndarray]  # tokens per sequence, from its length
     is_published_arch: Callable[[str], bool]  # does a spec (name or path) have that arch?
-    load: Callable[[EmbedSettings, torch.device, str], Encoder]
+    load: Callable[[EmbedSettings, torch.device, str, bool], Encoder]  # ..., reference path?
 
     def architecture(self, spec: str) -> str | None:
         """The published architecture's name when ``spec`` has it, else None."""

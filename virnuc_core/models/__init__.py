@@ -54,4 +54,4 @@ def load_encoder(
         from virnuc_core.models.standin import StandInEncoder
 
         return StandInEncoder(settings.model, device)
-    return family(settings.model).load(settings, device, precision)
+    return family(settings.model).load(settings, device, precision, reference)

@@ -510,13 +510,21 @@ def load(
     compile: bool = False,
     compile_mode: str = "default",
     fused: bool = False,
+    keep_reference: bool = False,
 ) -> ESMEncoder:
-    """An :class:`ESMEncoder` for ``spec``: "tiny", a local fair-esm ``.pt`` path, or a fair-esm
-    model name (downloaded by fair-esm's hub URLs into torch's hub cache). ``precision`` "fp8"
-    and ``fused`` run the fused engine (see the module docstring)."""
+    """An :class:`ESMEncoder` for ``spec``: "tiny" or a local fair-esm ``.pt`` path (a fair-esm
+    name is refused: runs never download). ``precision`` "fp8" and ``fused`` run the fused
+    engine (see the module docstring).
+
+    ``keep_reference``: keep the fair-esm model built here as the fp32 reference (a validation
+    job, which runs only that path). Otherwise it is dropped once packed and rebuilt from the
+    file if the reference path is used: an embed job does not hold 4 bytes a parameter on
+    the host for the whole run (12 GB for ESM-2 3B), and a validation job does not read and
+    build the checkpoint twice."""
     from virnuc_core.models.esm2_load import build_fair_model
 
     fair_model, alphabet = build_fair_model(spec)
+    factory = None if keep_reference else lambda: build_fair_model(spec)[0]
     return ESMEncoder(
         fair_model,
         alphabet,
@@ -528,6 +536,6 @@ def load(
         truncation=truncation,
         compile=compile,
         compile_mode=compile_mode,
-        reference_factory=lambda: build_fair_model(spec)[0],
+        reference_factory=factory,
         fused=fused,
     )
