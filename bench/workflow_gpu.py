@@ -11,14 +11,22 @@ bare model (the library's encoder, the job's settings) on the same proteins, and
 wall time and peak RSS per rule, reads/s and tokens/s end to end, the GPU busy fraction, the disk
 high-water mark, the plan's expected GPU time beside what the jobs took, and the resume.
 
-    python bench/workflow_gpu.py --reads 100000 --out $OUT/workflow_gpu_h200.json
-    python bench/workflow_gpu.py --reads 300 --tiny --out /tmp/wf.json        # CPU smoke run
+``--kill-at 0`` runs once, uninterrupted (the end-to-end rate without a resume in it);
+``--save-outputs DIR`` keeps what the run made (the result tables, a digest of every embedding
+row, 1,000 rows in full) and ``--compare DIR`` compares this run's with them: a resumed run
+against an uninterrupted one of the same reads, models and config (both are generated from
+fixed seeds), in two calls of at most 10 minutes.
+
+    python -m bench.workflow_gpu --reads 100000 --kill-at 0 --save-outputs $OUT/whole --out ...
+    python -m bench.workflow_gpu --reads 100000 --compare whole --out ...   # kill, resume
+    python -m bench.workflow_gpu --reads 300 --tiny --out /tmp/wf.json        # CPU smoke run
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -29,6 +37,7 @@ import time
 from pathlib import Path
 
 import h5py
+import numpy as np
 import psutil
 import yaml
 
@@ -133,6 +142,60 @@ def first_run_killed(work: Path, kill_at: float, log) -> dict:
     return {**killed, "returncode": proc.returncode}
 
 
+TABLES = ("prediction_results.tsv", "prediction_results_highestscore.tsv", "summary.tsv")
+SAMPLE_ROWS = 1000
+
+
+def save_outputs(work: Path, folder: Path) -> None:
+    """The result tables, a sha256 of every embedding row, and ``SAMPLE_ROWS`` rows in full."""
+    folder.mkdir(parents=True, exist_ok=True)
+    sample = work / "results/gpu"
+    for name in TABLES:
+        (folder / name).write_bytes((sample / name).read_bytes())
+    arrays = {}
+    with h5py.File(sample / "features.h5") as f:
+        for model in ("dnabert", "esm"):
+            rows, digests = f[model], []
+            for a in range(0, rows.shape[0], 8192):
+                block = rows[a : a + 8192]
+                digests += [hashlib.sha256(r.tobytes()).digest()[:8] for r in block]
+            arrays[f"{model}_digests"] = np.frombuffer(b"".join(digests), "<u8")
+            picks = np.linspace(0, rows.shape[0] - 1, min(SAMPLE_ROWS, rows.shape[0])).astype(int)
+            arrays[f"{model}_rows"], arrays[f"{model}_picks"] = rows[np.unique(picks)], picks
+    np.savez(folder / "embeddings.npz", **arrays)
+
+
+def compare_outputs(work: Path, saved: Path) -> dict:
+    """This run's outputs against ``save_outputs``'s of another run (see ``save_outputs``)."""
+    mine = work / "saved"
+    save_outputs(work, mine)
+    out: dict = {"tables_identical": {}}
+    for name in TABLES:
+        out["tables_identical"][name] = (mine / name).read_bytes() == (saved / name).read_bytes()
+    a, b = (pred_table(d / TABLES[0]) for d in (mine, saved))
+    out["calls_agree"] = int(sum(x[1] == y[1] for x, y in zip(a, b, strict=True)))
+    out["calls"] = len(a)
+    out["max_score_diff"] = float(
+        max((abs(x[2] - y[2]) for x, y in zip(a, b, strict=True)), default=0.0)
+    )
+    x, y = np.load(mine / "embeddings.npz"), np.load(saved / "embeddings.npz")
+    for model in ("dnabert", "esm"):
+        u, v = x[f"{model}_rows"].astype(np.float64), y[f"{model}_rows"].astype(np.float64)
+        cos = (u * v).sum(1) / (np.linalg.norm(u, axis=1) * np.linalg.norm(v, axis=1) + 1e-30)
+        out[model] = {
+            "rows": int(x[f"{model}_digests"].size),
+            "rows_identical": int((x[f"{model}_digests"] == y[f"{model}_digests"]).sum()),
+            "sampled_rows": len(u), "sampled_min_cosine": float(cos.min()),
+            "sampled_max_abs_diff": float(np.abs(u - v).max()),
+        }  # fmt: skip
+    return out
+
+
+def pred_table(path: Path) -> list[tuple[str, str, float]]:
+    rows = [line.split("\t") for line in path.read_text().splitlines()[1:]]
+    return [(r[0], r[1], float(r[2])) for r in rows]
+
+
 def planned(work: Path) -> dict[str, int]:
     out = subprocess.run(snakemake(work, "-n", "--quiet", "rules"), capture_output=True,
                          text=True).stdout  # fmt: skip
@@ -224,7 +287,14 @@ def gpu_samples(path: Path) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--reads", type=int, default=100_000)
-    ap.add_argument("--kill-at", type=float, default=0.5)
+    ap.add_argument(
+        "--kill-at",
+        type=float,
+        default=0.5,
+        help="kill the ESM-2 job at this fraction of its rows; 0: run uninterrupted",
+    )
+    ap.add_argument("--save-outputs", type=Path, help="keep what the run made here")
+    ap.add_argument("--compare", type=Path, help="compare with what --save-outputs kept")
     ap.add_argument("--tiny", action="store_true", help="tiny models on the CPU (smoke run)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/virnuc-wf"))
     ap.add_argument("--out", type=Path, required=True)
@@ -249,11 +319,13 @@ def run(a, stack) -> int:
     disk = Sampler(a.work)
     disk.start()
     start = time.time()
-    with open(a.work / "run1.log", "w") as log:
-        killed = first_run_killed(a.work, a.kill_at, log)
+    killed, plan_after_kill = {}, {}
+    if a.kill_at > 0:
+        with open(a.work / "run1.log", "w") as log:
+            killed = first_run_killed(a.work, a.kill_at, log)
+        subprocess.run(snakemake(a.work, "--unlock"), capture_output=True)  # the lock it left
+        plan_after_kill = planned(a.work)
     mid = time.time()
-    subprocess.run(snakemake(a.work, "--unlock"), capture_output=True)  # the lock it left
-    plan_after_kill = planned(a.work)
     with open(a.work / "run2.log", "w") as log:
         second = subprocess.run(snakemake(a.work), stdout=log, stderr=subprocess.STDOUT)
     end = time.time()
@@ -263,6 +335,11 @@ def run(a, stack) -> int:
     doc = summarize(a, config, killed, plan_after_kill, second.returncode, (t0, setup_s, start,
                     mid, end), disk, smi)  # fmt: skip
     a.out.write_text(json.dumps(doc, indent=1) + "\n")
+    if a.save_outputs and second.returncode == 0:
+        save_outputs(a.work, a.save_outputs)
+    if a.compare and second.returncode == 0:
+        doc["resume"]["compared_to_uninterrupted"] = compare_outputs(a.work, a.compare)
+        a.out.write_text(json.dumps(doc, indent=1) + "\n")
     if a.bare:
         doc["bare_esm"] = bare_tokens_per_s(a.work, config, a.bare)
         doc["end_to_end_vs_bare"] = round(doc["esm_tokens_per_s_end_to_end"]
@@ -289,7 +366,7 @@ def summarize(a, config, killed, plan_after_kill, rc, times, disk, smi) -> dict:
                     "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
                     "torch": torch.__version__},  # fmt: skip
         "reads": counts["reads"], "frames": counts["frames"], "config": config,
-        "setup_s": round(setup_s, 1), "wall_s": round(wall, 1),
+        "interrupted": a.kill_at > 0, "setup_s": round(setup_s, 1), "wall_s": round(wall, 1),
         "first_run_s": round(mid - start, 1), "rerun_s": round(end - mid, 1),
         "reads_per_s": round(counts["reads"] / wall, 1),
         "esm_tokens": esm_tokens, "esm_tokens_per_s_end_to_end": round(esm_tokens / wall, 1),
