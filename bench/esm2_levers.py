@@ -103,7 +103,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--seconds", type=float, default=10.0, help="timed seconds per row")
     ap.add_argument("--token-budget", type=int, default=65536, help="ours: the rows' budget")
     ap.add_argument("--rows", nargs="*", default=["round1"], choices=[*ROWS, *GROUPS])
-    ap.add_argument("--baselines", nargs="*", default=list(BASELINES), choices=BASELINES)
+    ap.add_argument(
+        "--baselines",
+        nargs="*",
+        default=list(BASELINES),
+        choices=[*BASELINES, "none"],
+        help="which baselines (default, or the flag alone: all; none: skip them)",
+    )
     ap.add_argument("--hf-tokens", type=int, default=131072, help="hf-sdpa padded tokens/batch")
     ap.add_argument("--fair-subset", type=int, default=6000, help="proteins batched for fair-esm")
     h.add_settings_arg(ap)
@@ -112,6 +118,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="small set, 0.5 s per row")
     ap.add_argument("--out", help="write the results here as JSON")
     a = ap.parse_args(argv)
+    # a bare --baselines (an empty list) means all of them, as when it is left out
+    a.baselines = [] if "none" in a.baselines else a.baselines or list(BASELINES)
     if a.quick:
         a.n, a.seconds, a.hf_tokens, a.fair_subset, a.token_budget = 300, 0.5, 8192, 100, 4096
     a.rows = list(dict.fromkeys(r for x in a.rows for r in GROUPS.get(x, [x])))

@@ -71,3 +71,13 @@ def test_run_batches_is_the_job_loop():
     timed = run_batches(enc.embed_packed, job_batches(enc.tokenize(seqs), 512), "cpu", keep=True)
     assert sorted(timed.records.tolist()) == list(range(40)) and timed.batches > 1
     assert cosine_rows(timed.embeddings, enc.reference_embed(seqs)).min() > 0.9999
+
+
+def test_levers_baselines_flag_alone_means_all():
+    """gpu_round2.sh passes a bare --baselines: it must run them, not skip them."""
+    from bench.esm2_levers import BASELINES, parse_args
+
+    assert parse_args(["--baselines"]).baselines == list(BASELINES)
+    assert parse_args([]).baselines == list(BASELINES)
+    assert parse_args(["--baselines", "none"]).baselines == []
+    assert parse_args(["--baselines", "fair16"]).baselines == ["fair16"]
