@@ -331,6 +331,9 @@ def test_validation_reads_the_checkpoint_once_and_embed_jobs_do_not_keep_it(tmp_
     validation = load_encoder(settings, "cpu", reference=True)
     np.testing.assert_allclose(validation.reference_embed(seqs), want, rtol=1e-6, atol=1e-6)
     assert reads == [str(path)]
+    assert validation._model is None  # the fast path's packed copy was never built
+    fast = validation.embed(seqs)  # built on first use, from the same weights
+    assert cosines(fast, want).min() >= 0.99999 and reads == [str(path)]
 
     reads.clear()
     job = load_encoder(settings, "cpu")

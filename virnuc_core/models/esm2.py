@@ -385,7 +385,14 @@ class ESMEncoder:
         if not 0 <= self.repr_layer <= self.num_layers:
             raise ValueError(f"repr_layer must be in 0..{self.num_layers}, got {self.repr_layer}")
         self.backend = choose_backend(backend, self.device.type, False)
-        self.model = PackedESM2.from_fair(fair_model, self.device, self.dtype, fp8, fp8_layers)
+        self._pack_args = (self.device, self.dtype, fp8, fp8_layers)
+        # Packed now when the fair-esm model is dropped after this (an embed job); else on
+        # first use, so that a job running only the reference path never builds it.
+        self._model = (
+            None
+            if reference_factory is None
+            else PackedESM2.from_fair(fair_model, *self._pack_args)
+        )
         self.n_params = sum(p.numel() for p in fair_model.parameters())
         # fused: Triton kernels between the matmuls instead of torch.compile (fp8 needs them)
         ops = LinearOps(fp8, gelu_epilogue, fp8_layers=fp8_layers)
@@ -403,6 +410,13 @@ class ESMEncoder:
         # the model object was built elsewhere: describe() then hashes the packed tensors)
         self.weights_sha256 = getattr(fair_model, "virnuc_weights_sha256", "")
         self.weights_of = getattr(fair_model, "virnuc_weights_of", "")
+
+    @property
+    def model(self) -> PackedESM2:
+        """The packed model of the fast path (built on first use if not at construction)."""
+        if self._model is None:
+            self._model = PackedESM2.from_fair(self._reference, *self._pack_args)
+        return self._model
 
     def tokenize(self, seqs: list[str]) -> list[np.ndarray]:
         """BOS + the first ``truncation`` residue tokens + EOS, as fair-esm's BatchConverter."""
