@@ -81,3 +81,38 @@ def test_levers_baselines_flag_alone_means_all():
     assert parse_args([]).baselines == list(BASELINES)
     assert parse_args(["--baselines", "none"]).baselines == []
     assert parse_args(["--baselines", "fair16"]).baselines == ["fair16"]
+
+
+def test_workflow_compare_finds_a_changed_row_and_verdict(tmp_path):
+    """bench.workflow_gpu --compare: a run against a saved one, one embedding row and one
+    verdict changed."""
+    import h5py
+    import numpy as np
+
+    from bench.workflow_gpu import TABLES, compare_outputs, save_outputs
+
+    def fake_run(folder, flip: bool):
+        sample = folder / "results/gpu"
+        sample.mkdir(parents=True)
+        rng = np.random.default_rng(0)
+        with h5py.File(sample / "features.h5", "w") as f:
+            for model, width in (("dnabert", 8), ("esm", 12)):
+                rows = rng.standard_normal((30, width)).astype(np.float32)
+                rows[7] += 1e-3 if flip and model == "esm" else 0
+                f[model] = rows
+        lines = [f"r{i}\t{'virus' if i % 3 else 'others'}\t0.{i:02d}\t0.5\n" for i in range(30)]
+        if flip:
+            lines[4] = "r4\tothers\t0.06\t0.5\n"
+        for name in TABLES:
+            (sample / name).write_text("Sequence_ID\tPrediction\tscore1\tscore2\n" + "".join(lines))
+        return folder
+
+    save_outputs(fake_run(tmp_path / "a", False), tmp_path / "saved")
+    same = compare_outputs(fake_run(tmp_path / "b", False), tmp_path / "saved")
+    assert same["calls_agree"] == same["calls"] == 30 and same["max_score_diff"] == 0
+    assert same["esm"]["rows_identical"] == 30 and all(same["tables_identical"].values())
+    other = compare_outputs(fake_run(tmp_path / "c", True), tmp_path / "saved")
+    assert other["calls_agree"] == 29 and abs(other["max_score_diff"] - 0.02) < 1e-12
+    assert other["esm"]["rows_identical"] == 29 and other["dnabert"]["rows_identical"] == 30
+    assert other["esm"]["sampled_max_abs_diff"] > 5e-4
+    assert not other["tables_identical"]["prediction_results.tsv"]

@@ -344,6 +344,18 @@ class Tokenizer:
         return [np.concatenate([self._bos, self.encode(s)[:t], self._eos]) for s in seqs]
 
 
+def _device_precision(precision: str, device: torch.device) -> str:
+    """``precision`` checked; "auto" resolved (bf16 on CUDA); fp32 off CUDA, said in the log."""
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if device.type != "cuda" and precision != "fp32":
+        log.info("ESM-2 on %s runs in fp32 (asked for %s)", device, precision)
+        precision = "fp32"
+    return precision
+
+
 class ESMEncoder:
     """ESM-2 protein embeddings: packed fast path and the fair-esm reference (v1) path."""
 
@@ -368,13 +380,7 @@ class ESMEncoder:
         fp8_layers: tuple[str, ...] = LINEARS,
     ):
         self.device = torch.device(device)
-        if precision == "auto":
-            precision = "bf16" if self.device.type == "cuda" else "fp32"
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        if self.device.type != "cuda" and precision != "fp32":
-            log.info("ESM-2 on %s runs in fp32 (asked for %s)", self.device, precision)
-            precision = "fp32"
+        precision = _device_precision(precision, self.device)
         fp8 = precision == "fp8"
         self.spec, self.precision = spec, precision
         self.dtype = torch.bfloat16 if fp8 else DTYPES[precision]
@@ -385,13 +391,15 @@ class ESMEncoder:
         if not 0 <= self.repr_layer <= self.num_layers:
             raise ValueError(f"repr_layer must be in 0..{self.num_layers}, got {self.repr_layer}")
         self.backend = choose_backend(backend, self.device.type, False)
+        # With a ``reference_factory`` the fair-esm model is dropped after packing it here (an
+        # embed job) and rebuilt if the reference path runs. Without one it is kept as the fp32
+        # reference (the caller's model, as it is) and packed on first use of the fast path:
+        # a job running only the reference path never builds the packed copy.
+        self._reference = None if reference_factory else fair_model
+        self._reference_factory = reference_factory
         self._pack_args = (self.device, self.dtype, fp8, fp8_layers)
-        # Packed now when the fair-esm model is dropped after this (an embed job); else on
-        # first use, so that a job running only the reference path never builds it.
         self._model = (
-            None
-            if reference_factory is None
-            else PackedESM2.from_fair(fair_model, *self._pack_args)
+            PackedESM2.from_fair(fair_model, *self._pack_args) if reference_factory else None
         )
         self.n_params = sum(p.numel() for p in fair_model.parameters())
         # fused: Triton kernels between the matmuls instead of torch.compile (fp8 needs them)
@@ -401,10 +409,6 @@ class ESMEncoder:
         self.compiled = bool(compile) and self.device.type == "cuda" and self.ops is None
         self.compile_mode = compile_mode
         compiled_ops(compile_mode)  # an unknown mode fails here, not at the first batch
-        # The fp32 reference model: rebuilt on first use by ``reference_factory``, or, without
-        # one, ``fair_model`` itself (kept as it is: an fp32 model the caller owns).
-        self._reference = None if reference_factory else fair_model
-        self._reference_factory = reference_factory
         self.tokenizer = Tokenizer(alphabet, truncation)
         # [models] sha256 of the weights as loaded, set by esm2_load.build_fair_model ("" when
         # the model object was built elsewhere: describe() then hashes the packed tensors)
