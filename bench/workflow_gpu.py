@@ -219,7 +219,8 @@ def planned(work: Path) -> dict[str, int]:
 
 
 def rules(work: Path) -> dict[str, dict]:
-    """Per rule: wall seconds (summed over jobs), the largest peak RSS, job count."""
+    """Per rule: wall seconds (summed over jobs, and each job's), the largest peak RSS, job
+    count."""
     import csv
 
     out: dict[str, dict] = {}
@@ -228,8 +229,9 @@ def rules(work: Path) -> dict[str, dict]:
         rule = rel[1] if len(rel) > 2 else rel[-1].removesuffix(".tsv")
         with open(path, newline="") as handle:
             row = next(csv.DictReader(handle, delimiter="\t"))
-        r = out.setdefault(rule, {"wall_s": 0.0, "max_rss_mb": 0.0, "jobs": 0})
+        r = out.setdefault(rule, {"wall_s": 0.0, "max_rss_mb": 0.0, "jobs": 0, "job_s": {}})
         r["wall_s"] = round(r["wall_s"] + float(row["s"]), 2)
+        r["job_s"][path.stem] = round(float(row["s"]), 2)
         r["max_rss_mb"] = max(r["max_rss_mb"], float(row["max_rss"] or 0))
         r["jobs"] += 1
     return out

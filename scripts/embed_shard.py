@@ -5,7 +5,14 @@ import logging
 import _repo  # noqa: F401 - the repository's virnuc_core first on sys.path
 import torch
 
-from virnuc_core.embed_job import EXIT_INTERRUPTED, Interrupted, ShardInput, run_embed_job
+from virnuc_core.embed_job import (
+    EXIT_INTERRUPTED,
+    Interrupted,
+    ReferenceOutput,
+    ShardInput,
+    run_embed_job,
+)
+from virnuc_core.references import read_sample
 from virnuc_core.settings import EmbedSettings
 from virnuc_core.step import run_step
 
@@ -17,7 +24,10 @@ def main(sm) -> int:
         int(sm.wildcards.i),
     )  # fmt: skip
     try:
-        run_embed_job(settings, shard, sm.params.work, sm.output[0], max(0, sm.threads - 1))
+        reference = ReferenceOutput(read_sample(sm.input.validation_sample), sm.output.reference)
+        run_embed_job(
+            settings, shard, sm.params.work, sm.output.rows, max(0, sm.threads - 1), reference
+        )
     except Interrupted as stop:
         logging.error("%s; progress committed, rerun to resume", stop)
         return EXIT_INTERRUPTED[stop.signum]

@@ -16,6 +16,8 @@ def main(sm) -> None:
         sm.input.index,
         sm.input.frames,
         {k: sm.output[k] for k in ("table", "reference", "summary", "histogram")},
+        sample=sm.input.sample,
+        references=list(sm.input.references),
     )
 
 

@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from virnuc_core.embed_job import ShardInput, run_embed_job
+from virnuc_core.embed_job import ReferenceOutput, ShardInput, run_embed_job
 from virnuc_core.features import write_features
 from virnuc_core.finalize import finalize_shard
 from virnuc_core.index import index_sample
 from virnuc_core.plan import model_plan, plan_shards, read_plan
 from virnuc_core.predictions import predict_sample
+from virnuc_core.references import read_sample, write_sample
 from virnuc_core.settings import WorkflowSettings
 from virnuc_core.summary import plot_scores, summarize_sample
 from virnuc_core.validate_job import validate_model
@@ -71,14 +72,19 @@ def run_steps(folder: Path, n_reads: int) -> tuple[int, dict[str, int]]:
               "checkpoint_every": 500, "progress_seconds": 3600,
               "token_budget": {"dnabert": 2048, "esm": 2048}}  # fmt: skip
     settings = WorkflowSettings.from_config(config)
-    shards = {}
+    sample = str(folder / "sample.npy")
+    peaks["validation_sample"] = peak(write_sample, out["index"], 200, 0, sample)
+    shards, refs = {}, {m: [] for m in ("dnabert", "esm")}
     for model in ("dnabert", "esm"):
         plan = model_plan(read_plan(plan_json), model)
         shards[model] = []
         for i in range(2):
             shard = ShardInput.read(model, seqs[model], out["index"], sources[model], plan_json, i)
             rows = folder / f"{model}_{i}.rows"
-            job = peak(run_embed_job, settings.embed(model), shard, folder / "work", rows, 0)
+            refs[model].append(str(folder / f"{model}_{i}.reference.h5"))
+            reference = ReferenceOutput(read_sample(sample), refs[model][-1])
+            job = peak(run_embed_job, settings.embed(model), shard, folder / "work", rows, 0,
+                       reference)  # fmt: skip
             peaks["embed_shard"] = max(peaks.get("embed_shard", 0), job)
             h5 = folder / "embeddings" / model / f"shard_{i}.h5"
             earlier = [(*plan.shard(j), str(p)) for j, p in enumerate(shards[model])]
@@ -102,7 +108,7 @@ def run_steps(folder: Path, n_reads: int) -> tuple[int, dict[str, int]]:
             k: folder / f"v_{model}.{k}" for k in ("table", "reference", "summary", "histogram")
         }
         v = peak(validate_model, settings.embed(model), settings.validate, shards[model],
-                 seqs[model], out["index"], out["frames"], files)  # fmt: skip
+                 seqs[model], out["index"], out["frames"], files, sample, refs[model])  # fmt: skip
         peaks["validate_embeddings"] = max(peaks.get("validate_embeddings", 0), v)
     frames = json.loads(Path(out["counts"]).read_text())["frames"]
     return frames, peaks
@@ -129,6 +135,7 @@ def two_sizes(tmp_path_factory):
         ("predict", BUDGET),
         ("summarize_sample", BUDGET),
         ("report_figures", BUDGET),
+        ("validation_sample", BUDGET),
         ("validate_embeddings", BUDGET),
     ],
 )

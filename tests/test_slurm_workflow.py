@@ -53,7 +53,8 @@ pytestmark = [pytest.mark.slurm, pytest.mark.workflow, sys.modules[_spec.name].n
 
 SAMPLE = "results/demo"
 PROFILE = REPO / "profiles" / "slurm"
-GPU_RULES = {"embed_shard", "validate_embeddings"}
+# validate_embeddings takes its rows from the embed jobs: no GPU (README, "Validation")
+GPU_RULES = {"embed_shard"}
 ESM_SHARD_0 = "rule_embed_shard_wildcards_demo_esm_0"  # the plugin's job comment
 # Site values for this 2-CPU node. A list given on the command line replaces the profile's
 # whole `default-resources` / `set-resources` entry, so every key is repeated here.

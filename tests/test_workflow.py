@@ -87,6 +87,8 @@ def test_demo_produces_every_output(demo_run):
         for i in range(2):
             with h5py.File(s / f"embeddings/{model}/shard_{i}.h5") as f:
                 assert f.attrs["model"] == model and f.attrs["metrics.records_per_s"] > 0
+                phases = [f.attrs[f"metrics.{p}_s"] for p in ("claim", "load", "open", "reference")]
+                assert min(phases) >= 0 and sum(phases) <= f.attrs["metrics.wall_s"]
                 parts.append(f["embeddings"][()])
         np.testing.assert_array_equal(np.concatenate(parts), rows[model])
         table = (s / f"validation/{model}.tsv").read_text().splitlines()
@@ -255,3 +257,32 @@ def test_gzipped_fastq_in_two_files_gives_the_fasta_calls(demo_run, tmp_path):
     with h5py.File(fastq_run / "features.h5") as a, h5py.File(fasta_run / "features.h5") as b:
         for model in ("dnabert", "esm"):
             np.testing.assert_array_equal(a[model][()], b[model][()])
+
+
+def test_validation_takes_the_embed_jobs_rows_and_makes_only_what_they_lack(demo_run, tmp_path):
+    work = copy_run(demo_run, tmp_path / "run")
+    s = work / SAMPLE
+    before = {}
+    for model in ("dnabert", "esm"):
+        with h5py.File(s / f"validation/{model}.reference.h5") as f:
+            assert f.attrs["reference_rows_from_embed_jobs"] == 40  # none loaded the model again
+            before[model] = dict(zip(f["records"][()].tolist(), f["embeddings"][()], strict=True))
+    with h5py.File(s / "embeddings/esm/shard_0.reference.h5", "r+") as f:
+        f["embeddings"][0, 0] += 1.0  # fails its checksum from now on
+    write_config(work, validate={"n": 12, "mean_cosine": 0.999, "min_cosine": 0.99, "seed": 5})
+    planned = planned_jobs(work)
+    assert "embed_shard" not in planned and planned["validation_sample"] == 1  # a new sample only
+    proc = run_snakemake(work)
+    assert "fails its checksum" in proc.stderr and "computing them here" in proc.stderr
+    lo, hi = shard_range(work, "demo", "esm", 0)
+    for model in ("dnabert", "esm"):
+        with h5py.File(s / f"validation/{model}.reference.h5") as f:
+            records, rows = f["records"][()], f["embeddings"][()]
+            from_jobs = f.attrs["reference_rows_from_embed_jobs"]
+        assert len(records) == 12
+        old = np.isin(records, list(before[model]))  # drawn before too: the jobs made them
+        usable = old & ~((records >= lo) & (records < hi)) if model == "esm" else old
+        assert from_jobs == usable.sum() and 0 < usable.sum() < 12
+        # rows made here by the reference path equal those the embed jobs made
+        want = np.stack([before[model][r] for r in records[old].tolist()])
+        np.testing.assert_allclose(rows[old], want, rtol=1e-5, atol=1e-6)

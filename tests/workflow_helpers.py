@@ -122,9 +122,14 @@ STEP_DRIVER = """
 import json, runpy, sys
 from pathlib import Path
 from types import SimpleNamespace as NS
+class Files(list):  # like Snakemake's: by position and by name
+    def __init__(self, named):
+        super().__init__(named.values())
+        self.__dict__.update(named)
 job = json.loads(Path(sys.argv[1]).read_text())
 sys.path.insert(0, str(Path(job["script"]).parent))
-sm = NS(rule=job["rule"], input=NS(**job["input"]), output=job["output"], log=job["log"],
+out = Files(job["output"]) if isinstance(job["output"], dict) else job["output"]
+sm = NS(rule=job["rule"], input=NS(**job["input"]), output=out, log=job["log"],
         params=NS(**job["params"]), wildcards=NS(**job["wildcards"]),
         resources=NS(**job["resources"]), threads=job["threads"])
 runpy.run_path(job["script"], init_globals={"snakemake": sm}, run_name="__main__")
@@ -150,8 +155,9 @@ def embed_job(
             "index": str(s / "frames.index.npy"),
             "sources": str(s / "shards" / f"{model}.sources.npy"),
             "plan": str(s / "shards" / "plan.json"),
+            "validation_sample": str(s / "validation" / "sample.npy"),
         },
-        "output": [str(out)],
+        "output": {"rows": str(out), "reference": str(out) + ".reference.h5"},
         "log": [str(log)],
         "params": {"settings": settings.as_dict(), "work": str(work)},
         "wildcards": {"sample": sample, "model": model, "i": str(i)},

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import resource
 import signal
 import time
@@ -30,6 +31,7 @@ from virnuc_core.npyfile import NpyReader
 from virnuc_core.packing import PackedBatch
 from virnuc_core.plan import model_plan, read_plan
 from virnuc_core.progress import Progress
+from virnuc_core.references import shard_reference
 from virnuc_core.runner import RecordReader, embed_batches, packed_batches, read_tokens
 from virnuc_core.settings import EmbedSettings
 from virnuc_core.store import ShardCheckpoint
@@ -133,25 +135,46 @@ def _digest_span(digest, path: str, start: int, end: int) -> None:
             size -= len(block)
 
 
+@dataclass(frozen=True)
+class ReferenceOutput:
+    """The validation sample (record numbers) and where the job writes its shard's reference
+    rows of it (:mod:`virnuc_core.references`)."""
+
+    sample: np.ndarray
+    output: str
+
+
 def run_embed_job(
-    settings: EmbedSettings, shard: ShardInput, work: str, output: str, workers: int = 2
-) -> None:
+    settings: EmbedSettings, shard: ShardInput, work: str, output: str, workers: int = 2,
+    reference: ReferenceOutput | None = None,
+) -> None:  # fmt: skip
     """Embed the shard's distinct records into ``output`` (a rows directory, see
-    :mod:`virnuc_core.store`); raises :class:`Interrupted` on a stop signal."""
+    :mod:`virnuc_core.store`); raises :class:`Interrupted` on a stop signal. With
+    ``reference``, first the reference rows of the sampled records in the shard."""
     started, stop = time.time(), StopFlag()
     distinct = shard.distinct
+    phases = Phases(started)
     with claim_device(knobs.lock_dir()) as claim:
+        phases.mark("claim_s")
         device = torch.device(claim.device)
         log.info("device %s (%s, GPU index %s)", device, claim.source, claim.index)
         if device.type == "cpu" and workers:  # the readers have the job's other threads
             torch.set_num_threads(max(1, torch.get_num_threads() - workers))
-        encoder = load_encoder(settings, device)
+        encoder = load_encoder(settings, device, keep_reference=reference is not None)
+        phases.mark("load_s")
         described = encoder.describe()
         made_with = settings_fingerprint(settings, described)
         ckpt = ShardCheckpoint.open(
             work, f"{made_with}|{shard.digest}", encoder.dim, shard.lo, shard.hi,
             settings.checkpoint_every, settings.checkpoint_seconds, settings.keep_stale,
         )  # fmt: skip
+        phases.mark("open_s")
+        if reference is not None:  # kept beside the work state until the shard is done
+            attrs = output_attrs(settings, described, device)
+            shard_reference(encoder, shard, reference.sample, made_with, f"{work}.reference.h5",
+                            attrs)  # fmt: skip
+            encoder.release_reference()
+            phases.mark("reference_s")
         todo = ckpt.pending(distinct)
         log.info("records %d..%d: %d distinct sequences", shard.lo, shard.hi - 1, distinct.size)
         log.info("resuming: %d records committed, %d to embed", ckpt.n_committed, todo.size)
@@ -163,9 +186,26 @@ def run_embed_job(
             log.info(progress.line())
         attrs = output_attrs(settings, described, device)
         attrs["settings_fingerprint"] = made_with
-        metrics = job_metrics(progress, started, claim, todo.size)
+        metrics = job_metrics(progress, started, claim, todo.size) | phases.seconds
+        if reference is not None:
+            os.replace(f"{work}.reference.h5", reference.output)
         ckpt.complete(output, {"attrs": attrs, "metrics": metrics})
     log.info("wrote %s", output)
+
+
+class Phases:
+    """Seconds the job spent in each phase before the loop (metrics, as data): waiting for a
+    device (``claim_s``), loading the encoder (``load_s``), opening the checkpoint (``open_s``),
+    the validation reference rows (``reference_s``)."""
+
+    def __init__(self, started: float) -> None:
+        self.last, self.seconds = started, {}
+
+    def mark(self, name: str) -> None:
+        """End phase ``name`` now."""
+        now = time.time()
+        self.seconds[name] = round(now - self.last, 3)
+        self.last = now
 
 
 def _embed_loop(encoder, settings, shard, todo, ckpt, progress, stop, device, workers) -> None:

@@ -28,7 +28,8 @@ MEASURED = {
     "embed_shard": (20000, 17),
     "finalize_shard": (300, 5),
     "features": (200, 1),
-    "validate_embeddings": (20000, 0),
+    "validation_sample": (120, 32),  # the lengths column and its argsort
+    "validate_embeddings": (20000, 0),  # loads the model only for rows the embed jobs lack
     "validation_summary": (320, 0),
     "predict": (710, 0),
     "summarize_sample": (120, 0),

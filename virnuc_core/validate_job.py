@@ -14,13 +14,12 @@ import torch
 from virnuc_core import settings as knobs
 from virnuc_core.embed_job import output_attrs
 from virnuc_core.families import FAMILIES
-from virnuc_core.fasta import read_sequences
 from virnuc_core.features import open_features, shard_rows
 from virnuc_core.files import atomic_path, atomic_writer
 from virnuc_core.gpu import claim_device
-from virnuc_core.index import open_index, read_ids, sequence_spans
+from virnuc_core.index import open_index, read_ids
 from virnuc_core.models import load_encoder
-from virnuc_core.npyfile import NpyReader
+from virnuc_core.references import gather, read_sample, sample_sequences
 from virnuc_core.settings import EmbedSettings, ValidateSettings
 from virnuc_core.validate import (
     Comparison,
@@ -43,24 +42,38 @@ def validate_model(
     index: str,
     frames_fa: str,
     outputs: dict[str, str],
+    sample: str | None = None,
+    references: Sequence[str] = (),
 ) -> Comparison:
     """Compare the fast embeddings (the model's ``shards``, in order) of a stratified sample
     with the reference path.
 
-    Writes ``outputs['table' | 'summary' | 'histogram' | 'reference']``; raises
+    ``sample``: the sample's file (:func:`~virnuc_core.references.write_sample`; default: drawn
+    here); ``references``: the shards' reference files, in shard order: their rows are used
+    when they belong to the shard's embeddings, and only the others are computed here (on a
+    claimed GPU). Writes ``outputs['table' | 'summary' | 'histogram' | 'reference']``; raises
     :class:`ValidationFailed` (after writing nothing) when the thresholds are not met.
     """
     frames = open_index(index)
-    records = stratified_sample(frames.column("aa_length"), checks.n, checks.seed)
-    rows = _rows(frames, records)
-    offsets, lengths = sequence_spans(rows, settings.model)
-    seqs = read_sequences(sequences, offsets, lengths)
+    if sample is None:
+        records = stratified_sample(frames.column("aa_length"), checks.n, checks.seed)
+    else:
+        records = read_sample(sample)
+    seqs, lengths = sample_sequences(index, sequences, settings.model, records)
     ids = [read_ids(frames_fa, frames, int(r), int(r) + 1)[0] for r in records.tolist()]
     fast = shard_rows(shards, records)
-    with claim_device(knobs.lock_dir()) as claim:
-        encoder = load_encoder(settings, claim.device, reference=True)
-        with torch.inference_mode():
-            ref = encoder.reference_embed(seqs)
+    fingerprints = [_fingerprint(path) for path in shards] if references else []
+    found, ref, attrs = gather(references, fingerprints, records, fast.shape[1])
+    if not found.all():
+        if references:
+            log.warning("%s: %d of %d sampled rows have no reference from the embed jobs "
+                        "(validate settings changed since?); computing them here",
+                        settings.model, int((~found).sum()), found.size)  # fmt: skip
+        with claim_device(knobs.lock_dir()) as claim:
+            encoder = load_encoder(settings, claim.device, reference=True)
+            with torch.inference_mode():
+                ref[~found] = encoder.reference_embed([seqs[i] for i in np.flatnonzero(~found)])
+            attrs = output_attrs(settings, encoder.describe(), torch.device(claim.device))
     cmp = Comparison(
         settings.model,
         records,
@@ -78,16 +91,15 @@ def validate_model(
     with atomic_path(outputs["reference"]) as tmp, h5py.File(tmp, "w") as f:
         f["records"] = records
         f["embeddings"] = ref.astype(np.float32)
-        f.attrs.update(output_attrs(settings, encoder.describe(), torch.device(claim.device)))
+        f.attrs.update(attrs)
+        f.attrs.update(settings.attrs())
+        f.attrs["reference_rows_from_embed_jobs"] = int(found.sum())
     return cmp
 
 
-def _rows(index: NpyReader, records: np.ndarray) -> np.ndarray:
-    """The index rows of a few records (one small read each)."""
-    out = np.empty(records.size, index.dtype)
-    for j, r in enumerate(records.tolist()):
-        out[j] = index.read(r, r + 1)[0]
-    return out
+def _fingerprint(shard: str) -> str:
+    with h5py.File(shard, "r") as f:
+        return str(f.attrs.get("settings_fingerprint", ""))
 
 
 def summarize(

@@ -38,20 +38,31 @@ class Encoder(Protocol):
     def reference_embed(self, seqs: list[str]) -> np.ndarray:
         """(n, dim) float32 by the plain v1 path, fp32, one sequence at a time (validation)."""
 
+    def release_reference(self) -> None:
+        """Free what only the reference path needs (an embed job, once its shard's reference
+        rows are made); the path still works afterwards, rebuilding what it needs."""
+
     def describe(self) -> dict[str, str | int | float]:
         """What made the embeddings, for the outputs' attributes: at least ``model``,
         ``precision``, ``attention_backend`` and ``weights_sha256``."""
 
 
 def load_encoder(
-    settings: EmbedSettings, device: torch.device | str, reference: bool = False
+    settings: EmbedSettings,
+    device: torch.device | str,
+    reference: bool = False,
+    keep_reference: bool = False,
 ) -> Encoder:
     """The encoder ``settings`` names, on ``device``, with its precision decided here once:
-    the settings' (``fp32`` off CUDA), or fp32 for the reference path (``reference=True``)."""
+    the settings' (``fp32`` off CUDA), or fp32 for the reference path (``reference=True``).
+
+    ``keep_reference``: the settings' precision, and keep what the reference path needs from
+    this load (an embed job making its shard's validation references first; then
+    :meth:`Encoder.release_reference`)."""
     device = torch.device(device)
     precision = "fp32" if reference else settings.resolved_precision(device.type)
     if settings.model_spec == "standin":  # bench/scale.py only: random rows, not a model
         from virnuc_core.models.standin import StandInEncoder
 
         return StandInEncoder(settings.model, device)
-    return family(settings.model).load(settings, device, precision, reference)
+    return family(settings.model).load(settings, device, precision, reference or keep_reference)

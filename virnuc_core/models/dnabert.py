@@ -296,6 +296,11 @@ class DnabertEncoder:
             out[i] = reference_hidden(w, self.cfg, t).mean(0).cpu().numpy()
         return out
 
+    def release_reference(self) -> None:
+        """Drop the reference path's fp32 copy of the weights on the device (if it made one)."""
+        if self._cpu_weights is not None:
+            self._ref_weights = None
+
     def reference_embed(self, seqs: list[str]) -> np.ndarray:
         """(n, dim) float32 embeddings of ``seqs`` by the v1 path."""
         return self.reference_embed_ids(self.tokenize(seqs))

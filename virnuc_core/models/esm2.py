@@ -422,6 +422,20 @@ class ESMEncoder:
             self._model = PackedESM2.from_fair(self._reference, *self._pack_args)
         return self._model
 
+    def release_reference(self) -> None:
+        """Pack the fast model (from the fair-esm model, on the device already if the reference
+        path ran) and drop the fair-esm model; the reference path rebuilds it from the file."""
+        if self._reference is None:
+            return
+        self.model  # noqa: B018 - packs it
+        spec, self._reference = self.spec, None
+        if self._reference_factory is None:
+            from virnuc_core.models.esm2_load import build_fair_model
+
+            self._reference_factory = lambda: build_fair_model(spec)[0]
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
     def tokenize(self, seqs: list[str]) -> list[np.ndarray]:
         """BOS + the first ``truncation`` residue tokens + EOS, as fair-esm's BatchConverter."""
         return self.tokenizer(seqs)
@@ -457,13 +471,17 @@ class ESMEncoder:
         self._reference = self._reference.to(self.device, torch.float32).eval()
         return self._reference
 
-    @torch.inference_mode()
     def reference_embed(self, seqs: list[str]) -> np.ndarray:
         """The original VirNucPro path: fair-esm forward, fp32 (no TF32), padded batches of
         <= 2048 tokens from fair-esm's batching, BatchConverter truncation, mean over 1..L."""
+        model = self.reference_model()  # outside inference mode: the fast path may pack it later
+        with torch.inference_mode():
+            return self._reference_rows(model, seqs)
+
+    def _reference_rows(self, model, seqs: list[str]) -> np.ndarray:
         import esm
 
-        model, layer = self.reference_model(), self.repr_layer
+        layer = self.repr_layer
         convert = self.alphabet.get_batch_converter(truncation_seq_length=self.truncation)
         dataset = esm.data.FastaBatchedDataset([str(i) for i in range(len(seqs))], list(seqs))
         out = np.zeros((len(seqs), self.dim), dtype=np.float32)

@@ -52,6 +52,9 @@ class StandInEncoder:
             out[i] = self._rows(key[None])[0].cpu().numpy()
         return out
 
+    def release_reference(self) -> None:
+        """Nothing to free: both paths read the same table."""
+
     def describe(self) -> dict[str, str | int]:
         return {
             "model": "standin",

@@ -69,6 +69,11 @@ def shard_files(sample, model):
     return [f"results/{sample}/embeddings/{model}/shard_{i}.h5" for i in SHARDS]
 
 
+def shard_references(sample, model):
+    """The embed jobs' reference rows of the validation sample, one file per shard."""
+    return [f"results/{sample}/embeddings/{model}/shard_{i}.reference.h5" for i in SHARDS]
+
+
 def all_outputs(wildcards):
     """Every output of every sample; predictions and what is made of them need a classifier."""
     outs = []
@@ -122,4 +127,7 @@ def embed_input(wildcards):
         "index": f"results/{wildcards.sample}/frames.index.npy",
         "sources": f"results/{wildcards.sample}/shards/{wildcards.model}.sources.npy",
         "plan": f"results/{wildcards.sample}/shards/plan.json",
+        # ancient: a sample drawn again (other validate settings) must not make the shards be
+        # embedded again; validate_embeddings computes the rows the jobs did not make
+        "validation_sample": ancient(f"results/{wildcards.sample}/validation/sample.npy"),
     }

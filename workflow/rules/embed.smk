@@ -7,7 +7,10 @@ rule embed_shard:
         unpack(embed_input),
     output:
         # The job's rows; temporary: finalize_shard turns them into the shard's HDF5 file.
-        temp(directory("results/{sample}/embeddings/{model}/shard_{i}.rows")),
+        rows=temp(directory("results/{sample}/embeddings/{model}/shard_{i}.rows")),
+        # fp32 reference rows of the validation sample's records in this shard, made from the
+        # weights the job loads anyway (validate_embeddings then need not load the model)
+        reference="results/{sample}/embeddings/{model}/shard_{i}.reference.h5",
     params:
         settings=lambda wc: SETTINGS.embed(wc.model).as_dict(),
         # Resume state lives outside the declared outputs: Snakemake never deletes it.

@@ -1,10 +1,33 @@
 # Recompute a sample of frames with the slow reference (v1) path and compare with the fast one.
+# The embed jobs compute the sample's reference rows (virnuc_core.references); the validation
+# job compares, and loads the model only for rows they did not make.
+
+
+rule validation_sample:
+    input:
+        index="results/{sample}/frames.index.npy",
+    output:
+        "results/{sample}/validation/sample.npy",
+    params:
+        validate=SETTINGS.validate_dict(),
+    resources:
+        mem_mb=mem("validation_sample"),
+    log:
+        "logs/{sample}/validation_sample.log",
+    benchmark:
+        "benchmarks/{sample}/validation_sample.tsv"
+    conda:
+        ENV
+    script:
+        "../../scripts/validation_sample.py"
 
 
 rule validate_embeddings:
     input:
         unpack(lambda wc: MODELS_VERIFIED),
         shards=lambda wc: shard_files(wc.sample, wc.model),
+        references=lambda wc: shard_references(wc.sample, wc.model),
+        sample="results/{sample}/validation/sample.npy",
         sequences=lambda wc: f"results/{wc.sample}/{SEQUENCES[wc.model]}",
         index="results/{sample}/frames.index.npy",
         frames="results/{sample}/frames.fa",
@@ -22,8 +45,9 @@ rule validate_embeddings:
         settings=lambda wc: SETTINGS.embed(wc.model).as_dict(),
         validate=SETTINGS.validate_dict(),
     resources:
+        # No GPU slot counted: the rows come from the embed jobs. Rows they did not make are
+        # computed here on a GPU claimed through its lock (locally), else on the CPU.
         mem_mb=mem("validate_embeddings"),
-        gpu=1,
     log:
         "logs/{sample}/validate_embeddings/{model}.log",
     benchmark:
