@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import zipfile
 
 import numpy as np
 import pytest
@@ -180,6 +181,20 @@ def test_local_checkpoint_loads_like_fair_esm(tmp_path, with_regression):
     np.testing.assert_allclose(enc.reference_embed(seqs), want, rtol=1e-6, atol=1e-6)
 
 
+def test_legacy_format_checkpoint_loads_the_same_weights(tmp_path):
+    """Files in torch's legacy (non-zip) format cannot be mapped; they are read whole."""
+    model, _ = random_model(seed=8, num_layers=2, embed_dim=32, attention_heads=2)
+    path = tmp_path / "esm2_t2_test_UR50D.pt"
+    save_fair_checkpoint(model, path, with_regression=False)
+    data = torch.load(path, weights_only=False)
+    torch.save(data, path, _use_new_zipfile_serialization=False)
+    assert not zipfile.is_zipfile(path)
+    loaded = esm2.load(str(path)).reference_model()
+    for key, value in model.state_dict().items():
+        if not key.startswith("contact_head"):  # not in the file (no regression file written)
+            torch.testing.assert_close(loaded.state_dict()[key], value, rtol=0, atol=0, msg=key)
+
+
 class _Evil:
     def __reduce__(self):
         return (os.system, ("touch esm2_pwned",))
@@ -324,7 +339,7 @@ def test_validation_reads_the_checkpoint_once_and_embed_jobs_do_not_keep_it(tmp_
     settings = WorkflowSettings.from_config(config).embed("esm")
     reads = []
     real = esm2_load.safe_load
-    monkeypatch.setattr(esm2_load, "safe_load", lambda p: reads.append(str(p)) or real(p))
+    monkeypatch.setattr(esm2_load, "safe_load", lambda p, **k: reads.append(str(p)) or real(p, **k))
     seqs = ["MKV", "ACDEFGHIKLMNPQRSTVWY" * 3]
     want = esm2.ESMEncoder(model, esm2.load("tiny").alphabet, spec="direct").reference_embed(seqs)
 

@@ -296,3 +296,12 @@ def test_loading_a_locked_file_that_changed_fails_naming_it(fetched, tmp_path):
     _flip_byte(out / BIN, 0.6)
     with pytest.raises(ModelFilesError, match="pytorch_model.bin: content changed"):
         dnabert.load(resolve_model_spec("dnabert", DNABERT_S_REPO, out))
+
+
+def test_a_locked_checkpoint_that_cannot_be_read_says_it_changed(fetched):
+    """The hash runs beside the loading; a locked file cut short says "content changed" (and
+    what to do), not only that it cannot be read."""
+    out, _ = fetched
+    (out / PT).write_bytes((out / PT).read_bytes()[:-1000])
+    with pytest.raises(ModelFilesError, match=rf"{PT}: content changed|{ESM}\.pt: content changed"):
+        esm2.load(resolve_model_spec("esm", ESM, out))

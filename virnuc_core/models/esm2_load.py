@@ -13,6 +13,8 @@ import argparse
 import contextlib
 import logging
 import warnings
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -41,16 +43,19 @@ ESM_TODO = (
 )
 
 
-def safe_load(path: str | Path) -> dict:
+def safe_load(path: str | Path, mmap: bool = False) -> dict:
     """``torch.load`` with ``weights_only=True`` and only ``argparse.Namespace`` allowed.
 
+    With ``mmap`` (files in torch's zip format only; others are read whole), the tensors map the
+    file instead of being copied into memory: the model built from them copies each once.
     A corrupt or truncated file raises :class:`~virnuc_core.corrupt.UnreadableModelFileError`;
     a readable one naming any other global, ``ValueError`` ("refusing to load"); both name the
     file. Neither suggests unsafe loading.
     """
+    mmap = mmap and zipfile.is_zipfile(path)
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(str(path), map_location="cpu", weights_only=True)
+            return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # noqa: BLE001 - told apart below, from the file's structure
         from virnuc_core.corrupt import weights_only_error
 
@@ -117,20 +122,28 @@ def _record_checksum(model: nn.Module, sha256: str, of: str) -> None:
 def _load_checkpoint(path: Path):
     """(model, alphabet) from a local ``.pt``; its sha256 recorded on the model.
 
-    The file is hashed first, in one sequential pass (8 MiB blocks), which leaves it in the
-    page cache: ``torch.load`` then reads it from memory, so its bytes come off the disk once.
-    In a locked models folder the hash is also checked against the lock (no extra read).
+    The file is hashed (one sequential pass) in a thread while the model is built from it
+    (``torch.load`` maps the file; building copies each tensor once): both release the GIL, so
+    the two passes over the 3B model's file overlap, and the one behind finds the page cache
+    filled. Building before the check is safe (``weights_only`` executes nothing); the model is
+    returned only once the hash is checked against the lock of a locked models folder.
     """
     from virnuc_core.digests import cached_sha256
     from virnuc_core.model_files import check_against_lock
 
     if not path.is_file():
         raise FileNotFoundError(f"ESM-2 checkpoint not found: {path}")
-    sha256 = cached_sha256(path)
-    check_against_lock(path, sha256)
     regression = Path(str(path.with_suffix("")) + "-contact-regression.pt")
     reg = safe_load(regression) if regression.is_file() else None
-    model, alphabet = _from_data(path.stem, safe_load(path), reg)
+    with ThreadPoolExecutor(1) as pool:
+        hashing = pool.submit(cached_sha256, path)
+        try:
+            model, alphabet = _from_data(path.stem, safe_load(path, mmap=True), reg)
+        except Exception:
+            check_against_lock(path, hashing.result())  # a locked file that changed: said first
+            raise
+        sha256 = hashing.result()
+    check_against_lock(path, sha256)
     _record_checksum(model, sha256, path.name)
     return model, alphabet
 
