@@ -310,3 +310,23 @@ def test_mlp_module_computes_what_the_encoder_path_does(enc):
         mid = out.LayerNorm(out.dense(a) + x)
         want = dnabert._post_attention(a, x, layer.post_params(), layer.mlp.inter, layer.eps)
         torch.testing.assert_close(layer.mlp(mid), want, rtol=1e-5, atol=1e-5)
+
+
+def test_building_skips_only_the_initialisation_the_checkpoint_overwrites(folder, monkeypatch):
+    """The encoder's modules are built without random initialisation (every parameter comes
+    from the checkpoint, strict), and initialisation works again afterwards."""
+    calls = []
+    real = torch.nn.init.kaiming_uniform_
+    monkeypatch.setattr(torch.nn.init, "kaiming_uniform_", lambda t, **k: calls.append(1) or t)
+    enc = dnabert.load(str(folder))
+    assert calls == []
+    torch.nn.Linear(2, 2)
+    assert calls  # restored on leaving
+    monkeypatch.setattr(torch.nn.init, "kaiming_uniform_", real)
+    from safetensors.torch import load_file
+
+    want = load_file(str(folder / "model.safetensors"))  # the file itself, every parameter
+    got = enc.model.state_dict()
+    assert sorted(got) == sorted(want)
+    for name, value in want.items():
+        torch.testing.assert_close(got[name], value.float(), rtol=0, atol=0, msg=name)

@@ -69,6 +69,7 @@ from torch import nn
 from virnuc_core.attention import alibi_slopes, choose_backend, varlen_attention
 from virnuc_core.compiling import TokenwiseCompiled
 from virnuc_core.digests import tensors_sha256
+from virnuc_core.models.building import no_weight_init
 from virnuc_core.models.dnabert_load import (
     DnabertConfig,
     DnaTokenizer,
@@ -244,8 +245,9 @@ class DnabertEncoder:
             log.info("precision %s requested on %s: using fp32", precision, device.type)
         self.dtype = DTYPES[self.precision]
         self.backend = choose_backend(backend, device.type, alibi=True)
-        self.model = DnabertModel(cfg)
-        self.model.load_state_dict(weights, strict=True)
+        with no_weight_init():  # every parameter is set from ``weights`` (strict)
+            self.model = DnabertModel(cfg)
+        self.model.load_state_dict(weights, strict=True)  # a copy: nothing maps the file later
         self.model.to(device=device, dtype=self.dtype).eval().requires_grad_(False)
         self.model.slopes = alibi_slopes(cfg.num_attention_heads).to(device)  # stays fp32
         self.compiled = bool(compile) and device.type == "cuda"

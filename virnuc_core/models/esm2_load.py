@@ -10,7 +10,6 @@ which torch >= 2.6 refuses for the published checkpoints (their ``cfg["model"]``
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import warnings
 import zipfile
@@ -19,6 +18,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from virnuc_core.models.building import no_weight_init
 
 log = logging.getLogger("virnuc.esm2")
 
@@ -85,32 +86,13 @@ def _from_data(name: str, model_data: dict, regression_data: dict | None):
         raise ValueError(f"{name}: not an ESM-2 checkpoint (no 'cfg' / 'model' entries)")
     if not name.startswith("esm2"):
         name = f"esm2_{name}"  # fair-esm picks its ESM-2 builder by this prefix
-    with warnings.catch_warnings(), _no_weight_init():
+    with warnings.catch_warnings(), no_weight_init():
         # contact-regression weights are not needed for embeddings
         warnings.filterwarnings("ignore", message="Regression weights not found")
         model, alphabet = esm.pretrained.load_model_and_alphabet_core(
             name, model_data, regression_data
         )
     return model.eval(), alphabet
-
-
-@contextlib.contextmanager
-def _no_weight_init():
-    """Skip random initialisation while fair-esm builds a model it then fills from a checkpoint.
-
-    Initialising 3B parameters on the CPU takes about a minute and is thrown away at once.
-    Anything the checkpoint does not set (the contact head without its regression file) is
-    never used for embeddings.
-    """
-    layers = (nn.Linear, nn.Embedding, nn.LayerNorm)
-    saved = [layer.reset_parameters for layer in layers]
-    try:
-        for layer in layers:
-            layer.reset_parameters = lambda self: None
-        yield
-    finally:
-        for layer, method in zip(layers, saved, strict=True):
-            layer.reset_parameters = method
 
 
 def _record_checksum(model: nn.Module, sha256: str, of: str) -> None:
