@@ -26,7 +26,6 @@ from virnuc_core.validate import (
     ValidationFailed,
     cosine_rows,
     plot_histogram,
-    stratified_sample,
     verdict_agreement,
     write_comparison,
 )
@@ -42,38 +41,27 @@ def validate_model(
     index: str,
     frames_fa: str,
     outputs: dict[str, str],
-    sample: str | None = None,
-    references: Sequence[str] = (),
+    sample: str,
+    references: Sequence[str],
 ) -> Comparison:
-    """Compare the fast embeddings (the model's ``shards``, in order) of a stratified sample
+    """Compare the fast embeddings (the model's ``shards``, in order) of the validation sample
     with the reference path.
 
-    ``sample``: the sample's file (:func:`~virnuc_core.references.write_sample`; default: drawn
-    here); ``references``: the shards' reference files, in shard order: their rows are used
-    when they belong to the shard's embeddings, and only the others are computed here (on a
-    claimed GPU). Writes ``outputs['table' | 'summary' | 'histogram' | 'reference']``; raises
+    ``sample``: the sample's file (:func:`~virnuc_core.references.write_sample`);
+    ``references``: the shards' reference files, in shard order: their rows are used when they
+    belong to the shard's embeddings, and only the others are computed here (on a claimed GPU).
+    Writes ``outputs['table' | 'summary' | 'histogram' | 'reference']``; raises
     :class:`ValidationFailed` (after writing nothing) when the thresholds are not met.
     """
     frames = open_index(index)
-    if sample is None:
-        records = stratified_sample(frames.column("aa_length"), checks.n, checks.seed)
-    else:
-        records = read_sample(sample)
+    records = read_sample(sample)
     seqs, lengths = sample_sequences(index, sequences, settings.model, records)
     ids = [read_ids(frames_fa, frames, int(r), int(r) + 1)[0] for r in records.tolist()]
     fast = shard_rows(shards, records)
-    fingerprints = [_fingerprint(path) for path in shards] if references else []
+    fingerprints = [_fingerprint(path) for path in shards]
     found, ref, attrs = gather(references, fingerprints, records, fast.shape[1])
     if not found.all():
-        if references:
-            log.warning("%s: %d of %d sampled rows have no reference from the embed jobs "
-                        "(validate settings changed since?); computing them here",
-                        settings.model, int((~found).sum()), found.size)  # fmt: skip
-        with claim_device(knobs.lock_dir()) as claim:
-            encoder = load_encoder(settings, claim.device, reference=True)
-            with torch.inference_mode():
-                ref[~found] = encoder.reference_embed([seqs[i] for i in np.flatnonzero(~found)])
-            attrs = output_attrs(settings, encoder.describe(), torch.device(claim.device))
+        attrs = _compute_missing(settings, seqs, found, ref)
     cmp = Comparison(
         settings.model,
         records,
@@ -95,6 +83,19 @@ def validate_model(
         f.attrs.update(settings.attrs())
         f.attrs["reference_rows_from_embed_jobs"] = int(found.sum())
     return cmp
+
+
+def _compute_missing(settings: EmbedSettings, seqs: list[str], found, ref) -> dict:
+    """Fill the rows of ``ref`` the embed jobs did not make (``~found``) by the reference path,
+    on a claimed GPU (or the CPU); the outputs' attributes of the encoder that made them."""
+    log.warning("%s: %d of %d sampled rows have no reference from the embed jobs (validate "
+                "settings changed since?); computing them here",
+                settings.model, int((~found).sum()), found.size)  # fmt: skip
+    with claim_device(knobs.lock_dir()) as claim:
+        encoder = load_encoder(settings, claim.device, reference=True)
+        with torch.inference_mode():
+            ref[~found] = encoder.reference_embed([seqs[i] for i in np.flatnonzero(~found)])
+        return output_attrs(settings, encoder.describe(), torch.device(claim.device))
 
 
 def _fingerprint(shard: str) -> str:
