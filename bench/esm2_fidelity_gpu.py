@@ -55,7 +55,9 @@ ENGINES = {
     "eager": {"compile.esm": False, "fused_kernels": False},
     "compiled": {"compile.esm": True, "fused_kernels": False},
     "fused": {"fused_kernels": True},
+    "fused-lt": {"fused_kernels": True},  # + the options below
 }
+ENGINE_OPTIONS = {"fused-lt": {"gelu_epilogue": "cublaslt"}}  # constructor options, not settings
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -102,7 +104,7 @@ class Runs:
         precision, engine, backend = (spec.split(":") + ["", ""])[:3]
         changes = {**dict(self.a.set), **ENGINES[engine or "job"],
                    "token_budget.esm": self.a.token_budget}  # fmt: skip
-        options = {}
+        options = dict(ENGINE_OPTIONS.get(engine, {}))
         if precision == "fp8-ffn":
             precision, options["fp8_layers"] = "fp8", ("fc1", "fc2")
         changes["precision"] = precision

@@ -48,6 +48,7 @@ COMPILED = {**EAGER, "compile.esm": True}
 FUSED = {"fused_kernels": True, "attention_backend": "varlen"}
 FP8 = {**FUSED, "precision": "fp8"}
 TRITON = {"attention_backend": "triton"}
+ROUND2 = {"residual_in_matmul": (), "rotary_in_attention": False}  # the engine before round 3
 # name -> (lever, setting, config changes, constructor options that are not settings, budget x)
 ROWS = {
     "job": ("job default", "the workflow's settings", {}, {}, 1),
@@ -67,19 +68,29 @@ ROWS = {
     "fused": ("fused kernels", "bf16, Triton add+LN / rotary / GELU, varlen", FUSED, {}, 1),
     "fused-triton": ("+ Triton attention", "bf16, fused, triton", {**FUSED, **TRITON}, {}, 1),
     "fused-epilogue": ("+ GELU epilogue", "bf16, fused, fc1+GELU one Triton matmul, varlen",
-                       FUSED, {"gelu_epilogue": True}, 1),
+                       FUSED, {"gelu_epilogue": "triton"}, 1),
     "fused-epilogue-triton": ("+ both", "bf16, fused, GELU epilogue, triton",
-                              {**FUSED, **TRITON}, {"gelu_epilogue": True}, 1),
+                              {**FUSED, **TRITON}, {"gelu_epilogue": "triton"}, 1),
     "fp8": ("precision fp8", "fp8 matmuls (fast accum), fused, varlen", FP8, {}, 1),
     "fp8-triton": ("fp8 + Triton attention", "fp8, fused, triton", {**FP8, **TRITON}, {}, 1),
     "fp8-ffn": ("fp8 fc1/fc2 only", "fp8 fc1 and fc2, bf16 q/k/v and out, fused, triton",
                 {**FP8, **TRITON}, {"fp8_layers": ("fc1", "fc2")}, 1),
+    "round2-job": ("engine before round 3", "the job's settings, rotary pass and residual+LN",
+                   {}, ROUND2, 1),
+    "rotary": ("+ rotary in attention", "job + rotary inside the Triton attention kernel",
+               {}, {"rotary_in_attention": True}, 1),
+    "residual-out": ("only out adds into the stream", "job, fc2 adding its output to the LN",
+                     {}, {"residual_in_matmul": ("out",)}, 1),
+    "gelu-cublaslt": ("+ cuBLASLt GELU epilogue", "job + fc1 with GELU in cuBLASLt's epilogue",
+                      {}, {"gelu_epilogue": "cublaslt"}, 1),
+    "job-again": ("control", "the job's settings again: run-to-run spread", {}, {}, 1),
 }  # fmt: skip
 GROUPS = {
     "round1": ["job", "eager", "budget/4", "budget/2", "budget*2", "padded", "fp16", "control",
                "flex", "compiled", "compiled*2", "autotune"],
     "round2": ["job", "compiled", "eager", "fused", "fused-epilogue", "fused-triton",
                "fused-epilogue-triton", "compiled-triton", "fp8", "fp8-triton", "fp8-ffn"],
+    "round3": ["round2-job", "job", "gelu-cublaslt", "residual-out", "rotary", "job-again"],
     "all": list(ROWS),
 }  # fmt: skip
 # tokens/s predicted for one H200 (H100 compute, 1.4x its bandwidth) before measuring; derived
@@ -90,6 +101,19 @@ PREDICTED_H200 = {
     "fused-triton": 108_000, "fused-epilogue-triton": 110_500, "compiled-triton": 103_000,
     "fp8": 157_500, "fp8-triton": 163_000, "job": 104_500, "fp8-ffn": 142_000,
 }  # fmt: skip
+# round 3 (bench/results/README.md, "Round 3: predictions"): from the round-2 kernel times per
+# layer (17.28 ms a 65,536-token batch): the rotary pass (0.39 ms) gone for ~0.10 ms more in
+# attention; each LayerNorm 4 -> 2 passes (0.36 -> 0.18 ms) for ~0.05 ms of C reads in out/fc2
+PREDICTED_H200.update({"round2-job": 105_300, "job": 108_800, "job-again": 108_800,
+                       "residual": 106_900, "rotary": 107_100})  # fmt: skip
+# residual-out, after kernels_check's first round-3 run: out with beta = 1 0.05 ms faster, the
+# second LayerNorm 0.357 -> 0.319 ms (it does not reach bandwidth without a y)
+PREDICTED_H200["residual-out"] = 105_850
+# second round-3 run, from the first (fused_sweep_h200.json, esm2_levers_round3_h200.json): the
+# job 103,500 x 1.006 (LayerNorm and GELU launch settings); cuBLASLt GELU: the 0.87 ms pass gone
+# for ~0.1 ms in fc1's epilogue (17.5 ms a layer); rotary in the kernel -1.3% as measured
+PREDICTED_H200.update({"job": 104_100, "job-again": 104_100, "gelu-cublaslt": 108_900,
+                       "rotary": 102_800, "residual-out": 103_700})  # fmt: skip
 BASELINES = ("original", "fair16", "hf-sdpa")
 COLUMNS = ["method", "row", "setting", "predicted", "tokens/s", "MFU", "packing", "vs job", "notes"]
 

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Speed round 2 on one GPU, in one call: every step writes its JSON under $OUT as it goes, and a
-# step that fails or runs out of time does not stop the others.
+# Speed rounds 2 and 3 on one GPU, in one call: every step writes its JSON under $OUT as it goes,
+# and a step that fails or runs out of time does not stop the others.
 #
 #   bash bench/gpu_round2.sh full    # the final measurement: ~480 s on an H200 (limits: 515 s)
 #   bash bench/gpu_round2.sh smoke   # the same steps, smaller: ~300 s
 #   bash bench/gpu_round2.sh cpu     # crash check without a GPU (tiny models)
+#   bash bench/gpu_round2.sh round3  # ESM-2 only: the fused engine's GPU tests, the kernel
+#                                    # kernels (SWEEP=1: and the launch sweep), levers --rows
+#                                    # round3, bf16 fidelity (510 s; 610 with the sweep)
 #
 # Steps (each capped by `timeout`; the benches run as `python3 -m bench.NAME`):
 #   kernels   bench/kernels_check.py: each Triton kernel vs its reference at ESM-2 3B / DNABERT-S
@@ -73,6 +76,14 @@ elif [ "$MODE" = smoke ]; then
   step job 55 python3 -m bench.embed_e2e --models dnabert --dnabert full --reads 4000 \
     --backends padded-auto triton --out "$OUT/embed_e2e_dnabert_round2.json"
   step gpu-tests 25 python3 -m pytest -q -m gpu tests/test_fused.py -p no:cacheprovider
+elif [ "$MODE" = round3 ]; then  # rotary in attention, residual in the matmuls
+  step gpu-tests 90 python3 -m pytest -q -m gpu tests/test_fused.py -p no:cacheprovider
+  step kernels 70 python3 -m bench.kernels_check --out "$OUT/kernels_check.json"
+  [ -n "${SWEEP:-}" ] && step sweep 100 python3 -m bench.fused_sweep --out "$OUT/fused_sweep.json"
+  step levers 240 python3 -m bench.esm2_levers --rows round3 --baselines none --seconds 6 \
+    --deadline 220 --out "$OUT/esm2_levers_round3.json"
+  step fidelity 110 python3 -m bench.esm2_fidelity_gpu --n 500 \
+    --runs bf16:fused:triton bf16:fused-lt:triton --out "$OUT/esm2_fidelity_round3.json"
 else  # full: ~480 s on an H200; the step limits add up to 515 s
   step kernels 55 python3 -m bench.kernels_check --out "$OUT/kernels_check.json"
   step levers 200 python3 -m bench.esm2_levers --rows round2 --baselines --seconds 5 \

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from bench import _harness as h
 from virnuc_core import attention, fp8, fused
 from virnuc_core.packing import make_batch
+from virnuc_core.triton_attention import varlen_attention_triton
 
 CUDA, DEV = h.CUDA, h.DEVICE
 ROWS: list[dict] = []
@@ -86,6 +87,15 @@ def check_norm_and_elementwise(t: int, d: int, f: int) -> None:
         record(f"add_layer_norm ({'fp8' if fp8_out else 'bf16'} h)", sec, rel_err(hg, hw), gb,
                note=f"x err {rel_err(got[0], want[0]):.0e}")  # fmt: skip
 
+    # residual_in_matmul: no y, the pending biases as an fp32 shift; a read of x, a write of h
+    shift = 0.1 * torch.randn(d, device=DEV, generator=g)
+    got = fused.add_layer_norm(x.clone(), None, w, b, 1e-5, shift=shift)[1]
+    want = F.layer_norm(x.float() + shift, (d,), w, b, 1e-5)
+    sec = timed(lambda: fused.add_layer_norm(x, None, w, b, 1e-5, shift=shift))
+    record(
+        "layer_norm + bias shift (no residual add)", sec, rel_err(got, want), t * d * 2 * e / 1e9
+    )
+
     wb, bb = w.to(x.dtype), b.to(x.dtype)  # eager LayerNorm wants one dtype
 
     def add_ln(a, c):
@@ -144,6 +154,18 @@ def check_matmuls(t: int, d: int, f: int) -> None:
     record("  vs cuBLAS fc1 + gelu pass", timed(lambda: fused.gelu(F.linear(hid, w1, b1))),
            rel_err(fused.gelu(F.linear(hid, w1, b1))[sub], want), tflop=flop)  # fmt: skip
     record("  cuBLAS fc1 alone", timed(lambda: F.linear(hid, w1, b1)), None, tflop=flop)
+    # cuBLASLt's GELU epilogue (gelu_epilogue="cublaslt"): its error against both GELU forms
+    lt = torch._addmm_activation(b1, hid, w1.t(), use_gelu=True)
+    tanh = F.gelu(F.linear(hid[sub].float(), w1.float(), b1.float()), approximate="tanh")
+    # its form, told apart in fp32 (bf16 rounding would hide the ~1e-4 between the forms)
+    h32, w32, b32 = hid[sub].float(), w1.float(), b1.float()
+    lt32 = torch._addmm_activation(b32, h32, w32.t(), use_gelu=True)
+    form = {f: rel_err(lt32, F.gelu(F.linear(h32, w32, b32), approximate=f))
+            for f in ("none", "tanh")}  # fmt: skip
+    record("  cuBLASLt fc1 + GELU epilogue", timed(lambda: torch._addmm_activation(
+        b1, hid, w1.t(), use_gelu=True)), rel_err(lt[sub], want), tflop=flop,
+        gelu_form_err_fp32=form, note=f"bf16 err vs tanh GELU {rel_err(lt[sub], tanh):.1e}; "
+        f"fp32 err vs erf {form['none']:.1e}, vs tanh {form['tanh']:.1e}")  # fmt: skip
     shapes = {"qkv": (3 * d, d), "out": (d, d), "fc1": (f, d), "fc2": (d, f)}
     for name, (n, k) in shapes.items():
         a = torch.randn(t, k, device=DEV, generator=g).bfloat16()
@@ -153,6 +175,12 @@ def check_matmuls(t: int, d: int, f: int) -> None:
         flop = 2 * t * n * k / 1e12
         record(f"bf16 cuBLAS {name} ({n}x{k})", timed(lambda a=a, w=w, b=b: F.linear(a, w, b)),
                rel_err(F.linear(a, w, b)[sub], ref), tflop=flop)  # fmt: skip
+        if name in ("out", "fc2"):  # residual_in_matmul: x += a W^T (cuBLAS, beta = 1)
+            x = torch.randn(t, n, device=DEV, generator=g).bfloat16()
+            got = x.clone().addmm_(a, w.t())[sub]
+            err = rel_err(got, x[sub].float() + ref - b.float())
+            sec = timed(lambda x=x, a=a, w=w: x.addmm_(a, w.t()))
+            record(f"  bf16 cuBLAS {name} adding into the residual (addmm_)", sec, err, tflop=flop)
         if not CUDA or not fp8.hardware_fp8(DEV):
             continue
         a8, a_s = fused.quantize_rows(a)
@@ -198,6 +226,37 @@ def check_esm_attention(budget: int, quick: bool) -> None:
         sec = timed(lambda b=backend: attention.varlen_attention(q, k, v, batch, b, scale=1.0))
         record(f"ESM-2 attention {backend} ({len(esm_lens)} seqs)", sec,
                rel_err(out[:n_ref], ref), tflop=fl)  # fmt: skip
+    check_rotary_attention(batch, q, k, v, n_ref, fl)
+
+
+def check_rotary_attention(batch, q, k, v, n_ref: int, fl: float) -> None:
+    """rotary_in_attention: the Triton kernel rotating q/k as it loads them vs the in-place
+    rotary pass then the kernel (reference: fp32 rotary, then the loop backend)."""
+    if not fused.triton_ok(q):
+        return
+    inv = 1.0 / (10000 ** (torch.arange(0, 64, 2, device=DEV).float() / 64))
+    per_token = fused.rotary_tables(batch.positions, inv)
+    per_position = fused.rotary_tables(torch.arange(batch.max_seqlen, device=DEV), inv)
+    qkv = torch.stack([q, k, v], 1).flatten(1)  # (T, 3 * heads * 64), as the projection is
+    heads = q.shape[1]
+    rq, rk, rv = fused.rotary_qkv_reference(qkv[:n_ref].float(), *(t[:n_ref] for t in per_token),
+                                            heads)  # fmt: skip
+    ref = attention.varlen_attention(rq, rk, rv, _prefix(batch, 40), "loop", scale=1.0)
+    views = qkv.view(qkv.shape[0], 3, heads, 64).unbind(1)
+    cu, longest = batch.cu_seqlens, batch.max_seqlen
+
+    def in_kernel():
+        return varlen_attention_triton(*views, cu, longest, 1.0, rotary=per_position)
+
+    def pass_then_kernel(work):  # the engine without the option: rotary in place, then attend
+        rot = fused.rotary_qkv(work, *per_token, heads)
+        return attention.varlen_attention(*rot, batch, "triton", scale=1.0)
+
+    work = qkv.clone()  # timed passes rotate it again and again: the timing is the same
+    record("ESM-2 attention triton, rotary in the kernel", timed(in_kernel),
+           rel_err(in_kernel()[:n_ref], ref), tflop=fl)  # fmt: skip
+    record("  vs rotary pass + triton attention", timed(lambda: pass_then_kernel(work)),
+           rel_err(pass_then_kernel(qkv.clone())[:n_ref], ref), tflop=fl)  # fmt: skip
 
 
 def check_dnabert_attention(budget: int, quick: bool) -> None:

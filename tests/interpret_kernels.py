@@ -74,6 +74,14 @@ def check_add_layer_norm() -> None:
                     check(name + " h", frac > 0.9, f"{frac:.3f}")
                 else:
                     check(name + " h", close_fraction(got[1], want[1], 2e-2) > 0.98)
+    shift = torch.randn(cols, generator=g)  # the biases not yet added: LN input only
+    for dtype in (torch.float32, torch.bfloat16):
+        x1 = x.to(dtype)
+        x0 = x1.clone()
+        _, got = fused.add_layer_norm(x1, None, w, b, 1e-5, shift=shift)
+        want = F.layer_norm(x0.float() + shift, (cols,), w, b, 1e-5)
+        check(f"add_layer_norm {dtype} shift x unchanged", torch.equal(x1, x0))
+        check(f"add_layer_norm {dtype} shift h", close_fraction(got, want, 2e-2) > 0.98)
 
 
 def check_rotary_gelu_quant() -> None:
@@ -119,6 +127,35 @@ def check_attention() -> None:
         want = _loop(q, k, v, batch, slopes, 0.25)
         err = (got - want).abs().max()
         check(f"attention alibi={slopes is not None}", bool(err < 1e-5), f"{err:.2e}")
+    # rotary inside the kernel (tables per position) vs the in-place pass (tables per token)
+    inv = 1.0 / (10000 ** (torch.arange(0, 16, 2).float() / 16))
+    flat = qkv.flatten(1)
+    rotated = flat.clone()
+    rq, rk, rv = fused.rotary_qkv_reference(rotated, *fused.rotary_tables(batch.positions, inv), 4)
+    want = _loop(rq, rk, rv, batch, None, 0.25)
+    tables = fused.rotary_tables(torch.arange(batch.max_seqlen), inv)
+    got = varlen_attention_triton(q, k, v, batch.cu_seqlens, batch.max_seqlen, 0.25, rotary=tables)
+    err = (got - want).abs().max()
+    check("attention rotary in the kernel", bool(err < 1e-5), f"{err:.2e}")
+    check("attention rotary leaves q/k/v as they were", torch.equal(qkv.flatten(1), flat))
+
+
+def check_fused_esm2() -> None:
+    """The fused engine with both kernels' options (fp32: the interpreter's bf16 products are
+    wrong) against fair-esm's own forward."""
+    from virnuc_core.models.esm2 import ESMEncoder
+    from virnuc_core.models.esm2_load import random_model
+
+    # head dimension 32: the smallest the kernel's rotated half-width products take
+    fair, alphabet = random_model(seed=5, num_layers=2, embed_dim=128, attention_heads=4)
+    enc = ESMEncoder(fair, alphabet, spec="tiny2", backend="triton", fused=True,
+                     rotary_in_attention=True)  # fmt: skip
+    assert enc.ops.residual_in_matmul and enc.ops.rotary_in_attention
+    seqs = ["MKV", "A" * 30, "LAGVSERTIDPKQNFYMHWC" * 2]
+    got, want = enc.embed(seqs, token_budget=64), enc.reference_embed(seqs)
+    cos = (got * want).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
+    check("fused ESM-2, rotary in the kernel, residual in the matmuls", cos.min() > 0.99999,
+          f"min cosine {cos.min():.7f}")  # fmt: skip
 
 
 if __name__ == "__main__":
@@ -126,5 +163,6 @@ if __name__ == "__main__":
     check_rotary_gelu_quant()
     check_linear_gelu()
     check_attention()
+    check_fused_esm2()
     print("failed:", FAILED if FAILED else "none")
     sys.exit(1 if FAILED else 0)

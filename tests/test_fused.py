@@ -117,15 +117,72 @@ esm = pytest.importorskip("esm")
 SEQS = ["MKV", "A" * 40, "LAGVSERTIDPKQNFYMHWC" * 3, "M", "<mask>KLV" * 5]
 
 
-def test_fused_engine_matches_fair_esm():
-    from virnuc_core.models import esm2
+@pytest.mark.parametrize("residual_in_matmul", [("out", "fc2"), ("out",), ("fc2",), ()])
+def test_fused_engine_matches_fair_esm(residual_in_matmul):
+    from virnuc_core.models.esm2 import ESMEncoder
+    from virnuc_core.models.esm2_load import random_model
 
-    enc = esm2.load("tiny", fused=True)
-    assert enc.ops is not None and not enc.compiled and enc.describe()["fused_kernels"] == 1
-    cos = cosines(enc.embed(SEQS, token_budget=64), enc.reference_embed(SEQS))
-    assert cos.min() >= 0.99999
-    mid = esm2.load("tiny", fused=True, repr_layer=1)  # intermediate layer: x + y, no final LN
-    assert cosines(mid.embed(SEQS), mid.reference_embed(SEQS)).min() >= 0.99999
+    fair, alphabet = random_model(seed=2, num_layers=3, embed_dim=64, attention_heads=4)
+    with torch.no_grad():  # biases large enough that leaving one out would show
+        for layer in fair.layers:
+            layer.fc2.bias.normal_(0, 0.5)
+            layer.self_attn.out_proj.bias.normal_(0, 0.5)
+    for repr_layer in (3, 1, 0):  # 3: final LayerNorm; 1: the raw stream after one layer
+        enc = ESMEncoder(fair, alphabet, spec="tiny3", fused=True, repr_layer=repr_layer,
+                         residual_in_matmul=residual_in_matmul)  # fmt: skip
+        assert enc.ops.residual_in_matmul == residual_in_matmul and not enc.compiled
+        assert ("add into the residual" in enc.ops.describe()) is bool(residual_in_matmul)
+        cos = cosines(enc.embed(SEQS, token_budget=64), enc.reference_embed(SEQS))
+        assert cos.min() >= 0.99999, (repr_layer, cos)
+
+
+def test_pending_biases_are_the_out_and_fc2_biases_of_earlier_layers():
+    from virnuc_core.models.esm2 import PackedESM2
+    from virnuc_core.models.esm2_load import random_model
+
+    fair, _ = random_model(seed=4, num_layers=3, embed_dim=32, attention_heads=4)
+    model = PackedESM2.from_fair(fair, "cpu", torch.float32)
+    pending = model.pending_biases(("out", "fc2"))
+    out = [layer.self_attn.out_proj.bias.detach() for layer in fair.layers]
+    fc2 = [layer.fc2.bias.detach() for layer in fair.layers]
+    assert pending.shape == (7, 32) and torch.equal(pending[0], torch.zeros(32))
+    torch.testing.assert_close(pending[1], out[0])
+    torch.testing.assert_close(pending[2], out[0] + fc2[0])
+    torch.testing.assert_close(pending[5], out[0] + fc2[0] + out[1] + fc2[1] + out[2])
+    torch.testing.assert_close(pending[6], sum(out) + sum(fc2))
+    only_out = model.pending_biases(("out",))
+    torch.testing.assert_close(only_out[4], out[0] + out[1])
+    torch.testing.assert_close(only_out[5], out[0] + out[1] + out[2])
+    torch.testing.assert_close(model.pending_biases(("fc2",))[5], fc2[0] + fc2[1])
+
+
+def test_cublaslt_gelu_epilogue_on_the_cpu_is_the_erf_form():
+    """On the CPU PyTorch computes it as matmul then erf GELU; on a GPU the epilogue's form is
+    what bench/kernels_check.py measures (its error against both forms)."""
+    from virnuc_core.models.esm2 import LinearOps
+
+    g = torch.Generator().manual_seed(7)
+    lin = torch.nn.Linear(48, 96)
+    h = torch.randn(33, 48, generator=g) * 3
+    with torch.no_grad():
+        got = LinearOps(gelu_epilogue="cublaslt").fc1_gelu(h, lin)
+        u = F.linear(h, lin.weight, lin.bias)
+    torch.testing.assert_close(got, F.gelu(u))
+    assert (F.gelu(u, approximate="tanh") - F.gelu(u)).abs().max() > 1e-4  # the forms differ
+    assert "cuBLASLt" in LinearOps(gelu_epilogue="cublaslt").describe()
+    with pytest.raises(ValueError, match="gelu_epilogue"):
+        LinearOps(gelu_epilogue="cuda")
+
+
+def test_fp8_out_or_fc2_keeps_the_residual_out_of_the_matmul():
+    from virnuc_core.models.esm2 import LinearOps
+
+    assert LinearOps().residual_in_matmul == ("out", "fc2")
+    assert LinearOps(fp8=True).residual_in_matmul == ()  # torch._scaled_mm cannot accumulate
+    assert LinearOps(fp8=True, fp8_layers=("qkv", "fc1")).residual_in_matmul == ("out", "fc2")
+    assert LinearOps(fp8=True, fp8_layers=("fc1", "fc2")).residual_in_matmul == ("out",)
+    with pytest.raises(ValueError, match="residual_in_matmul"):
+        LinearOps(residual_in_matmul=("qkv",))
 
 
 @pytest.mark.parametrize("layers", [("qkv", "out", "fc1", "fc2"), ("fc1", "fc2")])
@@ -216,3 +273,30 @@ def test_gpu_fused_engine_close_to_reference(precision):
     seqs = SEQS * 20
     cos = cosines(enc.embed(seqs), enc.reference_embed(seqs))
     assert cos.mean() >= 0.999 and cos.min() >= (0.99 if precision == "bf16" else 0.98)
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_rotary_and_residual_options_match_the_engine_without_them():
+    """The residual added by cuBLAS (bf16), with rotary inside the Triton kernel or the
+    cuBLASLt GELU epilogue, against the round-2 engine (rotary pass, residual+LayerNorm) and
+    fair-esm's fp32 forward."""
+    from virnuc_core.models.esm2 import ESMEncoder
+    from virnuc_core.models.esm2_load import random_model
+
+    fair, alphabet = random_model(seed=6, num_layers=4, embed_dim=256, attention_heads=4)
+    seqs = SEQS * 20
+
+    def encoder(**options):
+        return ESMEncoder(fair, alphabet, spec="tiny4", device="cuda", precision="bf16",
+                          backend="triton", fused=True, **options)  # fmt: skip
+
+    old = encoder(residual_in_matmul=())
+    before, reference = old.embed(seqs), old.reference_embed(seqs)
+    for options in ({}, {"rotary_in_attention": True}, {"gelu_epilogue": "cublaslt"}):
+        new = encoder(**options)
+        assert new.ops.residual_in_matmul == ("out", "fc2")
+        got = new.embed(seqs)
+        assert cosines(got, before).min() >= 0.9999, options
+        cos = cosines(got, reference)
+        assert cos.mean() >= 0.999 and cos.min() >= 0.99, options

@@ -66,11 +66,13 @@ def quantize_rows_reference(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return (a32 / scale).clamp(-E4M3_MAX, E4M3_MAX).to(E4M3), scale
 
 
-def add_layer_norm_reference(x, y, weight, bias, eps: float, fp8: bool = False):
-    """``x += y`` in place (when y is given), then LayerNorm of the new x (fp32 inside)."""
+def add_layer_norm_reference(x, y, weight, bias, eps: float, fp8: bool = False, shift=None):
+    """``x += y`` in place (when y is given), then LayerNorm of the new x, plus ``shift`` when
+    given (an fp32 vector added to every row before normalising, not stored); fp32 inside."""
     if y is not None:
         x.copy_(x.float() + y.float())
-    h = F.layer_norm(x.float(), x.shape[-1:], weight.float(), bias.float(), eps)
+    s = x.float() if shift is None else x.float() + shift.float()
+    h = F.layer_norm(s, x.shape[-1:], weight.float(), bias.float(), eps)
     return x, (quantize_rows_reference(h) if fp8 else h.to(x.dtype))
 
 
@@ -98,14 +100,17 @@ def gelu_reference(u: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------- public functions
 
 
-def add_layer_norm(x, y, weight, bias, eps: float, fp8: bool = False):
-    """``x += y`` (skipped when y is None) and h = LayerNorm(x): (x, h) or (x, (h8, scale)).
+def add_layer_norm(x, y, weight, bias, eps: float, fp8: bool = False, shift=None):
+    """``x += y`` (skipped when y is None) and h = LayerNorm(x + shift): (x, h) or (x, (h8, scale)).
 
     x is updated in place (it is the residual stream, owned by the caller). One read of x and y
-    and one write of x and h: 8 bytes per element in bf16, 7 with an fp8 h.
+    and one write of x and h: 8 bytes per element in bf16, 7 with an fp8 h; without y, a read
+    of x and a write of h (4 bytes). ``shift`` (fp32, one value per column, or None) is added
+    in registers only: the biases the residual stream has not been given yet (see
+    :class:`virnuc_core.models.esm2.LinearOps`).
     """
     if not triton_ok(x):
-        return add_layer_norm_reference(x, y, weight, bias, eps, fp8)
+        return add_layer_norm_reference(x, y, weight, bias, eps, fp8, shift)
     rows, cols = x.shape
     assert x.stride(1) == 1 and (y is None or y.stride(1) == 1)
     if fp8:
@@ -114,11 +119,12 @@ def add_layer_norm(x, y, weight, bias, eps: float, fp8: bool = False):
     else:
         h, scale = torch.empty_like(x), x  # scale unused
     block = _block(cols)
+    assert shift is None or (shift.dtype == torch.float32 and shift.is_contiguous())
     _add_ln_kernel[(rows,)](
-        x, x if y is None else y, weight, bias, h, scale, cols, x.stride(0),
-        x.stride(0) if y is None else y.stride(0), eps,
-        HAS_Y=y is not None, FP8=fp8, BLOCK=block, num_warps=8 if block >= 2048 else 4,
-    )  # fmt: skip
+        x, x if y is None else y, weight, bias, bias if shift is None else shift, h, scale, cols,
+        x.stride(0), x.stride(0) if y is None else y.stride(0), eps, HAS_Y=y is not None,
+        HAS_SHIFT=shift is not None, FP8=fp8, BLOCK=block, num_warps=4 if block <= 4096 else 8,
+    )  # fmt: skip  # warps: bench/results/fused_sweep_h200.json (4 fastest for 2,560 columns)
     return x, ((h, scale) if fp8 else h)
 
 
@@ -146,7 +152,8 @@ def gelu(u: torch.Tensor) -> torch.Tensor:
         return gelu_reference(u)
     assert u.is_contiguous()
     n = u.numel()
-    _gelu_kernel[(triton.cdiv(n, 4096),)](u, n, BLOCK=4096, num_warps=8)
+    # 4,096 a program, 4 warps: the fastest in bench/results/fused_sweep_h200.json
+    _gelu_kernel[(triton.cdiv(n, 4096),)](u, n, BLOCK=4096, num_warps=4)
     return u
 
 
@@ -175,8 +182,8 @@ if HAVE_TRITON:
 
     @triton.jit
     def _add_ln_kernel(
-        X, Y, W, B, H, S, cols, stride_x, stride_y, eps,
-        HAS_Y: tl.constexpr, FP8: tl.constexpr, BLOCK: tl.constexpr,
+        X, Y, W, B, SHIFT, H, S, cols, stride_x, stride_y, eps,
+        HAS_Y: tl.constexpr, HAS_SHIFT: tl.constexpr, FP8: tl.constexpr, BLOCK: tl.constexpr,
     ):  # fmt: skip
         # One row per program; the whole row stays in registers between the passes.
         row = tl.program_id(0).to(tl.int64)
@@ -188,6 +195,8 @@ if HAVE_TRITON:
             xr = x.to(X.dtype.element_ty)
             tl.store(X + row * stride_x + offs, xr, mask=mask)
             x = xr.to(tl.float32)  # normalise the residual stream exactly as stored
+        if HAS_SHIFT:
+            x += tl.load(SHIFT + offs, mask=mask, other=0.0)
         mean = tl.sum(x, axis=0) / cols
         d = tl.where(mask, x - mean, 0.0)
         rstd = tl.rsqrt(tl.sum(d * d, axis=0) / cols + eps)

@@ -14,11 +14,19 @@ Two engines run the layers (same maths):
 - the default: each layer's element-wise work in two functions around the matmuls, eager or
   ``torch.compile``d (``compile``);
 - the fused engine (``fused=True``, and always for ``precision="fp8"``): Triton kernels from
-  :mod:`virnuc_core.fused` between cuBLAS (bf16) or ``torch._scaled_mm`` (fp8) matmuls. The
-  residual add after fc2 is carried into the next layer's LayerNorm kernel, so each LayerNorm
-  is one pass that also adds the residual; rotary is applied in place to the q/k/v projection;
-  GELU is one pass (or, with ``gelu_epilogue``, inside a Triton fc1 matmul). For fp8, the
-  LayerNorm, GELU and attention-output kernels write e4m3 values with per-row scales directly.
+  :mod:`virnuc_core.fused` between cuBLAS (bf16) or ``torch._scaled_mm`` (fp8) matmuls. In
+  bf16 the output projection and fc2 add their products into the residual stream themselves
+  (cuBLAS with beta = 1) and their biases are carried as one fp32 vector per LayerNorm, added
+  while the row is in registers: each LayerNorm is then one read and one write
+  (``residual_in_matmul``). Rotary is applied in place to q and k, one pass (or, with
+  ``rotary_in_attention`` and the Triton attention kernel, as that kernel loads them). GELU is
+  one pass (or, with ``gelu_epilogue``, in the fc1 matmul's epilogue: "triton", this
+  project's matmul with erf GELU, or "cublaslt", cuBLASLt's GELU epilogue through
+  ``torch._addmm_activation``; bench/esm2_levers.py measures both, bench/kernels_check.py the
+  epilogue's error against the erf and tanh forms). For fp8, the LayerNorm, GELU
+  and attention-output kernels write e4m3 values with per-row scales directly, and each
+  residual add is carried into the next LayerNorm kernel instead (``torch._scaled_mm`` cannot
+  add into its output).
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from virnuc_core.attention import choose_backend, varlen_attention
 from virnuc_core.compiling import TokenwiseCompiled
 from virnuc_core.fp8 import ScaledMM, quantize_weight
 from virnuc_core.packing import PackedBatch, make_batch, pack_ffd, segment_mean
+from virnuc_core.triton_attention import varlen_attention_triton
 
 log = logging.getLogger("virnuc.esm2")
 
@@ -78,6 +87,13 @@ def compiled_ops(mode: str = "default") -> tuple[TokenwiseCompiled, TokenwiseCom
 
 
 LINEARS = ("qkv", "out", "fc1", "fc2")  # a layer's matmuls, in order
+RESIDUAL_MATMULS = ("out", "fc2")  # those whose products are added to the residual stream
+GELU_WORDS = {  # gelu_epilogue -> how the outputs' attributes say it
+    "": "GELU one pass",
+    "triton": "GELU in a Triton fc1 matmul epilogue",
+    "cublaslt": "GELU in cuBLASLt's fc1 epilogue",
+}
+GELU_EPILOGUES = tuple(GELU_WORDS)
 
 
 class LinearOps:
@@ -87,19 +103,37 @@ class LinearOps:
     subset is a bench lever). Their inputs arrive as (e4m3 values, per-row scales) from the
     kernel that made them, and their ``nn.Linear`` carries ``weight_fp8`` / ``weight_scale``
     (see :meth:`PackedESM2.from_fair`).
+
+    ``residual_in_matmul``: which of "out" and "fc2" add their products into the residual
+    stream themselves; ``rotary_in_attention``, ``gelu_epilogue``: the module docstring. With
+    ``residual_in_matmul=()`` the engine is the one measured before them (bench/esm2_levers.py).
     """
 
     def __init__(
         self,
         fp8: bool = False,
-        gelu_epilogue: bool = False,
+        gelu_epilogue: str = "",
         fast_accum: bool = True,
         fp8_layers: tuple[str, ...] = LINEARS,
+        residual_in_matmul: tuple[str, ...] = RESIDUAL_MATMULS,
+        rotary_in_attention: bool = False,
     ):
+        if gelu_epilogue not in GELU_EPILOGUES:
+            raise ValueError(
+                f"gelu_epilogue must be one of {GELU_EPILOGUES}, got {gelu_epilogue!r}"
+            )
         self.fp8_layers = frozenset(fp8_layers) if fp8 else frozenset()
         self.fp8 = bool(self.fp8_layers)
-        self.gelu_epilogue = gelu_epilogue and "fc1" not in self.fp8_layers
+        self.gelu_epilogue = "" if "fc1" in self.fp8_layers else gelu_epilogue
         self.scaled_mm = ScaledMM(fast_accum) if self.fp8 else None
+        # torch._scaled_mm cannot add into its output: only bf16 out/fc2 matmuls accumulate
+        unknown = set(residual_in_matmul) - set(RESIDUAL_MATMULS)
+        if unknown:
+            raise ValueError(f"residual_in_matmul: only {RESIDUAL_MATMULS} add into the stream")
+        self.residual_in_matmul = tuple(
+            n for n in RESIDUAL_MATMULS if n in residual_in_matmul and n not in self.fp8_layers
+        )
+        self.rotary_in_attention = rotary_in_attention
 
     def quantized(self, name: str) -> bool:
         """Whether the matmul ``name`` runs in fp8 (its input must then be quantised)."""
@@ -111,14 +145,25 @@ class LinearOps:
             return F.linear(h, lin.weight, lin.bias)
         return self.scaled_mm(*h, lin.weight_fp8, lin.weight_scale, lin.bias)
 
+    def residual(self, x: torch.Tensor, a, lin: nn.Linear, name: str) -> torch.Tensor | None:
+        """The residual update ``lin(a)``: added into x by the matmul itself (``x += a W^T``,
+        in place; its bias is left to the LayerNorms' shift) and None returned, or returned
+        for the next LayerNorm kernel to add."""
+        if name in self.residual_in_matmul:
+            x.addmm_(a, lin.weight.t())
+            return None
+        return self.linear(a, lin, name)
+
     def prepare(self, a: torch.Tensor):
         """The output projection's input: as it is, or quantised per row for fp8."""
         return fk.quantize_rows(a) if self.quantized("out") else a
 
     def fc1_gelu(self, h, lin: nn.Linear):
         """GELU(fc1(h)), ready for fc2: one extra pass, none (epilogue), or GELU + quantise."""
-        if self.gelu_epilogue:
+        if self.gelu_epilogue == "triton":
             return fk.linear_gelu(h, lin.weight, lin.bias)
+        if self.gelu_epilogue == "cublaslt":
+            return torch._addmm_activation(lin.bias, h, lin.weight.t(), use_gelu=True)
         u = self.linear(h, lin, "fc1")
         return fk.quantize_rows(u, apply_gelu=True) if self.quantized("fc2") else fk.gelu(u)
 
@@ -132,8 +177,15 @@ class LinearOps:
                 f"activation and per-output-channel weight scales, {accum}); LayerNorm, softmax, "
                 "residual stream bf16, pooling fp32"
             )
-        gelu = "GELU in a Triton fc1 matmul epilogue" if self.gelu_epilogue else "GELU one pass"
-        return f"fused kernels (residual+LayerNorm, rotary, {gelu}); cuBLAS matmuls"
+        gelu = GELU_WORDS[self.gelu_epilogue]
+        residual = (
+            f"{'/'.join(self.residual_in_matmul)} add into the residual stream (biases carried "
+            "into the LayerNorms)"
+            if self.residual_in_matmul
+            else "residual+LayerNorm"
+        )
+        rotary = "rotary in the Triton attention kernel" if self.rotary_in_attention else "rotary"
+        return f"fused kernels ({residual}, {rotary} when it runs, {gelu}); cuBLAS matmuls"
 
 
 class PackedLayer(nn.Module):
@@ -160,19 +212,31 @@ class PackedLayer(nn.Module):
         mlp += (self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
         return post(x, attn, *mlp, self.eps)
 
-    def forward_fused(self, x, y, cos, sin, batch: PackedBatch, backend: str, ops: LinearOps):
-        """The fused engine's layer: (x, y) -> (x, y'), the residual stream being x + y.
+    def forward_fused(self, x, y, rope, shifts, batch: PackedBatch, backend: str, ops: LinearOps):
+        """The fused engine's layer: (x, y) -> (x, y'), the residual stream being x + y (+ the
+        biases not yet added, ``shifts``: before each LayerNorm, with ``residual_in_matmul``).
 
-        x is updated in place; y (this layer's input delta, None for the first layer) is added
-        by the first LayerNorm kernel, and the returned fc2 output by the next layer's.
+        x is updated in place; y (an update not yet added, or None) is added by the first
+        LayerNorm kernel, and the returned one by the next layer's.
         """
         ln1, ln2 = self.attn_ln, self.ffn_ln
-        x, h = fk.add_layer_norm(x, y, ln1.weight, ln1.bias, self.eps, ops.quantized("qkv"))
-        q, k, v = fk.rotary_qkv(ops.linear(h, self.qkv, "qkv"), cos, sin, self.heads)
-        attn = varlen_attention(q, k, v, batch, backend, scale=1.0)
-        o = ops.linear(ops.prepare(attn.flatten(1)), self.out, "out")
-        x, h = fk.add_layer_norm(x, o, ln2.weight, ln2.bias, self.eps, ops.quantized("fc1"))
-        return x, ops.linear(ops.fc1_gelu(h, self.fc1), self.fc2, "fc2")
+        s1, s2 = (None, None) if shifts is None else shifts
+        x, h = fk.add_layer_norm(x, y, ln1.weight, ln1.bias, self.eps, ops.quantized("qkv"), s1)
+        attn = self.attention(ops.linear(h, self.qkv, "qkv"), rope, batch, backend)
+        y = ops.residual(x, ops.prepare(attn.flatten(1)), self.out, "out")
+        x, h = fk.add_layer_norm(x, y, ln2.weight, ln2.bias, self.eps, ops.quantized("fc1"), s2)
+        return x, ops.residual(x, ops.fc1_gelu(h, self.fc1), self.fc2, "fc2")
+
+    def attention(self, qkv, rope, batch: PackedBatch, backend: str) -> torch.Tensor:
+        """Rotary attention on the q/k/v projection; ``rope``: (cos, sin, in_kernel), the tables
+        per position (Triton kernel rotates) or per token (an in-place pass first)."""
+        cos, sin, in_kernel = rope
+        if in_kernel:
+            t = qkv.view(qkv.shape[0], 3, self.heads, -1)
+            cu, longest = batch.cu_seqlens, batch.max_seqlen
+            return varlen_attention_triton(*t.unbind(1), cu, longest, 1.0, rotary=(cos, sin))
+        q, k, v = fk.rotary_qkv(qkv, cos, sin, self.heads)
+        return varlen_attention(q, k, v, batch, backend, scale=1.0)
 
 
 class PackedESM2(nn.Module):
@@ -193,6 +257,7 @@ class PackedESM2(nn.Module):
         head_dim = dim // heads
         inv_freq = 1.0 / (10000 ** (torch.arange(0, head_dim, 2).float() / head_dim))
         self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self._pending: dict[tuple[str, ...], torch.Tensor] = {}  # pending_biases, per choice
 
     @classmethod
     def from_fair(cls, model, device, dtype, fp8: bool = False, fp8_layers=LINEARS) -> PackedESM2:
@@ -254,6 +319,22 @@ class PackedESM2(nn.Module):
                 lin.register_buffer("weight_scale", scale, persistent=False)
                 lin.weight = nn.Parameter(lin.weight.new_empty(0), requires_grad=False)
 
+    def pending_biases(self, matmuls: tuple[str, ...]) -> torch.Tensor:
+        """(2 * num_layers + 1, dim) fp32: the biases of ``matmuls`` ("out", "fc2") the residual
+        stream lacks when those matmuls add their products into it: row 2i before layer i's
+        first LayerNorm (the sum over earlier layers), 2i + 1 before its second (with its own
+        out bias, if "out" adds); row 2i is also the stream's shortfall after i layers.
+        From the model's own biases (as F.linear would add them), made once per choice."""
+        if matmuls not in self._pending:
+            rows, total = [], torch.zeros_like(self.emb_layer_norm_after.bias, dtype=torch.float32)
+            for layer in self.layers:
+                out_b, fc2_b = (getattr(layer, n).bias.float() if n in matmuls else 0.0
+                                for n in RESIDUAL_MATMULS)  # fmt: skip
+                rows += [total, total + out_b]
+                total = rows[-1] + fc2_b
+            self._pending[matmuls] = torch.stack([*rows, total])
+        return self._pending[matmuls]
+
     def embed(self, batch: PackedBatch) -> torch.Tensor:
         """Token embedding with fair-esm's scale and token-dropout rescaling, per sequence."""
         ids = batch.input_ids
@@ -303,14 +384,22 @@ class PackedESM2(nn.Module):
     def forward_fused(self, batch: PackedBatch, repr_layer: int, backend: str, ops: LinearOps):
         """:meth:`forward` through the fused engine (see the module docstring)."""
         x = self.embed(batch)
-        cos, sin = fk.rotary_tables(batch.positions, self.inv_freq)
+        # the kernel's two half-width products need a head dimension of 32 or more
+        in_kernel = ops.rotary_in_attention and backend == "triton" and fk.triton_ok(x)
+        in_kernel = in_kernel and self.dim // self.heads >= 32
+        where = torch.arange(batch.max_seqlen, device=x.device) if in_kernel else batch.positions
+        rope = (*fk.rotary_tables(where, self.inv_freq), in_kernel)
+        pending = self.pending_biases(ops.residual_in_matmul) if ops.residual_in_matmul else None
         y = None
-        for layer in self.layers[:repr_layer]:
-            x, y = layer.forward_fused(x, y, cos, sin, batch, backend, ops)
+        for i, layer in enumerate(self.layers[:repr_layer]):
+            shifts = None if pending is None else (pending[2 * i], pending[2 * i + 1])
+            x, y = layer.forward_fused(x, y, rope, shifts, batch, backend, ops)
+        last = None if pending is None else pending[2 * repr_layer]
         if repr_layer == self.num_layers:  # the last residual add fused into the final LN
             ln = self.emb_layer_norm_after
-            return fk.add_layer_norm(x, y, ln.weight, ln.bias, ln.eps)[1]
-        return x if y is None else x.add_(y)
+            return fk.add_layer_norm(x, y, ln.weight, ln.bias, ln.eps, shift=last)[1]
+        x = x if y is None else x.add_(y)
+        return x if last is None else (x.float() + last).to(x.dtype)
 
 
 class Tokenizer:
@@ -376,8 +465,10 @@ class ESMEncoder:
         compile_mode: str = "default",
         reference_factory=None,
         fused: bool = False,
-        gelu_epilogue: bool = False,
+        gelu_epilogue: str = "",
         fp8_layers: tuple[str, ...] = LINEARS,
+        residual_in_matmul: tuple[str, ...] = RESIDUAL_MATMULS,
+        rotary_in_attention: bool = False,
     ):
         self.device = torch.device(device)
         precision = _device_precision(precision, self.device)
@@ -403,7 +494,9 @@ class ESMEncoder:
         )
         self.n_params = sum(p.numel() for p in fair_model.parameters())
         # fused: Triton kernels between the matmuls instead of torch.compile (fp8 needs them)
-        ops = LinearOps(fp8, gelu_epilogue, fp8_layers=fp8_layers)
+        ops = LinearOps(fp8, gelu_epilogue, fp8_layers=fp8_layers,
+                        residual_in_matmul=residual_in_matmul,
+                        rotary_in_attention=rotary_in_attention)  # fmt: skip
         self.ops = ops if fused or fp8 else None
         # compile: fuse the element-wise work around the matmuls (attention stays eager)
         self.compiled = bool(compile) and self.device.type == "cuda" and self.ops is None
