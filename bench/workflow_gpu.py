@@ -367,7 +367,7 @@ def summarize(a, config, killed, plan_after_kill, rc, times, disk, smi) -> dict:
     run_plan = json.loads((work / "plan.json").read_text())
     shards = shard_metrics(a.work)
     log2 = (a.work / "logs/gpu/embed_shard/esm_0.log").read_text()
-    resumed = [line for line in log2.splitlines() if "resuming:" in line]
+    resumed = [line for line in log2.splitlines() if "resuming:" in line or "starting:" in line]
     esm_tokens = run_plan["models"]["esm"]["tokens"]
     wall = end - start
     import torch

@@ -177,7 +177,10 @@ def run_embed_job(
             phases.mark("reference_s")
         todo = ckpt.pending(distinct)
         log.info("records %d..%d: %d distinct sequences", shard.lo, shard.hi - 1, distinct.size)
-        log.info("resuming: %d records committed, %d to embed", ckpt.n_committed, todo.size)
+        if ckpt.n_committed:
+            log.info("resuming: %d records committed, %d to embed", ckpt.n_committed, todo.size)
+        else:
+            log.info("starting: no records committed, %d to embed", todo.size)
         progress = Progress(distinct.size, settings.progress_seconds, log, done=ckpt.n_committed)
         try:
             _embed_loop(encoder, settings, shard, todo, ckpt, progress, stop, device, workers)
