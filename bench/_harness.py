@@ -105,7 +105,8 @@ def esm_encoder(fair, alphabet, settings: EmbedSettings, device=DEVICE, referenc
         precision=settings.resolved_precision(device.type), backend=settings.attention_backend,
         repr_layer=settings.repr_layer, compile=settings.compile,
         compile_mode=settings.compile_mode, fused=settings.fused_kernels,
-        reference_factory=reference or _no_reference, **levers,
+        reference_factory=reference or _no_reference,
+        **{"gelu_epilogue": "cublaslt" if settings.gelu_in_matmul else "", **levers},
     )  # fmt: skip
 
 

@@ -55,9 +55,9 @@ ENGINES = {
     "eager": {"compile.esm": False, "fused_kernels": False},
     "compiled": {"compile.esm": True, "fused_kernels": False},
     "fused": {"fused_kernels": True},
-    "fused-lt": {"fused_kernels": True},  # + the options below
+    "fused-lt": {"fused_kernels": True, "gelu_in_matmul": True},
+    "fused-erf": {"fused_kernels": True, "gelu_in_matmul": False},
 }
-ENGINE_OPTIONS = {"fused-lt": {"gelu_epilogue": "cublaslt"}}  # constructor options, not settings
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -104,7 +104,7 @@ class Runs:
         precision, engine, backend = (spec.split(":") + ["", ""])[:3]
         changes = {**dict(self.a.set), **ENGINES[engine or "job"],
                    "token_budget.esm": self.a.token_budget}  # fmt: skip
-        options = dict(ENGINE_OPTIONS.get(engine, {}))
+        options = {}
         if precision == "fp8-ffn":
             precision, options["fp8_layers"] = "fp8", ("fc1", "fc2")
         changes["precision"] = precision

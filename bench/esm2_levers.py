@@ -48,7 +48,8 @@ COMPILED = {**EAGER, "compile.esm": True}
 FUSED = {"fused_kernels": True, "attention_backend": "varlen"}
 FP8 = {**FUSED, "precision": "fp8"}
 TRITON = {"attention_backend": "triton"}
-ROUND2 = {"residual_in_matmul": (), "rotary_in_attention": False}  # the engine before round 3
+# the engine before round 3
+ROUND2 = {"residual_in_matmul": (), "rotary_in_attention": False, "gelu_epilogue": ""}
 # name -> (lever, setting, config changes, constructor options that are not settings, budget x)
 ROWS = {
     "job": ("job default", "the workflow's settings", {}, {}, 1),
@@ -83,6 +84,8 @@ ROWS = {
                      {}, {"residual_in_matmul": ("out",)}, 1),
     "gelu-cublaslt": ("+ cuBLASLt GELU epilogue", "job + fc1 with GELU in cuBLASLt's epilogue",
                       {}, {"gelu_epilogue": "cublaslt"}, 1),
+    "gelu-erf": ("erf GELU pass", "job with gelu_in_matmul: false (erf GELU, one pass)",
+                 {"gelu_in_matmul": False}, {}, 1),
     "job-again": ("control", "the job's settings again: run-to-run spread", {}, {}, 1),
 }  # fmt: skip
 GROUPS = {
@@ -90,7 +93,8 @@ GROUPS = {
                "flex", "compiled", "compiled*2", "autotune"],
     "round2": ["job", "compiled", "eager", "fused", "fused-epilogue", "fused-triton",
                "fused-epilogue-triton", "compiled-triton", "fp8", "fp8-triton", "fp8-ffn"],
-    "round3": ["round2-job", "job", "gelu-cublaslt", "residual-out", "rotary", "job-again"],
+    # as run on 2026-12-03 (gelu_in_matmul then false: "job" was today's gelu-erf), and now
+    "round3": ["round2-job", "job", "gelu-erf", "residual-out", "rotary", "job-again"],
     "all": list(ROWS),
 }  # fmt: skip
 # tokens/s predicted for one H200 (H100 compute, 1.4x its bandwidth) before measuring; derived
@@ -109,11 +113,14 @@ PREDICTED_H200.update({"round2-job": 105_300, "job": 108_800, "job-again": 108_8
 # residual-out, after kernels_check's first round-3 run: out with beta = 1 0.05 ms faster, the
 # second LayerNorm 0.357 -> 0.319 ms (it does not reach bandwidth without a y)
 PREDICTED_H200["residual-out"] = 105_850
-# second round-3 run, from the first (fused_sweep_h200.json, esm2_levers_round3_h200.json): the
-# job 103,500 x 1.006 (LayerNorm and GELU launch settings); cuBLASLt GELU: the 0.87 ms pass gone
-# for ~0.1 ms in fc1's epilogue (17.5 ms a layer); rotary in the kernel -1.3% as measured
-PREDICTED_H200.update({"job": 104_100, "job-again": 104_100, "gelu-cublaslt": 108_900,
-                       "rotary": 102_800, "residual-out": 103_700})  # fmt: skip
+# second round-3 run, from the first (fused_sweep_h200.json, esm2_levers_round3a_h200.json):
+# the job 103,500 x 1.006 (LayerNorm and GELU launch settings); cuBLASLt GELU: the 0.87 ms pass
+# gone for ~0.1 ms in fc1's epilogue (17.5 ms a layer); rotary in the kernel -1.3% as measured.
+# That run's "job" (gelu_in_matmul not yet a setting) is today's gelu-erf; today's job is its
+# gelu-cublaslt row.
+PREDICTED_H200.update({"gelu-erf": 104_100, "gelu-cublaslt": 108_900, "job": 108_900,
+                       "job-again": 108_900, "rotary": 102_800,
+                       "residual-out": 103_700})  # fmt: skip
 BASELINES = ("original", "fair16", "hf-sdpa")
 COLUMNS = ["method", "row", "setting", "predicted", "tokens/s", "MFU", "packing", "vs job", "notes"]
 

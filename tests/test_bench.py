@@ -44,8 +44,10 @@ def test_job_settings_take_config_keys():
 
 
 @pytest.mark.parametrize(
-    "changes", [{}, {"fused_kernels": False}, {"attention_backend": "padded", "precision": "fp16"}]
-)
+    "changes",
+    [{}, {"fused_kernels": False}, {"gelu_in_matmul": False},
+     {"attention_backend": "padded", "precision": "fp16"}],
+)  # fmt: skip
 def test_esm_encoder_is_the_loaders(changes):
     """The bench's in-memory ESM-2 encoder describes itself as the job's loaded one does."""
     from bench._harness import esm_encoder, job_settings
@@ -54,8 +56,12 @@ def test_esm_encoder_is_the_loaders(changes):
 
     settings = job_settings("esm", "tiny", changes)
     fair, alphabet = build_fair_model("tiny")
-    assert esm_encoder(fair, alphabet, settings, "cpu").describe() == (
-        load_encoder(settings, "cpu").describe()
+    described = load_encoder(settings, "cpu").describe()
+    assert esm_encoder(fair, alphabet, settings, "cpu").describe() == described
+    # the GELU epilogue is recorded with the embeddings, on by default with the fused engine
+    assert ("cuBLASLt" in described["kernels"]) is settings.gelu_in_matmul
+    assert settings.gelu_in_matmul is (
+        "fused_kernels" not in changes and changes.get("gelu_in_matmul") is not False
     )
 
 

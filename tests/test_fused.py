@@ -220,6 +220,8 @@ def test_schema_defaults_and_fp8_kept_out_of_the_config():
     base = {"samples": {"s": "x"}, "chunk_length": 500}
     assert props["fused_kernels"]["default"] is True
     assert WorkflowSettings.from_config(base).fused_kernels is True
+    assert props["gelu_in_matmul"]["default"] is True  # measured: round 3
+    assert WorkflowSettings.from_config(base).gelu_in_matmul is True
     assert "fp8" not in props["precision"]["enum"]  # until it passes its gates (round 2)
     assert "triton" in props["attention_backend"]["enum"]
 
@@ -235,6 +237,11 @@ def test_fp8_and_fused_kernels_settings():
     assert WorkflowSettings.from_config(base).embed("esm").fused_kernels is True  # measured
     off = WorkflowSettings.from_config({**base, "fused_kernels": False})
     assert off.embed("esm").fused_kernels is False
+    # the GELU epilogue belongs to the fused engine, and to ESM-2 only
+    assert esm_s.gelu_in_matmul and not dna_s.gelu_in_matmul
+    assert off.embed("esm").gelu_in_matmul is False
+    erf = WorkflowSettings.from_config({**base, "gelu_in_matmul": False})
+    assert erf.embed("esm").gelu_in_matmul is False and erf.embed("esm").fused_kernels
     assert EmbedSettings.from_json(esm_s.to_json()) == esm_s
 
 

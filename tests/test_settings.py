@@ -40,6 +40,7 @@ def test_every_schema_default_reaches_every_job():
             assert getattr(job, field) == want, (model, field)
         assert job.repr_layer == (defaults["esm_repr_layer"] if model == "esm" else None)
         assert job.fused_kernels is (defaults["fused_kernels"] and model == "esm")
+        assert job.gelu_in_matmul is (defaults["gelu_in_matmul"] and model == "esm")
     assert dataclasses.asdict(s.validate) == defaults["validate"]
     for key in ("shards", "dedupe", "reader_workers", "embed_retries", "classifier",
                 "viral_fasta", "models_dir", "dnabert_revision"):  # fmt: skip

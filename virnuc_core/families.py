@@ -44,6 +44,7 @@ def _load_esm(
         backend=settings.attention_backend, repr_layer=settings.repr_layer,
         compile=settings.compile, compile_mode=settings.compile_mode,
         fused=settings.fused_kernels, keep_reference=reference,
+        gelu_epilogue="cublaslt" if settings.gelu_in_matmul else "",
     )  # fmt: skip
 
 

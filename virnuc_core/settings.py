@@ -67,6 +67,7 @@ class EmbedSettings:
     compile: bool  # CUDA only; see virnuc_core/compiling.py
     compile_mode: str
     fused_kernels: bool  # ESM-2 only: Triton kernels instead of compile (virnuc_core/fused.py)
+    gelu_in_matmul: bool  # ESM-2 fused engine: cuBLASLt's GELU epilogue (tanh form) for fc1
     repr_layer: int | None  # ESM-2 only; None = the model's last layer
     checkpoint_every: int  # records between commits
     checkpoint_seconds: float  # and at least this often
@@ -150,6 +151,7 @@ class WorkflowSettings:
     compile: Mapping[str, bool]
     compile_mode: str
     fused_kernels: bool
+    gelu_in_matmul: bool
     esm_repr_layer: int | None
     checkpoint_every: int
     checkpoint_seconds: float
@@ -185,6 +187,7 @@ class WorkflowSettings:
             compile=bool(self.compile[model]),
             compile_mode=self.compile_mode,
             fused_kernels=self.fused_kernels and model == "esm",
+            gelu_in_matmul=self.gelu_in_matmul and self.fused_kernels and model == "esm",
             repr_layer=self.esm_repr_layer if model == "esm" else None,
             checkpoint_every=self.checkpoint_every,
             checkpoint_seconds=self.checkpoint_seconds,

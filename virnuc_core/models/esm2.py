@@ -640,10 +640,11 @@ def load(
     compile_mode: str = "default",
     fused: bool = False,
     keep_reference: bool = False,
+    gelu_epilogue: str = "",
 ) -> ESMEncoder:
     """An :class:`ESMEncoder` for ``spec``: "tiny" or a local fair-esm ``.pt`` path (a fair-esm
     name is refused: runs never download). ``precision`` "fp8" and ``fused`` run the fused
-    engine (see the module docstring).
+    engine, ``gelu_epilogue`` its fc1 (see the module docstring).
 
     ``keep_reference``: keep the fair-esm model built here as the fp32 reference (a validation
     job, which runs only that path). Otherwise it is dropped once packed and rebuilt from the
@@ -667,4 +668,5 @@ def load(
         compile_mode=compile_mode,
         reference_factory=factory,
         fused=fused,
+        gelu_epilogue=gelu_epilogue,
     )
