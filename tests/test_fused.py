@@ -159,7 +159,7 @@ def test_pending_biases_are_the_out_and_fc2_biases_of_earlier_layers():
 def test_cublaslt_gelu_epilogue_on_the_cpu_is_the_erf_form():
     """On the CPU PyTorch computes it as matmul then erf GELU; on a GPU the epilogue's form is
     what bench/kernels_check.py measures (its error against both forms)."""
-    from virnuc_core.models.esm2 import LinearOps
+    from virnuc_core.models.esm2_matmuls import LinearOps
 
     g = torch.Generator().manual_seed(7)
     lin = torch.nn.Linear(48, 96)
@@ -175,7 +175,7 @@ def test_cublaslt_gelu_epilogue_on_the_cpu_is_the_erf_form():
 
 
 def test_fp8_out_or_fc2_keeps_the_residual_out_of_the_matmul():
-    from virnuc_core.models.esm2 import LinearOps
+    from virnuc_core.models.esm2_matmuls import LinearOps
 
     assert LinearOps().residual_in_matmul == ("out", "fc2")
     assert LinearOps(fp8=True).residual_in_matmul == ()  # torch._scaled_mm cannot accumulate
@@ -187,8 +187,9 @@ def test_fp8_out_or_fc2_keeps_the_residual_out_of_the_matmul():
 
 @pytest.mark.parametrize("layers", [("qkv", "out", "fc1", "fc2"), ("fc1", "fc2")])
 def test_fp8_maths_close_to_fp32_reference(layers):
-    from virnuc_core.models.esm2 import ESMEncoder, LinearOps, PackedESM2
+    from virnuc_core.models.esm2 import ESMEncoder, PackedESM2
     from virnuc_core.models.esm2_load import random_model
+    from virnuc_core.models.esm2_matmuls import LinearOps
 
     fair, alphabet = random_model(seed=3, num_layers=3, embed_dim=64, attention_heads=4)
     model = PackedESM2.from_fair(fair, "cpu", torch.float32, fp8=True, fp8_layers=layers)

@@ -107,7 +107,7 @@ def add_layer_norm(x, y, weight, bias, eps: float, fp8: bool = False, shift=None
     and one write of x and h: 8 bytes per element in bf16, 7 with an fp8 h; without y, a read
     of x and a write of h (4 bytes). ``shift`` (fp32, one value per column, or None) is added
     in registers only: the biases the residual stream has not been given yet (see
-    :class:`virnuc_core.models.esm2.LinearOps`).
+    :class:`virnuc_core.models.esm2_matmuls.LinearOps`).
     """
     if not triton_ok(x):
         return add_layer_norm_reference(x, y, weight, bias, eps, fp8, shift)
