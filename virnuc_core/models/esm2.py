@@ -9,7 +9,7 @@ Weights come from a fair-esm model (built by fair-esm's own builder, see ``esm2_
 are fused into one projection at load, with fair-esm's ``q * head_dim**-0.5`` folded into the q
 rows so attention runs with ``scale=1``.
 
-Two engines run the layers (same maths):
+Two engines run the layers (same maths, but for the tanh-form GELU of ``gelu_epilogue="cublaslt"``):
 
 - the default: each layer's element-wise work in two functions around the matmuls, eager or
   ``torch.compile``d (``compile``);
