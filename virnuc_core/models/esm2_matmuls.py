@@ -17,7 +17,7 @@ RESIDUAL_MATMULS = ("out", "fc2")  # those whose products are added to the resid
 GELU_WORDS = {  # gelu_epilogue -> how the outputs' attributes say it
     "": "GELU one pass",
     "triton": "GELU in a Triton fc1 matmul epilogue",
-    "cublaslt": "GELU in cuBLASLt's fc1 epilogue",
+    "cublaslt": "GELU in fc1's epilogue (cuBLASLt on CUDA, its tanh form; PyTorch's erf elsewhere)",
 }
 GELU_EPILOGUES = tuple(GELU_WORDS)
 
