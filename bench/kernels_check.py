@@ -70,7 +70,9 @@ def ceilings(n: int) -> dict:
     return out
 
 
-def check_norm_and_elementwise(t: int, d: int, f: int) -> None:
+def check_layer_norms(t: int, d: int) -> None:
+    """add_layer_norm (bf16 / fp8 h; with the pending-bias shift and no residual input) against
+    its reference, and against torch.compile and eager add + LayerNorm."""
     g = torch.Generator(device=DEV).manual_seed(0)
     x = torch.randn(t, d, device=DEV, generator=g).bfloat16()
     y = torch.randn(t, d, device=DEV, generator=g).bfloat16()
@@ -110,6 +112,13 @@ def check_norm_and_elementwise(t: int, d: int, f: int) -> None:
         t * d * 4 * e / 1e9,
     )
     record("  vs eager add + LayerNorm", timed(lambda: add_ln(x, y)), None, t * d * 4 * e / 1e9)
+
+
+def check_elementwise(t: int, d: int, f: int) -> None:
+    """rotary_qkv, gelu and quantize_rows against their references."""
+    g = torch.Generator(device=DEV).manual_seed(2)
+    x = torch.randn(t, d, device=DEV, generator=g).bfloat16()
+    e = x.element_size()
     qkv = torch.randn(t, 3 * d, device=DEV, generator=g).bfloat16()
     inv = 1.0 / (10000 ** (torch.arange(0, 64, 2, device=DEV).float() / 64))
     cos, sin = fused.rotary_tables(torch.arange(t, device=DEV) % 170, inv)
@@ -322,7 +331,8 @@ def main(argv=None) -> int:
         "ffn": f,
     }
     info["ceilings"] = ceilings(16384 if CUDA else 256)
-    for part in (lambda: check_norm_and_elementwise(t, d, f), lambda: check_matmuls(t, d, f),
+    for part in (lambda: check_layer_norms(t, d), lambda: check_elementwise(t, d, f),
+                 lambda: check_matmuls(t, d, f),
                  lambda: check_esm_attention(t, args.quick),
                  lambda: check_dnabert_attention(t, args.quick)):  # fmt: skip
         try:
