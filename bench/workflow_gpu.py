@@ -284,15 +284,18 @@ def bare_tokens_per_s(work: Path, config: dict, n: int = 8000) -> dict:
 
 
 def gpu_samples(path: Path) -> dict:
-    values = []
+    values, memory = [], []
     for line in path.read_text().splitlines() if path.exists() else []:
         with contextlib.suppress(ValueError, IndexError):
-            values.append(float(line.split(",")[1]))
+            fields = line.split(",")
+            values.append(float(fields[1]))
+            memory.append(float(fields[2]))
     if not values:
         return {"samples": 0}
     busy = sum(v > 0 for v in values) / len(values)
     return {"samples": len(values), "mean_utilization_pct": round(sum(values) / len(values), 1),
-            "busy_fraction": round(busy, 3)}  # fmt: skip
+            "busy_fraction": round(busy, 3),
+            "memory_used_peak_mib": max(memory, default=0)}  # fmt: skip
 
 
 def main(argv=None) -> int:
@@ -375,7 +378,8 @@ def summarize(a, config, killed, plan_after_kill, rc, times, disk, smi) -> dict:
     return {
         "machine": {"command": " ".join(["python", *sys.argv]), "date": time.strftime("%F %T"),
                     "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-                    "torch": torch.__version__},  # fmt: skip
+                    "torch": torch.__version__,
+                    "pycache_prefix": os.environ.get("PYTHONPYCACHEPREFIX", "")},  # fmt: skip
         "reads": counts["reads"], "frames": counts["frames"], "config": config,
         "interrupted": a.kill_at > 0, "setup_s": round(setup_s, 1), "wall_s": round(wall, 1),
         "first_run_s": round(mid - start, 1), "rerun_s": round(end - mid, 1),

@@ -195,6 +195,28 @@ def test_legacy_format_checkpoint_loads_the_same_weights(tmp_path):
             torch.testing.assert_close(loaded.state_dict()[key], value, rtol=0, atol=0, msg=key)
 
 
+def test_building_from_a_checkpoint_runs_no_random_initialiser(tmp_path, monkeypatch):
+    """fair-esm's attention layers call torch.nn.init themselves (xavier_uniform_ on every
+    projection, ~5 s for ESM-2 3B): none runs while the file's weights are loaded; every weight
+    is the file's, and the initialisers work again afterwards."""
+    model, _ = random_model(seed=9, num_layers=2, embed_dim=32, attention_heads=2)
+    path = tmp_path / "esm2_t2_test_UR50D.pt"
+    save_fair_checkpoint(model, path, with_regression=True)
+    calls = []
+
+    def spy(real, name):
+        return lambda *a, **k: calls.append(name) or real(*a, **k)
+
+    for name in ("xavier_uniform_", "xavier_normal_"):  # what fair-esm's own code calls
+        monkeypatch.setattr(torch.nn.init, name, spy(getattr(torch.nn.init, name), name))
+    loaded = esm2.load(str(path)).reference_model()
+    assert calls == []
+    torch.nn.init.xavier_uniform_(torch.empty(2, 2))
+    assert calls == ["xavier_uniform_"]  # restored on leaving
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value, rtol=0, atol=0, msg=key)
+
+
 class _Evil:
     def __reduce__(self):
         return (os.system, ("touch esm2_pwned",))

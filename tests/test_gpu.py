@@ -113,6 +113,55 @@ def test_in_process_claims_and_release(tmp_path):
     assert (tmp_path / "gpu0.lock").read_text() == ""  # cleared on release
 
 
+def test_shared_claims_run_beside_the_slot_holders_on_the_least_shared_gpu(tmp_path):
+    kw = dict(n_gpus=2, environ=NO_SCHEDULER, timeout=0.2, poll=0.05)
+    with claim_device(tmp_path, **kw) as own0, claim_device(tmp_path, **kw) as own1:
+        assert (own0.index, own1.index) == (0, 1)  # both GPUs' own slots are taken
+        with (
+            claim_device(tmp_path, shared=True, **kw) as a,
+            claim_device(tmp_path, shared=True, **kw) as b,
+            claim_device(tmp_path, shared=True, **kw) as c,
+        ):
+            # none waited; they spread over the GPUs before any GPU gets a second one
+            assert [x.index for x in (a, b, c)] == [0, 1, 0]
+            assert [x.device for x in (a, b, c)] == ["cuda:0", "cuda:1", "cuda:0"]
+            assert a == DeviceClaim("cuda:0", 0, "shared lock", str(tmp_path / "gpu0.shared0.lock"))
+            assert c.lock_path == str(tmp_path / "gpu0.shared1.lock")
+            # a GPU's own slot is still one job's: a third exclusive claim waits and times out
+            with pytest.raises(GpuClaimTimeout), claim_device(tmp_path, **kw):
+                pass
+        with claim_device(tmp_path, shared=True, **kw) as again:  # released: back to GPU 0
+            assert again.lock_path == str(tmp_path / "gpu0.shared0.lock")
+
+
+def test_shared_claims_also_follow_the_scheduler_and_the_cpu(tmp_path):
+    with claim_device(tmp_path / "s", n_gpus=1, environ={"SLURM_JOB_ID": "1"}, shared=True) as c:
+        assert c == DeviceClaim("cuda:0", 0, "scheduler")
+    with claim_device(tmp_path / "c", n_gpus=0, environ=NO_SCHEDULER, shared=True) as c:
+        assert c.device == "cpu"
+    assert not (tmp_path / "s").exists() and not (tmp_path / "c").exists()
+
+
+def _shared_holder(lock_dir, out, release):
+    with claim_device(lock_dir, n_gpus=1, environ=NO_SCHEDULER, shared=True, timeout=5) as c:
+        out.put(c.lock_path)
+        release.wait(30)
+
+
+def test_a_killed_shared_job_frees_its_shared_slot(tmp_path):
+    out, release = CTX.Queue(), CTX.Event()
+    proc = CTX.Process(target=_shared_holder, args=(tmp_path, out, release))
+    proc.start()
+    assert out.get(timeout=10) == str(tmp_path / "gpu0.shared0.lock")
+    kw = dict(n_gpus=1, environ=NO_SCHEDULER, shared=True, timeout=1)
+    with claim_device(tmp_path, **kw) as beside:  # the other process holds shared0
+        assert beside.lock_path == str(tmp_path / "gpu0.shared1.lock")
+    os.kill(proc.pid, signal.SIGKILL)
+    _stop(proc)
+    with claim_device(tmp_path, **kw) as after:
+        assert after.lock_path == str(tmp_path / "gpu0.shared0.lock")
+
+
 @pytest.mark.parametrize("var", ["SLURM_JOB_ID", "CUDA_VISIBLE_DEVICES"])
 def test_scheduler_choice_takes_no_lock(tmp_path, monkeypatch, caplog, var):
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)

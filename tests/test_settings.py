@@ -22,6 +22,7 @@ EMBED_KEYS = {
     "checkpoint_seconds": "checkpoint_seconds",
     "progress_seconds": "progress_seconds",
     "keep_stale": "keep_stale",
+    "share_gpu": "share_gpu",
 }
 
 
@@ -70,6 +71,20 @@ def test_config_values_reach_each_job():
     assert EmbedSettings.from_json(dna.to_json()) == dna
     assert (s.dedupe, s.reader_workers) == (False, 1)
     assert s.embed("esm", attempt=3).token_budget == 65536 // 4  # halved on each retry
+
+
+def test_sharing_a_gpu_is_per_model_and_does_not_change_what_resumes():
+    s = WorkflowSettings.from_config(BASE)
+    assert (s.embed("dnabert").share_gpu, s.embed("esm").share_gpu) == (True, False)
+    both = WorkflowSettings.from_config({**BASE, "share_gpu": True})
+    assert both.embed("esm").share_gpu is True
+    partial = WorkflowSettings.from_config({**BASE, "share_gpu": {"esm": True}})
+    assert partial.share_gpu == {"dnabert": True, "esm": True}  # dnabert: the default
+    alone = WorkflowSettings.from_config({**BASE, "share_gpu": {"dnabert": False, "esm": False}})
+    dna = alone.embed("dnabert")
+    assert dna.share_gpu is False and dna.attrs()["share_gpu"] is False  # outputs record it
+    # where a job runs changes no embedding: a shard made sharing a GPU resumes without
+    assert dna.fingerprint() == s.embed("dnabert").fingerprint()
 
 
 def test_one_boolean_compiles_both_and_values_are_checked():

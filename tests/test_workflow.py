@@ -21,6 +21,7 @@ from Bio import SeqIO
 from tests.workflow_helpers import (
     DEMO_READS,
     DOWNSTREAM_OF_ONE_SHARD,
+    REPO,
     STEP_DRIVER,
     committed,
     embed_job,
@@ -69,6 +70,26 @@ def test_prepare_stage_through_plan_shards(tmp_path):
         assert sources.tolist() == list(range(len(frames)))  # the demo has no repeats
     # Nothing later ran: this stage stands on its own.
     assert not (tmp_path / SAMPLE / "embeddings").exists()
+
+
+def embed_gpus(workdir: Path, *args: str) -> dict[str, int]:
+    """model_shard -> the gpu resource of its embed job, from a dry run's job listing."""
+    out = run_snakemake(workdir, "-n", "--profile", str(REPO / "profiles/local-2gpu"),
+                        "--resources", "gpu=1", *args).stdout  # fmt: skip
+    job = r"wildcards: sample=demo, model=(\w+), i=(\d+)\n.*\n\s+resources: .*gpu=(\d+)"
+    jobs = re.findall(job, out)
+    assert len(jobs) == 4, out
+    return {f"{m}_{i}": int(g) for m, i, g in jobs}
+
+
+def test_a_model_that_shares_a_gpu_is_not_counted_against_the_gpus(tmp_path):
+    write_config(tmp_path)  # the defaults: DNABERT-S shares, ESM-2 takes a GPU of its own
+    assert embed_gpus(tmp_path) == {"dnabert_0": 0, "dnabert_1": 0, "esm_0": 1, "esm_1": 1}
+    # one boolean, or a mapping that leaves a model out, pass Snakemake's schema validation
+    write_config(tmp_path, share_gpu=False, compile=True)
+    assert set(embed_gpus(tmp_path).values()) == {1}
+    write_config(tmp_path, share_gpu={"esm": True}, compile={"esm": False})
+    assert set(embed_gpus(tmp_path).values()) == {0}
 
 
 def test_demo_produces_every_output(demo_run):

@@ -154,7 +154,7 @@ def run_embed_job(
     started, stop = time.time(), StopFlag()
     distinct = shard.distinct
     phases = Phases(started)
-    with claim_device(knobs.lock_dir()) as claim:
+    with claim_device(knobs.lock_dir(), shared=settings.share_gpu) as claim:
         phases.mark("claim_s")
         device = torch.device(claim.device)
         log.info("device %s (%s, GPU index %s)", device, claim.source, claim.index)
@@ -244,12 +244,19 @@ def job_metrics(progress: Progress, started: float, claim, embedded: int) -> dic
         "wall_s": round(time.time() - started, 3),
         "max_rss_mb": round(own, 1),
         "reader_max_rss_mb": round(readers, 1),
+        # the GPU memory the job's tensors took at most (what share_gpu must fit beside another)
+        "gpu_max_allocated_mb": round(_gpu_peak_mb(claim.device), 1),
         "torch_device": str(claim.device),
         "device_source": claim.source,
         "gpu_index": -1 if claim.index is None else int(claim.index),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
         "ended": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+
+
+def _gpu_peak_mb(device: str) -> float:
+    dev = torch.device(device)
+    return torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else 0.0
 
 
 def _embed_fn(encoder, settings: EmbedSettings) -> Callable[[PackedBatch], torch.Tensor]:

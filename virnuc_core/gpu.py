@@ -14,6 +14,11 @@ Rules, in order (:func:`claim_device`):
    logs that it waits and polls (about every second) until ``timeout``, then raises
    :class:`GpuClaimTimeout`. The lock file holds the holder's pid and host for humans; it is
    never deleted (deleting a lock file others may be waiting on would break the exclusion).
+4. A ``shared`` claim (a small model's job, config ``share_gpu``) runs beside the job holding a
+   GPU's slot: it takes one of the GPU's shared slots, ``<lock_dir>/gpu<i>.shared<k>.lock``,
+   ``k < SHARED_SLOTS``, tried ``k`` first, so each goes to the GPU with the fewest shared jobs.
+   Snakemake does not count these jobs against ``--resources gpu`` (their rule asks for
+   ``gpu=0``): the slots only place them.
 
 For local runs, do **not** set ``CUDA_VISIBLE_DEVICES`` in the workflow or its jobs: it would
 select rule 2 and every job would run on ``cuda:0``. Without it, slot ``i`` is torch device
@@ -39,6 +44,7 @@ from virnuc_core.files import hold_lock_fd, release_lock_fd
 log = logging.getLogger("virnuc.gpu")
 
 SCHEDULER_VARS = ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID")
+SHARED_SLOTS = 8  # shared jobs per GPU before a ninth waits (cores bound them well before)
 
 
 class GpuClaimTimeout(TimeoutError):
@@ -50,8 +56,8 @@ class DeviceClaim:
     """The device a job runs on.
 
     ``device`` is a torch device string (``"cuda:1"``, ``"cpu"``); ``index`` the CUDA device
-    index (``None`` on CPU); ``source`` says how it was chosen: ``"cpu"``, ``"scheduler"`` or
-    ``"lock"``; ``lock_path`` the held lock file (only for ``"lock"``).
+    index (``None`` on CPU); ``source`` says how it was chosen: ``"cpu"``, ``"scheduler"``,
+    ``"lock"`` or ``"shared lock"``; ``lock_path`` the held lock file (only for the locks).
     """
 
     device: str
@@ -144,9 +150,11 @@ def claim_device(
     timeout: float | None = 3600.0,
     poll: float = 1.0,
     environ: Mapping[str, str] | None = None,
+    shared: bool = False,
 ) -> Iterator[DeviceClaim]:
     """Choose this job's device (see the module docs) and hold it for the ``with`` block.
 
+    ``shared``: take a shared slot (rule 4) instead of a GPU's own slot.
     ``n_gpus``: visible CUDA devices; ``None`` asks torch (tests inject a number).
     ``timeout``: seconds to wait for a free slot (``None``: forever). ``environ``: the
     environment to inspect for a scheduler (default ``os.environ``).
@@ -170,14 +178,19 @@ def claim_device(
 
     lock_root = Path(lock_dir)
     lock_root.mkdir(parents=True, exist_ok=True)
-    paths = [lock_root / f"gpu{i}.lock" for i in range(n_gpus)]
+    if shared:
+        paths = [lock_root / f"gpu{i}.shared{k}.lock" for k in range(SHARED_SLOTS)
+                 for i in range(n_gpus)]  # fmt: skip
+    else:
+        paths = [lock_root / f"gpu{i}.lock" for i in range(n_gpus)]
     start = time.monotonic()
-    index, fd = _wait_for_slot(paths, timeout, poll)
-    path = paths[index]
+    slot, fd = _wait_for_slot(paths, timeout, poll)
+    path, index = paths[slot], slot % n_gpus
     waited = time.monotonic() - start
-    log.info("claimed GPU slot %d (%s) after %.1f s", index, path, waited)
+    kind = "shared lock" if shared else "lock"
+    log.info("claimed GPU %d's %s %s after %.1f s", index, kind, path.name, waited)
     try:
-        yield DeviceClaim(f"cuda:{index}", index, "lock", str(path))
+        yield DeviceClaim(f"cuda:{index}", index, kind, str(path))
     finally:
         with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)

@@ -73,6 +73,7 @@ class EmbedSettings:
     checkpoint_seconds: float  # and at least this often
     progress_seconds: float
     keep_stale: bool  # keep set-aside work folders once the shard completes
+    share_gpu: bool  # runs beside another job on a GPU (a shared slot, virnuc_core/gpu.py)
     seed: int = 0  # the tiny models' seed (not a config key)
 
     def __post_init__(self) -> None:
@@ -149,6 +150,7 @@ class WorkflowSettings:
     token_budget: Mapping[str, int]
     attention_backend: str
     compile: Mapping[str, bool]
+    share_gpu: Mapping[str, bool]
     compile_mode: str
     fused_kernels: bool
     gelu_in_matmul: bool
@@ -168,10 +170,11 @@ class WorkflowSettings:
     def from_config(cls, config: Mapping[str, Any]) -> WorkflowSettings:
         """Build from a config mapping (schema defaults filled in for missing keys)."""
         c = with_defaults(config)
-        names = {f for f in cls.__dataclass_fields__ if f not in ("validate", "compile")}
+        per = ("compile", "share_gpu")
+        names = {f for f in cls.__dataclass_fields__ if f not in ("validate", *per)}
         return cls(
             **{k: c[k] for k in names},
-            compile=per_model(c["compile"]),
+            **{k: per_model(c[k], schema()["properties"][k]["default"]) for k in per},
             validate=ValidateSettings(**c["validate"]),
         )
 
@@ -193,6 +196,7 @@ class WorkflowSettings:
             checkpoint_seconds=self.checkpoint_seconds,
             progress_seconds=self.progress_seconds,
             keep_stale=self.keep_stale,
+            share_gpu=bool(self.share_gpu[model]),
         )
 
     def with_local_models(self) -> WorkflowSettings:
@@ -211,11 +215,12 @@ class WorkflowSettings:
         return asdict(self.validate)
 
 
-def per_model(value: bool | Mapping[str, bool]) -> dict[str, bool]:
-    """A per-model switch from a mapping, or one boolean for both models."""
+def per_model(value: bool | Mapping[str, bool], default: Mapping[str, bool]) -> dict[str, bool]:
+    """A per-model switch from a mapping (models left out take ``default``'s value), or one
+    boolean for both models."""
     if isinstance(value, bool):
         return dict.fromkeys(MODELS, value)
-    return {m: bool(value[m]) for m in MODELS}
+    return {m: bool(value.get(m, default[m])) for m in MODELS}
 
 
 def lock_dir() -> str:
