@@ -94,3 +94,21 @@ def test_one_boolean_compiles_both_and_values_are_checked():
         dataclasses.replace(s.embed("esm"), compile_mode="fastest")
     with pytest.raises(ValueError, match="precision"):
         dataclasses.replace(s.embed("esm"), precision="int8")
+
+
+def test_the_snakefile_starts_without_importing_torch():
+    """Every run's DAG waits for the Snakefile's imports (common.smk's): torch alone took
+    seconds there, on machines whose torch has no compiled bytecode longer still."""
+    import re
+    import subprocess
+    import sys
+
+    common = (REPO / "workflow/rules/common.smk").read_text()
+    modules = re.findall(r"^from (virnuc_core[\w.]*) import", common, re.M)
+    modules += [
+        f"virnuc_core.{m}" for m in re.findall(r"^from virnuc_core import (\w+)", common, re.M)
+    ]
+    assert "virnuc_core.settings" in modules and "virnuc_core.classifier_check" in modules
+    code = f"import sys; import {', '.join(modules)}; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert out.stdout.strip() == "False", out

@@ -19,7 +19,6 @@ from pathlib import Path
 
 from virnuc_core.corrupt import torch_file_problem, unreadable
 from virnuc_core.digests import file_digests
-from virnuc_core.safe_pickle import CLASSIFIER_TODO
 
 
 @dataclass(frozen=True)
@@ -116,4 +115,8 @@ def check_readable(path: str | os.PathLike | None) -> None:
     p = Path(path).expanduser()
     problem = _safetensors_problem(p) if p.suffix == ".safetensors" else torch_file_problem(p)
     if problem:
+        # imported here: safe_pickle imports torch, which the Snakefile (importing this module
+        # for every run) should not wait for
+        from virnuc_core.safe_pickle import CLASSIFIER_TODO
+
         raise unreadable(p, "model file", problem, CLASSIFIER_TODO)

@@ -11,8 +11,10 @@ import hashlib
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch only where tensors are hashed: the Snakefile imports this module
+    import torch
 
 BLOCK = 8 * 1024 * 1024  # large enough that per-call overhead is noise, small enough to stay cached
 
@@ -86,6 +88,8 @@ def tensors_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
 
     For weights built in code (the ``tiny`` models), which have no file to hash.
     """
+    import torch
+
     h = hashlib.sha256()
     for key in sorted(tensors):
         t = tensors[key].detach().cpu().contiguous()
