@@ -2,14 +2,16 @@
 # The whole workflow on one GPU (bench/workflow_gpu.py), in one call: every step writes its
 # JSON under $OUT as it goes, and a step that fails or runs out of time does not stop the others.
 #
-#   OUT=/tmp/out bash bench/gpu_workflow.sh 100000                # every step, ~330 s on an H200
-#   OUT=/tmp/out bash bench/gpu_workflow.sh 200000 pyc workflow   # only those steps
+#   OUT=/tmp/out bash bench/gpu_workflow.sh 100000                # every step, 314 s on an H200
+#   OUT=/tmp/out bash bench/gpu_workflow.sh 200000 pyc workflow   # only those: 394 s
 #
 # Steps (each capped by `timeout`):
 #   pyc        compile the installed Python packages' bytecode once, as pip does when it
-#              installs: the GPU machines' PyTorch has none and its folder is read-only, so
-#              every job's Python would compile torch's modules again (seconds per job).
-#              PYTHONPYCACHEPREFIX points every process of the run at the compiled files.
+#              installs: the GPU machines' PyTorch has none (torch/__pycache__ empty) and the
+#              processes there wrote none, so every job's Python compiled the modules it
+#              imported again (4.9 s of compile() in one ESM-2 load, 1,422 modules:
+#              bench/results/load_profile_shared_h200.json). PYTHONPYCACHEPREFIX points every
+#              process of the run at the compiled files.
 #   tests      the tests marked gpu in tests/test_fused.py (the fused ESM-2 engine against
 #              fair-esm's forward)
 #   workflow   python3 -m bench.workflow_gpu --reads N --kill-at 0: the real workflow,
@@ -35,7 +37,7 @@ export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PATH="/tmp/site/bin:$PATH"
 { nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv
   python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
-  git log -1 --format='commit %H' 2>/dev/null; } 2>&1 | tee "$LOG"
+} 2>&1 | tee "$LOG"
 
 step() {  # step NAME SECONDS COMMAND...: run it under timeout, log it, never abort the script
   local name=$1 limit=$2

@@ -122,3 +122,25 @@ def test_workflow_compare_finds_a_changed_row_and_verdict(tmp_path):
     assert other["esm"]["rows_identical"] == 29 and other["dnabert"]["rows_identical"] == 30
     assert other["esm"]["sampled_max_abs_diff"] > 5e-4
     assert not other["tables_identical"]["prediction_results.tsv"]
+
+
+def test_load_profile_times_each_step_of_the_job_before_its_loop(tmp_path):
+    import json
+
+    faa = tmp_path / "p.faa"
+    rng = np.random.default_rng(0)
+    faa.write_text("".join(f">p{i}\n{''.join(rng.choice(list('ACDEFGHIKLMNPQRSTVWY'), 40 + i))}\n"
+                           for i in range(30)))  # fmt: skip
+    out = tmp_path / "load.json"
+    proc = subprocess.run([sys.executable, "-m", "bench.load_profile", "--config",
+                           str(ROOT / "config/demo.yaml"), "--proteins", str(faa), "--reference",
+                           "5", "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    steps = json.loads(out.read_text())["steps"]
+    assert list(steps) == ["load_encoder", "reference_rows", "release_reference", "first_batch",
+                           "second_batch"]  # fmt: skip
+    for step in steps.values():
+        assert step["seconds"] > 0 and step["top_cumulative"], step
+    names = [row["function"] for row in steps["load_encoder"]["top_cumulative"]]
+    assert any(name.endswith(":load_encoder") for name in names), names
