@@ -26,7 +26,13 @@ def main(sm) -> int:
     try:
         reference = ReferenceOutput(read_sample(sm.input.validation_sample), sm.output.reference)
         run_embed_job(
-            settings, shard, sm.params.work, sm.output.rows, max(0, sm.threads - 1), reference
+            settings,
+            shard,
+            sm.params.work,
+            sm.output.rows,
+            max(0, sm.threads - 1),
+            reference,
+            gpu_limit=sm.resources.shared_gpus,
         )
     except Interrupted as stop:
         logging.error("%s; progress committed, rerun to resume", stop)

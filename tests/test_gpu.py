@@ -132,6 +132,10 @@ def test_shared_claims_run_beside_the_slot_holders_on_the_least_shared_gpu(tmp_p
                 pass
         with claim_device(tmp_path, shared=True, **kw) as again:  # released: back to GPU 0
             assert again.lock_path == str(tmp_path / "gpu0.shared0.lock")
+    # a run given one GPU (--resources gpu=1) keeps its shared jobs on GPU 0
+    one = dict(shared=True, limit=1, **kw)
+    with claim_device(tmp_path, **one) as a, claim_device(tmp_path, **one) as b:
+        assert (a.index, b.index) == (0, 0) and b.lock_path.endswith("gpu0.shared1.lock")
 
 
 def test_shared_claims_also_follow_the_scheduler_and_the_cpu(tmp_path):

@@ -76,10 +76,13 @@ def embed_gpus(workdir: Path, *args: str) -> dict[str, int]:
     """model_shard -> the gpu resource of its embed job, from a dry run's job listing."""
     out = run_snakemake(workdir, "-n", "--profile", str(REPO / "profiles/local-2gpu"),
                         "--resources", "gpu=1", *args).stdout  # fmt: skip
-    job = r"wildcards: sample=demo, model=(\w+), i=(\d+)\n.*\n\s+resources: .*gpu=(\d+)"
-    jobs = re.findall(job, out)
+    job = r"wildcards: sample=demo, model=(\w+), i=(\d+)\n.*\n\s+resources: (.*)"
+    jobs = {f"{m}_{i}": dict(kv.split("=", 1) for kv in res.split(", "))
+            for m, i, res in re.findall(job, out)}  # fmt: skip
     assert len(jobs) == 4, out
-    return {f"{m}_{i}": int(g) for m, i, g in jobs}
+    # a shared job learns the run's GPU count (it picks one of those GPUs)
+    assert {r["shared_gpus"] for r in jobs.values()} == {"1"}
+    return {name: int(r["gpu"]) for name, r in jobs.items()}
 
 
 def test_a_model_that_shares_a_gpu_is_not_counted_against_the_gpus(tmp_path):

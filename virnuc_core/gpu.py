@@ -18,7 +18,8 @@ Rules, in order (:func:`claim_device`):
    GPU's slot: it takes one of the GPU's shared slots, ``<lock_dir>/gpu<i>.shared<k>.lock``,
    ``k < SHARED_SLOTS``, tried ``k`` first, so each goes to the GPU with the fewest shared jobs.
    Snakemake does not count these jobs against ``--resources gpu`` (their rule asks for
-   ``gpu=0``): the slots only place them.
+   ``gpu=0``): the slots only place them, on the first ``limit`` GPUs (the run's
+   ``--resources gpu``), so they stay on the GPUs the run was given.
 
 For local runs, do **not** set ``CUDA_VISIBLE_DEVICES`` in the workflow or its jobs: it would
 select rule 2 and every job would run on ``cuda:0``. Without it, slot ``i`` is torch device
@@ -151,10 +152,13 @@ def claim_device(
     poll: float = 1.0,
     environ: Mapping[str, str] | None = None,
     shared: bool = False,
+    limit: int = 0,
 ) -> Iterator[DeviceClaim]:
     """Choose this job's device (see the module docs) and hold it for the ``with`` block.
 
-    ``shared``: take a shared slot (rule 4) instead of a GPU's own slot.
+    ``shared``: take a shared slot (rule 4) instead of a GPU's own slot, on one of the first
+    ``limit`` GPUs (0: any visible one): the workflow passes its ``--resources gpu``, so a run
+    given one GPU keeps its shared jobs on GPU 0 too.
     ``n_gpus``: visible CUDA devices; ``None`` asks torch (tests inject a number).
     ``timeout``: seconds to wait for a free slot (``None``: forever). ``environ``: the
     environment to inspect for a scheduler (default ``os.environ``).
@@ -179,6 +183,7 @@ def claim_device(
     lock_root = Path(lock_dir)
     lock_root.mkdir(parents=True, exist_ok=True)
     if shared:
+        n_gpus = min(n_gpus, limit) if limit > 0 else n_gpus
         paths = [lock_root / f"gpu{i}.shared{k}.lock" for k in range(SHARED_SLOTS)
                  for i in range(n_gpus)]  # fmt: skip
     else:

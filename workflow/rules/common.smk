@@ -111,6 +111,13 @@ if SETTINGS.classifier is None:
 MODELS_VERIFIED = {"verified": "results/models.verified.json"} if LOCKED else {}
 
 
+def run_gpus():
+    """The run's `--resources gpu` (0 when not given): the GPUs a shared embed job may use."""
+    gpu = workflow.global_resources.get("gpu")
+    value = getattr(gpu, "value", gpu)
+    return int(value) if isinstance(value, (int, float)) else 0
+
+
 def mem(rule):
     """A rule's mem_mb, from what bench/scale.py measured (virnuc_core.resources)."""
     return lambda wc, input: resources.mem_mb(rule, resources.frames_of(input))
