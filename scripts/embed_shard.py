@@ -32,6 +32,7 @@ def main(sm) -> int:
             sm.output.rows,
             max(0, sm.threads - 1),
             reference,
+            shared=sm.resources.gpu == 0,
             gpu_limit=sm.resources.shared_gpus,
         )
     except Interrupted as stop:

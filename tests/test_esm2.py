@@ -17,6 +17,7 @@ from tests.model_fixtures import offline, save_fair_checkpoint  # noqa: E402
 from virnuc_core.corrupt import UnreadableModelFileError  # noqa: E402
 from virnuc_core.model_files import ModelFilesError  # noqa: E402
 from virnuc_core.models import esm2  # noqa: E402
+from virnuc_core.models.building import RANDOM_INITS, no_weight_init  # noqa: E402
 from virnuc_core.models.esm2_load import random_model  # noqa: E402
 from virnuc_core.packing import make_batch  # noqa: E402
 
@@ -209,10 +210,15 @@ def test_building_from_a_checkpoint_runs_no_random_initialiser(tmp_path, monkeyp
 
     for name in ("xavier_uniform_", "xavier_normal_"):  # what fair-esm's own code calls
         monkeypatch.setattr(torch.nn.init, name, spy(getattr(torch.nn.init, name), name))
+    before = {name: getattr(torch.nn.init, name) for name in RANDOM_INITS}
     loaded = esm2.load(str(path)).reference_model()
     assert calls == []
     torch.nn.init.xavier_uniform_(torch.empty(2, 2))
     assert calls == ["xavier_uniform_"]  # restored on leaving
+    assert {name: getattr(torch.nn.init, name) for name in RANDOM_INITS} == before
+    with pytest.raises(RuntimeError), no_weight_init():  # restored after a failed build too
+        raise RuntimeError("a checkpoint that does not fit")
+    assert {name: getattr(torch.nn.init, name) for name in RANDOM_INITS} == before
     for key, value in model.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[key], value, rtol=0, atol=0, msg=key)
 

@@ -113,7 +113,7 @@ def test_in_process_claims_and_release(tmp_path):
     assert (tmp_path / "gpu0.lock").read_text() == ""  # cleared on release
 
 
-def test_shared_claims_run_beside_the_slot_holders_on_the_least_shared_gpu(tmp_path):
+def test_shared_claims_run_beside_the_slot_holders_and_spread_over_the_gpus(tmp_path):
     kw = dict(n_gpus=2, environ=NO_SCHEDULER, timeout=0.2, poll=0.05)
     with claim_device(tmp_path, **kw) as own0, claim_device(tmp_path, **kw) as own1:
         assert (own0.index, own1.index) == (0, 1)  # both GPUs' own slots are taken
@@ -136,6 +136,9 @@ def test_shared_claims_run_beside_the_slot_holders_on_the_least_shared_gpu(tmp_p
     one = dict(shared=True, limit=1, **kw)
     with claim_device(tmp_path, **one) as a, claim_device(tmp_path, **one) as b:
         assert (a.index, b.index) == (0, 0) and b.lock_path.endswith("gpu0.shared1.lock")
+    four = dict(shared=True, limit=4, **kw)  # more than are visible: the 2 there are
+    with claim_device(tmp_path, **four) as a, claim_device(tmp_path, **four) as b:
+        assert (a.index, b.index) == (0, 1)
 
 
 def test_shared_claims_also_follow_the_scheduler_and_the_cpu(tmp_path):

@@ -72,14 +72,20 @@ def test_prepare_stage_through_plan_shards(tmp_path):
     assert not (tmp_path / SAMPLE / "embeddings").exists()
 
 
-def embed_gpus(workdir: Path, *args: str) -> dict[str, int]:
-    """model_shard -> the gpu resource of its embed job, from a dry run's job listing."""
+def embed_resources(workdir: Path, *args: str) -> dict[str, dict[str, str]]:
+    """model_shard -> the resources of its embed job, from a dry run's job listing."""
     out = run_snakemake(workdir, "-n", "--profile", str(REPO / "profiles/local-2gpu"),
-                        "--resources", "gpu=1", *args).stdout  # fmt: skip
+                        *args).stdout  # fmt: skip
     job = r"wildcards: sample=demo, model=(\w+), i=(\d+)\n.*\n\s+resources: (.*)"
     jobs = {f"{m}_{i}": dict(kv.split("=", 1) for kv in res.split(", "))
             for m, i, res in re.findall(job, out)}  # fmt: skip
     assert len(jobs) == 4, out
+    return jobs
+
+
+def embed_gpus(workdir: Path) -> dict[str, int]:
+    """model_shard -> the gpu resource of its embed job with ``--resources gpu=1``."""
+    jobs = embed_resources(workdir, "--resources", "gpu=1")
     # a shared job learns the run's GPU count (it picks one of those GPUs)
     assert {r["shared_gpus"] for r in jobs.values()} == {"1"}
     return {name: int(r["gpu"]) for name, r in jobs.items()}
@@ -93,6 +99,16 @@ def test_a_model_that_shares_a_gpu_is_not_counted_against_the_gpus(tmp_path):
     assert set(embed_gpus(tmp_path).values()) == {1}
     write_config(tmp_path, share_gpu={"esm": True}, compile={"esm": False})
     assert set(embed_gpus(tmp_path).values()) == {0}
+    # the profile's own gpu: 2 is replaced by a --resources without gpu: every GPU may be used
+    jobs = embed_resources(tmp_path, "--resources", "mem_mb=100000")
+    assert {r["shared_gpus"] for r in jobs.values()} == {"0"}
+
+
+def test_switching_gpu_sharing_reruns_nothing(demo_run, tmp_path):
+    run = copy_run(demo_run, tmp_path / "run")
+    assert planned_jobs(run) == {}
+    write_config(run, share_gpu={"dnabert": False, "esm": True})
+    assert planned_jobs(run) == {}  # where a job runs is no reason to embed again
 
 
 def test_demo_produces_every_output(demo_run):

@@ -161,7 +161,7 @@ def embed_job(
         "log": [str(log)],
         "params": {"settings": settings.as_dict(), "work": str(work)},
         "wildcards": {"sample": sample, "model": model, "i": str(i)},
-        "resources": {"token_budget": settings.token_budget, "shared_gpus": 0},
+        "resources": {"token_budget": settings.token_budget, "gpu": 1, "shared_gpus": 0},
         "threads": 1,
     }
     path = work.with_name(work.name + ".json")

@@ -146,17 +146,17 @@ class ReferenceOutput:
 
 def run_embed_job(
     settings: EmbedSettings, shard: ShardInput, work: str, output: str, workers: int = 2,
-    reference: ReferenceOutput | None = None, gpu_limit: int = 0,
+    reference: ReferenceOutput | None = None, shared: bool = False, gpu_limit: int = 0,
 ) -> None:  # fmt: skip
     """Embed the shard's distinct records into ``output`` (a rows directory, see
     :mod:`virnuc_core.store`); raises :class:`Interrupted` on a stop signal. With
     ``reference``, first the reference rows of the sampled records in the shard.
-    ``gpu_limit``: a shared job's GPUs are the first ``gpu_limit`` (0: all; see
-    :func:`virnuc_core.gpu.claim_device`)."""
+    ``shared``: run beside another job on a GPU (a shared slot), on one of the first
+    ``gpu_limit`` GPUs (0: any; see :func:`virnuc_core.gpu.claim_device`)."""
     started, stop = time.time(), StopFlag()
     distinct = shard.distinct
     phases = Phases(started)
-    with claim_device(knobs.lock_dir(), shared=settings.share_gpu, limit=gpu_limit) as claim:
+    with claim_device(knobs.lock_dir(), shared=shared, limit=gpu_limit) as claim:
         phases.mark("claim_s")
         device = torch.device(claim.device)
         log.info("device %s (%s, GPU index %s)", device, claim.source, claim.index)

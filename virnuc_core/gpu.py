@@ -15,11 +15,12 @@ Rules, in order (:func:`claim_device`):
    :class:`GpuClaimTimeout`. The lock file holds the holder's pid and host for humans; it is
    never deleted (deleting a lock file others may be waiting on would break the exclusion).
 4. A ``shared`` claim (a small model's job, config ``share_gpu``) runs beside the job holding a
-   GPU's slot: it takes one of the GPU's shared slots, ``<lock_dir>/gpu<i>.shared<k>.lock``,
-   ``k < SHARED_SLOTS``, tried ``k`` first, so each goes to the GPU with the fewest shared jobs.
-   Snakemake does not count these jobs against ``--resources gpu`` (their rule asks for
-   ``gpu=0``): the slots only place them, on the first ``limit`` GPUs (the run's
-   ``--resources gpu``), so they stay on the GPUs the run was given.
+   GPU's slot: it takes the first free shared slot, ``<lock_dir>/gpu<i>.shared<k>.lock``, in the
+   order slot 0 of every GPU, then slot 1 of every GPU, ... (``k < SHARED_SLOTS``), so shared
+   jobs started together spread over the GPUs. Snakemake does not count these jobs against
+   ``--resources gpu`` (their rule asks for ``gpu=0``): the slots only place them, on the first
+   ``limit`` GPUs (the workflow passes its ``--resources gpu``), where the run's own counted
+   jobs go too unless another run holds those GPUs' slots.
 
 For local runs, do **not** set ``CUDA_VISIBLE_DEVICES`` in the workflow or its jobs: it would
 select rule 2 and every job would run on ``cuda:0``. Without it, slot ``i`` is torch device
@@ -45,7 +46,7 @@ from virnuc_core.files import hold_lock_fd, release_lock_fd
 log = logging.getLogger("virnuc.gpu")
 
 SCHEDULER_VARS = ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID")
-SHARED_SLOTS = 8  # shared jobs per GPU before a ninth waits (cores bound them well before)
+SHARED_SLOTS = 8  # shared jobs on one GPU at once; a ninth waits for one of them to end
 
 
 class GpuClaimTimeout(TimeoutError):
@@ -157,8 +158,8 @@ def claim_device(
     """Choose this job's device (see the module docs) and hold it for the ``with`` block.
 
     ``shared``: take a shared slot (rule 4) instead of a GPU's own slot, on one of the first
-    ``limit`` GPUs (0: any visible one): the workflow passes its ``--resources gpu``, so a run
-    given one GPU keeps its shared jobs on GPU 0 too.
+    ``limit`` GPUs (0, or more than are visible: any visible one): the workflow passes its
+    ``--resources gpu``, so a run given one GPU keeps its shared jobs on GPU 0.
     ``n_gpus``: visible CUDA devices; ``None`` asks torch (tests inject a number).
     ``timeout``: seconds to wait for a free slot (``None``: forever). ``environ``: the
     environment to inspect for a scheduler (default ``os.environ``).

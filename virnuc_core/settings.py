@@ -73,7 +73,6 @@ class EmbedSettings:
     checkpoint_seconds: float  # and at least this often
     progress_seconds: float
     keep_stale: bool  # keep set-aside work folders once the shard completes
-    share_gpu: bool  # runs beside another job on a GPU (a shared slot, virnuc_core/gpu.py)
     seed: int = 0  # the tiny models' seed (not a config key)
 
     def __post_init__(self) -> None:
@@ -150,7 +149,7 @@ class WorkflowSettings:
     token_budget: Mapping[str, int]
     attention_backend: str
     compile: Mapping[str, bool]
-    share_gpu: Mapping[str, bool]
+    share_gpu: Mapping[str, bool]  # scheduling only: the rule's resources, not a job setting
     compile_mode: str
     fused_kernels: bool
     gelu_in_matmul: bool
@@ -196,7 +195,6 @@ class WorkflowSettings:
             checkpoint_seconds=self.checkpoint_seconds,
             progress_seconds=self.progress_seconds,
             keep_stale=self.keep_stale,
-            share_gpu=bool(self.share_gpu[model]),
         )
 
     def with_local_models(self) -> WorkflowSettings:

@@ -21,8 +21,9 @@ rule embed_shard:
         mem_mb=mem("embed_shard"),
         # Locally, a model that shares a GPU (config share_gpu) is placed by its job's shared
         # slot, not counted here; a cluster job asks for a GPU of its own (it would get none).
-        gpu=lambda wc: 0 if SETTINGS.embed(wc.model).share_gpu and workflow.local_exec else 1,
-        # and it takes one of the run's first `--resources gpu` GPUs (0: any visible one)
+        # (the job takes a shared slot when it was given gpu=0), on one of the run's first
+        # `--resources gpu` GPUs (0: any visible one). Not a param: changing it reruns nothing.
+        gpu=lambda wc: 0 if SETTINGS.share_gpu[wc.model] and workflow.local_exec else 1,
         shared_gpus=lambda wc: run_gpus(),
         # Halved on every retry, so a CUDA out-of-memory failure is retried with a smaller batch.
         token_budget=lambda wc, attempt: SETTINGS.embed(wc.model, attempt).token_budget,
