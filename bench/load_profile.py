@@ -18,6 +18,7 @@ import argparse
 import cProfile
 import json
 import pstats
+import sys
 import time
 from pathlib import Path
 
@@ -84,7 +85,7 @@ def main(argv=None) -> int:
     profiled(steps, "first_batch", lambda: enc.embed_packed(batch))
     profiled(steps, "second_batch", lambda: enc.embed_packed(batch))
     doc = {
-        "command": "python -m bench.load_profile " + " ".join(argv or __import__("sys").argv[1:]),
+        "command": "python -m bench.load_profile " + " ".join(argv or sys.argv[1:]),
         "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
         "torch": torch.__version__, "model": settings.model_spec,
         "batch_tokens": int(batch.input_ids.numel()),

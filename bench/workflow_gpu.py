@@ -288,8 +288,9 @@ def gpu_samples(path: Path) -> dict:
     for line in path.read_text().splitlines() if path.exists() else []:
         with contextlib.suppress(ValueError, IndexError):
             fields = line.split(",")
-            values.append(float(fields[1]))
-            memory.append(float(fields[2]))
+            util, used = float(fields[1]), float(fields[2])
+            values.append(util)
+            memory.append(used)
     if not values:
         return {"samples": 0}
     busy = sum(v > 0 for v in values) / len(values)

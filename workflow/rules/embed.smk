@@ -19,10 +19,10 @@ rule embed_shard:
     threads: SETTINGS.reader_workers + 1
     resources:
         mem_mb=mem("embed_shard"),
-        # Locally, a model that shares a GPU (config share_gpu) is placed by its job's shared
-        # slot, not counted here; a cluster job asks for a GPU of its own (it would get none).
-        # (the job takes a shared slot when it was given gpu=0), on one of the run's first
-        # `--resources gpu` GPUs (0: any visible one). Not a param: changing it reruns nothing.
+        # Locally, a model that shares a GPU (config share_gpu) is not counted here: its job,
+        # given gpu=0, takes a shared slot on one of the run's first `--resources gpu` GPUs
+        # (0: any visible one). A cluster job asks for a GPU of its own (it would get none).
+        # Not a param: changing it reruns nothing.
         gpu=lambda wc: 0 if SETTINGS.share_gpu[wc.model] and workflow.local_exec else 1,
         shared_gpus=lambda wc: run_gpus(),
         # Halved on every retry, so a CUDA out-of-memory failure is retried with a smaller batch.
