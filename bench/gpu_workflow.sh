@@ -13,7 +13,8 @@
 #              bench/results/load_profile_shared_h200.json). PYTHONPYCACHEPREFIX points every
 #              process of the run at the compiled files.
 #   tests      the tests marked gpu in tests/test_fused.py (the fused ESM-2 engine against
-#              fair-esm's forward)
+#              fair-esm's forward) and tests/test_reference_task.py (reference rows beside
+#              the loop, on their own CUDA stream)
 #   workflow   python3 -m bench.workflow_gpu --reads N --kill-at 0: the real workflow,
 #              uninterrupted, then the bare model on 6,000 of its proteins
 #   load       python3 -m bench.load_profile: the ESM-2 job's steps before its loop, profiled,
@@ -56,7 +57,8 @@ if [[ $STEPS == *" pyc "* ]]; then
   step pyc 150 python3 -m compileall -q -j 16 -x "/tests?/" "$SITE" /tmp/site "$PWD/virnuc_core"
 fi
 if [[ $STEPS == *" tests "* ]]; then
-  step gpu-tests 60 python3 -m pytest -q -m gpu tests/test_fused.py -p no:cacheprovider
+  step gpu-tests 120 python3 -m pytest -q -m gpu tests/test_fused.py tests/test_reference_task.py \
+    -p no:cacheprovider
 fi
 if [[ $STEPS == *" workflow "* ]]; then
   step workflow 420 python3 -m bench.workflow_gpu --reads "$READS" --kill-at 0 --bare 6000 \

@@ -1,10 +1,12 @@
 """Where an embed job's time before its steady loop goes, step by step, as data.
 
 The steps an ESM-2 embed job runs before its loop reaches its steady rate, through the library's
-API with the job's settings (``virnuc_core.embed_job`` does the same calls in this order): load
-the encoder keeping the reference (``load_encoder(..., keep_reference=True)``), the reference
-rows of ``--reference`` proteins, ``release_reference`` (packing the fast model), then the first
-packed batch (the kernels' compilation and autotuning) and a second, identical batch. Each step
+API with the job's settings, in the order of a job that makes its reference rows before the
+loop (``virnuc_core.embed_job``; where the GPU has room it makes them beside the loop instead,
+``virnuc_core.reference_task``): load the encoder keeping the reference
+(``load_encoder(..., keep_reference=True)``), the reference rows of ``--reference`` proteins,
+``release_reference`` (packing the fast model), then the first packed batch (the kernels'
+compilation and autotuning) and a second, identical batch. Each step
 runs under cProfile; the JSON holds its wall seconds and the functions with the most cumulative
 time in it.
 

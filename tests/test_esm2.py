@@ -223,6 +223,43 @@ def test_building_from_a_checkpoint_runs_no_random_initialiser(tmp_path, monkeyp
         torch.testing.assert_close(loaded.state_dict()[key], value, rtol=0, atol=0, msg=key)
 
 
+UNCOMPILED_JOB = """
+import sys
+from virnuc_core.models import load_encoder
+from virnuc_core.settings import WorkflowSettings
+config = {"samples": {"s": "x"}, "chunk_length": 500, "models": {"dnabert": "tiny", "esm": "tiny"},
+          "fused_kernels": FUSED}
+encoder = load_encoder(WorkflowSettings.from_config(config).embed("esm"), "cpu",
+                       keep_reference=True)
+encoder.reference_embed(["MKV"])
+encoder.ready_fast_path()
+encoder.release_reference()
+encoder.embed(["MKVL", "MA"])
+print("torch._dynamo" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_an_uncompiled_esm2_job_never_imports_torch_dynamo(fused):
+    """torch.compile, and torch.device("meta") as a context, import torch._dynamo: 2 s of the
+    job's start on an H200 host, for nothing where the layers are not compiled."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = UNCOMPILED_JOB.replace("FUSED", str(fused))
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
+                         text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["False"]
+
+
+def test_an_unknown_compile_mode_fails_at_load():
+    with pytest.raises(ValueError, match="compile_mode must be one of"):
+        esm2.load("tiny", compile_mode="fastest")
+
+
 class _Evil:
     def __reduce__(self):
         return (os.system, ("touch esm2_pwned",))

@@ -11,6 +11,7 @@ error fails the job cleanly so Snakemake's retry (with half the token budget) ca
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -31,7 +32,7 @@ from virnuc_core.npyfile import NpyReader
 from virnuc_core.packing import PackedBatch
 from virnuc_core.plan import model_plan, read_plan
 from virnuc_core.progress import Progress
-from virnuc_core.references import shard_reference
+from virnuc_core.reference_task import ReferenceTask
 from virnuc_core.runner import RecordReader, embed_batches, packed_batches, read_tokens
 from virnuc_core.settings import EmbedSettings
 from virnuc_core.store import ShardCheckpoint
@@ -138,10 +139,13 @@ def _digest_span(digest, path: str, start: int, end: int) -> None:
 @dataclass(frozen=True)
 class ReferenceOutput:
     """The validation sample (record numbers) and where the job writes its shard's reference
-    rows of it (:mod:`virnuc_core.references`)."""
+    rows of it (:mod:`virnuc_core.references`); ``beside``: make them beside the embed loop
+    (True), before it (False), or beside it where the device has room (None; see
+    :mod:`virnuc_core.reference_task`)."""
 
     sample: np.ndarray
     output: str
+    beside: bool | None = None
 
 
 def run_embed_job(
@@ -171,28 +175,37 @@ def run_embed_job(
             settings.checkpoint_every, settings.checkpoint_seconds, settings.keep_stale,
         )  # fmt: skip
         phases.mark("open_s")
-        if reference is not None:  # kept beside the work state until the shard is done
-            attrs = output_attrs(settings, described, device)
-            shard_reference(encoder, shard, reference.sample, made_with, f"{work}.reference.h5",
-                            attrs)  # fmt: skip
-            encoder.release_reference()
-            phases.mark("reference_s")
         todo = ckpt.pending(distinct)
         log.info("records %d..%d: %d distinct sequences", shard.lo, shard.hi - 1, distinct.size)
         if ckpt.n_committed:
             log.info("resuming: %d records committed, %d to embed", ckpt.n_committed, todo.size)
         else:
             log.info("starting: no records committed, %d to embed", todo.size)
-        progress = Progress(distinct.size, settings.progress_seconds, log, done=ckpt.n_committed)
-        try:
-            _embed_loop(encoder, settings, shard, todo, ckpt, progress, stop, device, workers)
-        finally:
-            ckpt.commit()  # whatever ended the loop, keep what is done
-            log.info(progress.line())
+        # the readers are forked before the reference rows' thread starts, and stopped however
+        # the job ends
+        with contextlib.closing(_read_tokens(encoder, shard, todo, workers)) as tokens:
+            refs = None
+            if reference is not None:  # kept beside the work state until the shard is done
+                attrs = output_attrs(settings, described, device)
+                refs = ReferenceTask(encoder, shard, reference.sample, made_with,
+                                     f"{work}.reference.h5", attrs)  # fmt: skip
+                refs.start(reference.beside)
+                phases.mark("reference_s")
+            progress = Progress(distinct.size, settings.progress_seconds, log,
+                                done=ckpt.n_committed)  # fmt: skip
+            try:
+                _embed_loop(encoder, settings, tokens, ckpt, progress, stop, device)
+            finally:
+                ckpt.commit()  # whatever ended the loop, keep what is done
+                log.info(progress.line())
+                if refs is not None:
+                    refs.wait()  # a stopped or failed loop leaves no thread writing
         attrs = output_attrs(settings, described, device)
         attrs["settings_fingerprint"] = made_with
         metrics = job_metrics(progress, started, claim, todo.size) | phases.seconds
-        if reference is not None:
+        if refs is not None:
+            refs.finish()
+            metrics |= {"reference_beside": int(refs.beside), "reference_rows_s": refs.seconds}
             os.replace(f"{work}.reference.h5", reference.output)
         ckpt.complete(output, {"attrs": attrs, "metrics": metrics})
     log.info("wrote %s", output)
@@ -201,7 +214,7 @@ def run_embed_job(
 class Phases:
     """Seconds the job spent in each phase before the loop (metrics, as data): waiting for a
     device (``claim_s``), loading the encoder (``load_s``), opening the checkpoint (``open_s``),
-    the validation reference rows (``reference_s``)."""
+    the validation reference rows (``reference_s``; beside the loop: readying both paths)."""
 
     def __init__(self, started: float) -> None:
         self.last, self.seconds = started, {}
@@ -213,12 +226,15 @@ class Phases:
         self.last = now
 
 
-def _embed_loop(encoder, settings, shard, todo, ckpt, progress, stop, device, workers) -> None:
+def _read_tokens(encoder, shard: ShardInput, todo: np.ndarray, workers: int):
+    """The token ids of the records ``todo``, read by ``workers`` processes started now."""
     offsets, lengths = shard.spans(todo)
     reader = RecordReader(shard.sequences, todo, offsets, lengths, encoder.tokenize)
-    batches = packed_batches(
-        read_tokens(reader, workers), settings.token_budget, pin=device.type == "cuda"
-    )
+    return read_tokens(reader, workers)
+
+
+def _embed_loop(encoder, settings, tokens, ckpt, progress, stop, device) -> None:
+    batches = packed_batches(tokens, settings.token_budget, pin=device.type == "cuda")
     for recs, emb, tokens in embed_batches(_embed_fn(encoder, settings), batches, device):
         ckpt.append(recs, emb)
         progress.update(len(recs), tokens)

@@ -13,7 +13,7 @@ Data path, top to bottom:
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -68,8 +68,11 @@ def _as_is(block: list[tuple[int, np.ndarray]]) -> list[tuple[int, np.ndarray]]:
     return block
 
 
-def read_tokens(reader: RecordReader, workers: int) -> Iterator[tuple[int, np.ndarray]]:
-    """All ``(record, token_ids)`` of ``reader``, read by ``workers`` background processes."""
+def read_tokens(reader: RecordReader, workers: int) -> Generator[tuple[int, np.ndarray]]:
+    """All ``(record, token_ids)`` of ``reader``, read by ``workers`` background processes,
+    which start here, not at the first item: forked before the job starts another thread.
+    Closing the generator stops them (they ignore SIGTERM: a process exiting with them alive
+    would wait for them)."""
     loader = DataLoader(
         reader,
         batch_size=None,
@@ -81,7 +84,13 @@ def read_tokens(reader: RecordReader, workers: int) -> Iterator[tuple[int, np.nd
         persistent_workers=False,
         worker_init_fn=_reader_start,
     )
-    for block in loader:
+    return _items(iter(loader))  # forks the workers now
+
+
+def _items(blocks: Iterator[list[tuple[int, np.ndarray]]]) -> Generator[tuple[int, np.ndarray]]:
+    # the DataLoader's iterator stops its workers when freed: when this generator finishes or
+    # is closed (CPython frees its frame, the one reference to ``blocks``)
+    for block in blocks:
         yield from block
 
 

@@ -42,6 +42,14 @@ class Encoder(Protocol):
         """Free what only the reference path needs (an embed job, once its shard's reference
         rows are made); the path still works afterwards, rebuilding what it needs."""
 
+    def ready_fast_path(self) -> None:
+        """Build the fast path now, keeping the reference path's weights, on the device (an
+        embed job about to make its reference rows beside the loop, in another thread)."""
+
+    def reference_bytes(self) -> int:
+        """Device memory the reference path's weights take beside the fast path's (0 when the
+        two share them)."""
+
     def describe(self) -> dict[str, str | int | float]:
         """What made the embeddings, for the outputs' attributes: at least ``model``,
         ``precision``, ``attention_backend`` and ``weights_sha256``."""

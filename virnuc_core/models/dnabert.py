@@ -303,6 +303,14 @@ class DnabertEncoder:
         if self._cpu_weights is not None:
             self._ref_weights = None
 
+    def ready_fast_path(self) -> None:
+        """Nothing to build: the packed model is made at load; the fp32 copy on first use."""
+
+    def reference_bytes(self) -> int:
+        """The fp32 copy of the weights the reference path makes (none when they are fp32)."""
+        weights = self._cpu_weights or {}
+        return sum(v.numel() for v in weights.values()) * 4
+
     def reference_embed(self, seqs: list[str]) -> np.ndarray:
         """(n, dim) float32 embeddings of ``seqs`` by the v1 path."""
         return self.reference_embed_ids(self.tokenize(seqs))

@@ -43,8 +43,10 @@ from virnuc_core import fused as fk
 from virnuc_core.attention import choose_backend, varlen_attention
 from virnuc_core.compiling import TokenwiseCompiled
 from virnuc_core.fp8 import quantize_weight
+from virnuc_core.models.building import no_weight_init
 from virnuc_core.models.esm2_matmuls import LINEARS, RESIDUAL_MATMULS, LinearOps
 from virnuc_core.packing import PackedBatch, make_batch, pack_ffd, segment_mean
+from virnuc_core.settings import COMPILE_MODES
 from virnuc_core.triton_attention import varlen_attention_triton
 
 log = logging.getLogger("virnuc.esm2")
@@ -90,15 +92,15 @@ def compiled_ops(mode: str = "default") -> tuple[TokenwiseCompiled, TokenwiseCom
 class PackedLayer(nn.Module):
     """One pre-LN transformer layer (fair-esm's ``TransformerLayer``) over packed tokens."""
 
-    def __init__(self, dim: int, heads: int, ffn_dim: int, eps: float = 1e-5):
+    def __init__(self, dim: int, heads: int, ffn_dim: int, eps: float = 1e-5, device=None):
         super().__init__()
         self.heads, self.eps = heads, eps
-        self.attn_ln = nn.LayerNorm(dim, eps=eps)
-        self.qkv = nn.Linear(dim, 3 * dim)  # rows: q (pre-scaled), k, v
-        self.out = nn.Linear(dim, dim)
-        self.ffn_ln = nn.LayerNorm(dim, eps=eps)
-        self.fc1 = nn.Linear(dim, ffn_dim)
-        self.fc2 = nn.Linear(ffn_dim, dim)
+        self.attn_ln = nn.LayerNorm(dim, eps=eps, device=device)
+        self.qkv = nn.Linear(dim, 3 * dim, device=device)  # rows: q (pre-scaled), k, v
+        self.out = nn.Linear(dim, dim, device=device)
+        self.ffn_ln = nn.LayerNorm(dim, eps=eps, device=device)
+        self.fc1 = nn.Linear(dim, ffn_dim, device=device)
+        self.fc2 = nn.Linear(ffn_dim, dim, device=device)
 
     def forward(self, x, cos, sin, batch: PackedBatch, backend: str, compiled: str | None = None):
         """``compiled``: None (eager) or the torch.compile mode of the element-wise work."""
@@ -142,17 +144,18 @@ class PackedESM2(nn.Module):
     """fair-esm's ESM2 forward for packed batches, up to one representation layer."""
 
     def __init__(
-        self, num_layers, dim, heads, alphabet, token_dropout=True, embed_scale=1.0, eps=1e-5
-    ):
+        self, num_layers, dim, heads, alphabet, token_dropout=True, embed_scale=1.0, eps=1e-5,
+        device=None,
+    ):  # fmt: skip
         super().__init__()
         self.num_layers, self.dim, self.heads = num_layers, dim, heads
         self.mask_idx = alphabet.mask_idx
         self.token_dropout, self.embed_scale = token_dropout, float(embed_scale)
-        self.embed_tokens = nn.Embedding(len(alphabet), dim)
+        self.embed_tokens = nn.Embedding(len(alphabet), dim, device=device)
         self.layers = nn.ModuleList(
-            PackedLayer(dim, heads, 4 * dim, eps) for _ in range(num_layers)
+            PackedLayer(dim, heads, 4 * dim, eps, device) for _ in range(num_layers)
         )
-        self.emb_layer_norm_after = nn.LayerNorm(dim, eps=eps)
+        self.emb_layer_norm_after = nn.LayerNorm(dim, eps=eps, device=device)
         head_dim = dim // heads
         inv_freq = 1.0 / (10000 ** (torch.arange(0, head_dim, 2).float() / head_dim))
         self.register_buffer("inv_freq", inv_freq, persistent=False)
@@ -167,7 +170,9 @@ class PackedESM2(nn.Module):
         ``weight`` is then emptied (any use of it fails loudly) to free the memory.
         """
         ln_eps = model.emb_layer_norm_after.eps
-        with torch.device("meta"):
+        # Built on the meta device, without initialising: not under torch.device("meta"),
+        # whose Python-level ops import torch._dynamo (2 s of a job's start) on the way.
+        with no_weight_init():
             packed = cls(
                 model.num_layers,
                 model.embed_dim,
@@ -176,6 +181,7 @@ class PackedESM2(nn.Module):
                 model.token_dropout,
                 model.embed_scale,
                 ln_eps,
+                device="meta",
             )
         state = {"embed_tokens.weight": model.embed_tokens.weight}
         for name in ("weight", "bias"):
@@ -399,8 +405,11 @@ class ESMEncoder:
         self.ops = ops if fused or fp8 else None
         # compile: fuse the element-wise work around the matmuls (attention stays eager)
         self.compiled = bool(compile) and self.device.type == "cuda" and self.ops is None
+        if compile_mode not in COMPILE_MODES:  # said here, not at the first batch
+            raise ValueError(f"compile_mode must be one of {COMPILE_MODES}, got {compile_mode!r}")
         self.compile_mode = compile_mode
-        compiled_ops(compile_mode)  # an unknown mode fails here, not at the first batch
+        if self.compiled:  # only then: torch.compile imports torch._dynamo (2 s of a job's start)
+            compiled_ops(compile_mode)
         self.tokenizer = Tokenizer(alphabet, truncation)
         # [models] sha256 of the weights as loaded, set by esm2_load.build_fair_model ("" when
         # the model object was built elsewhere: describe() then hashes the packed tensors)
@@ -427,6 +436,16 @@ class ESMEncoder:
             self._reference_factory = lambda: build_fair_model(spec)[0]
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+    def ready_fast_path(self) -> None:
+        """The fair-esm model on the device in fp32 (the reference path's), then the fast model
+        packed from it there: the two paths can then run at once, in two threads."""
+        self.reference_model()
+        self.model  # noqa: B018 - packs it
+
+    def reference_bytes(self) -> int:
+        """The fair-esm model in fp32: 4 bytes a parameter."""
+        return self.n_params * 4
 
     def tokenize(self, seqs: list[str]) -> list[np.ndarray]:
         """BOS + the first ``truncation`` residue tokens + EOS, as fair-esm's BatchConverter."""

@@ -55,6 +55,12 @@ class StandInEncoder:
     def release_reference(self) -> None:
         """Nothing to free: both paths read the same table."""
 
+    def ready_fast_path(self) -> None:
+        """Nothing to build: both paths read the same table."""
+
+    def reference_bytes(self) -> int:
+        return 0
+
     def describe(self) -> dict[str, str | int]:
         return {
             "model": "standin",
