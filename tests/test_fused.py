@@ -308,3 +308,22 @@ def test_gpu_rotary_and_residual_options_match_the_engine_without_them():
         assert cosines(got, before).min() >= 0.9999, options
         cos = cosines(got, reference)
         assert cos.mean() >= 0.999 and cos.min() >= 0.99, options
+
+
+def test_heads_too_small_for_the_triton_kernel_take_the_per_sequence_path(monkeypatch):
+    """The tiny DNABERT-S has 8-value heads: tl.dot needs 16, so the kernel would not compile
+    (seen on an H200); the triton backend then runs the same maths one sequence at a time."""
+    from virnuc_core import attention, fused
+    from virnuc_core.packing import make_batch
+    from virnuc_core.triton_attention import head_dim_fits, varlen_attention_triton
+
+    assert [head_dim_fits(n) for n in (8, 16, 24, 64, 256, 512)] == [
+        False, True, False, True, True, False]  # fmt: skip
+    monkeypatch.setattr(fused, "triton_ok", lambda *t: True)  # as on a GPU
+    batch = make_batch([np.arange(5), np.arange(3)])
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(8, 2, 8, generator=g) for _ in range(3))
+    got = attention.varlen_attention(q, k, v, batch, "triton")
+    torch.testing.assert_close(got, attention.varlen_attention(q, k, v, batch, "loop"))
+    with pytest.raises(ValueError, match="head sizes 16, 32, .. 256, not 8"):
+        varlen_attention_triton(q, k, v, batch.cu_seqlens, batch.max_seqlen, 8**-0.5)

@@ -126,9 +126,11 @@ def _flash(q, k, v, batch, slopes, scale):
 
 def _triton(q, k, v, batch, slopes, scale):
     from virnuc_core.fused import triton_ok
-    from virnuc_core.triton_attention import varlen_attention_triton
+    from virnuc_core.triton_attention import head_dim_fits, varlen_attention_triton
 
-    if not triton_ok(q):  # CPU without the interpreter: same semantics, one SDPA per sequence
+    # CPU without the interpreter, or heads too small for the kernel (the tiny test models):
+    # the same semantics, one SDPA per sequence
+    if not triton_ok(q) or not head_dim_fits(q.shape[-1]):
         return _loop(q, k, v, batch, slopes, scale)
     return varlen_attention_triton(q, k, v, batch.cu_seqlens, batch.max_seqlen, scale, slopes)
 

@@ -30,6 +30,12 @@ except ImportError:  # pragma: no cover - the CPU machines have no Triton: calle
     triton = None
 
 
+def head_dim_fits(hd: int) -> bool:
+    """Whether the kernel takes heads of ``hd`` values: a power of two, 16 to 256 (tl.dot needs
+    at least 16 along the reduced dimension)."""
+    return 16 <= hd <= 256 and hd & (hd - 1) == 0
+
+
 def varlen_attention_triton(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -48,9 +54,11 @@ def varlen_attention_triton(
     (:func:`virnuc_core.fused.rotary_tables`); q and k are then rotated inside the kernel
     (fair-esm's rotate-half form).
     """
+    tokens, heads, hd = q.shape
+    if not head_dim_fits(hd):
+        raise ValueError(f"the triton attention kernel takes head sizes 16, 32, .. 256, not {hd}")
     if not triton_ok(q):
         raise RuntimeError("the triton attention backend needs CUDA (or TRITON_INTERPRET=1)")
-    tokens, heads, hd = q.shape
     out = torch.empty(tokens, heads, hd, device=q.device, dtype=q.dtype)
     n = cu_seqlens.numel() - 1
     if tokens == 0:
