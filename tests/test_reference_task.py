@@ -94,13 +94,20 @@ def test_rows_that_run_out_of_gpu_memory_beside_the_loop_are_made_after_it(
 
 
 @pytest.mark.parametrize("beside", [True, False])
-def test_another_error_fails_the_job_leaving_no_output_and_no_reader_running(
-    sample, tmp_path, monkeypatch, beside
-):
+def test_another_error_fails_the_job_and_leaves_no_output(sample, tmp_path, monkeypatch, beside):
     def broken(*args):
         raise ValueError("reference rows broke (test)")
 
     monkeypatch.setattr(reference_task, "shard_reference", broken)
+    with pytest.raises(ValueError, match="reference rows broke"):
+        run_job(sample, tmp_path, "esm", beside, "broken")
+    assert not (tmp_path / "broken.rows").exists()
+    assert not (tmp_path / "broken.reference.h5").exists()
+
+
+def test_a_loop_that_fails_stops_its_readers(sample, tmp_path, monkeypatch):
+    """Closed, not left to the garbage collector: the traceback keeps the job's frames alive,
+    and a process exiting with its readers alive waits for them (they ignore SIGTERM)."""
     readers, real = [], embed_job._read_tokens
 
     def kept(*args):
@@ -108,12 +115,9 @@ def test_another_error_fails_the_job_leaving_no_output_and_no_reader_running(
         return readers[-1]
 
     monkeypatch.setattr(embed_job, "_read_tokens", kept)
-    with pytest.raises(ValueError, match="reference rows broke"):
-        run_job(sample, tmp_path, "esm", beside, "broken")
-    assert not (tmp_path / "broken.rows").exists()
-    assert not (tmp_path / "broken.reference.h5").exists()
-    # the readers were closed (so stopped), not left to the garbage collector: the traceback
-    # keeps the job's frames alive, and the process would wait for them at exit
+    monkeypatch.setenv("VIRNUC_TEST_OOM_ABOVE", "1")  # the first batch fails
+    with pytest.raises(torch.OutOfMemoryError):
+        run_job(sample, tmp_path, "esm", True, "oom_loop")
     assert len(readers) == 1 and readers[0].gi_frame is None
 
 
@@ -159,3 +163,37 @@ def test_gpu_rows_beside_the_loop_on_their_own_stream_equal_rows_before_it(
     assert metrics0["reference_beside"] == 0 and np.array_equal(records, records0)
     np.testing.assert_allclose(rows, rows0, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(fast, fast0, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kept, beside", [(False, True), (True, False)])
+def test_a_resumed_job_whose_rows_are_kept_does_not_ready_them_beside(monkeypatch, kept, beside):
+    """Where the device has room, rows still to make go beside the loop; a resumed job's kept
+    rows need no fp32 copy on the device (2.7 s of ESM-2 3B's job on an H200)."""
+    from virnuc_core.models.standin import StandInEncoder
+
+    made = []
+    monkeypatch.setattr(reference_task, "fits_beside", lambda encoder, device: True)
+    monkeypatch.setattr(reference_task, "kept", lambda *args: kept)
+    monkeypatch.setattr(reference_task, "shard_reference", lambda *args: made.append(args))
+    task = reference_task.ReferenceTask(StandInEncoder("esm"), None, np.arange(3), "fp", "-", {})
+    task.prepare()
+    task.begin()
+    task.finish()
+    assert task.beside is beside and len(made) == 1
+
+
+@pytest.mark.parametrize("beside", [True, False])
+def test_the_readers_fork_after_the_host_copy_is_gone_and_before_the_thread(
+    sample, tmp_path, monkeypatch, beside
+):
+    """Forked readers would keep the host's fp32 weights (11.4 GB for ESM-2 3B) for the whole
+    loop: the rows (before the loop) or the move to the device (beside it) come first."""
+    order, task = [], reference_task.ReferenceTask
+    for name in ("prepare", "begin"):
+        real = getattr(task, name)
+        monkeypatch.setattr(task, name, lambda self, *a, _n=name, _f=real: order.append(_n)
+                            or _f(self, *a))  # fmt: skip
+    real_read = embed_job._read_tokens
+    monkeypatch.setattr(embed_job, "_read_tokens", lambda *a: order.append("fork") or real_read(*a))
+    run_job(sample, tmp_path, "esm", beside, "order")
+    assert order == ["prepare", "fork", "begin"]

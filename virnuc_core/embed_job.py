@@ -181,16 +181,18 @@ def run_embed_job(
             log.info("resuming: %d records committed, %d to embed", ckpt.n_committed, todo.size)
         else:
             log.info("starting: no records committed, %d to embed", todo.size)
+        refs = None
+        if reference is not None:  # kept beside the work state until the shard is done
+            attrs = output_attrs(settings, described, device)
+            refs = ReferenceTask(encoder, shard, reference.sample, made_with,
+                                 f"{work}.reference.h5", attrs)  # fmt: skip
+            refs.prepare(reference.beside)  # the host's fp32 copy gone before the readers fork
+            phases.mark("reference_s")
         # the readers are forked before the reference rows' thread starts, and stopped however
         # the job ends
         with contextlib.closing(_read_tokens(encoder, shard, todo, workers)) as tokens:
-            refs = None
-            if reference is not None:  # kept beside the work state until the shard is done
-                attrs = output_attrs(settings, described, device)
-                refs = ReferenceTask(encoder, shard, reference.sample, made_with,
-                                     f"{work}.reference.h5", attrs)  # fmt: skip
-                refs.start(reference.beside)
-                phases.mark("reference_s")
+            if refs is not None:
+                refs.begin()
             progress = Progress(distinct.size, settings.progress_seconds, log,
                                 done=ckpt.n_committed)  # fmt: skip
             try:

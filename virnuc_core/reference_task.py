@@ -22,7 +22,7 @@ import time
 import numpy as np
 import torch
 
-from virnuc_core.references import shard_reference
+from virnuc_core.references import kept, shard_reference
 
 log = logging.getLogger("virnuc.references")
 
@@ -41,31 +41,42 @@ def fits_beside(encoder, device: torch.device) -> bool:
 
 
 class ReferenceTask:
-    """The shard's reference rows for one embed job: :meth:`start` (before the loop),
-    :meth:`finish` (after it: waits, raises what failed)."""
+    """The shard's reference rows for one embed job: :meth:`prepare` and :meth:`begin`
+    (before the loop), :meth:`finish` (after it: waits, raises what failed)."""
 
     def __init__(self, encoder, shard, sample: np.ndarray, made_with: str, path: str,
                  attrs: dict) -> None:  # fmt: skip
         self.encoder, self.device = encoder, torch.device(encoder.device)
         self._make = lambda: shard_reference(encoder, shard, sample, made_with, path, attrs)
+        self._kept = lambda: kept(shard, sample, made_with, path)
         self._thread: threading.Thread | None = None
+        self._beside_loop = False
         self._error: BaseException | None = None
         self.seconds = 0.0  # making the rows (in the thread, when beside)
 
     @property
     def beside(self) -> bool:
         """Whether the rows are made beside the loop."""
-        return self._thread is not None
+        return self._beside_loop
 
-    def start(self, beside: bool | None = None) -> None:
-        """Make the rows now, or start making them beside the loop (``beside``; None: when
-        :func:`fits_beside`)."""
+    def prepare(self, beside: bool | None = None) -> None:
+        """Before the job's readers start (they are forked: they would keep the host's fp32
+        copy of the weights): make the rows now, or ready both paths on the device to make
+        them beside the loop (``beside``; None: when :func:`fits_beside`, and not when a
+        resumed job's rows are kept: nothing to make)."""
         if beside is None:
-            beside = fits_beside(self.encoder, self.device)
-        if not beside:
+            beside = not self._kept() and fits_beside(self.encoder, self.device)
+        self._beside_loop = bool(beside)
+        if beside:
+            self.encoder.ready_fast_path()  # the fp32 copy moves to the device, off the host
+        else:
             self._run()
+
+    def begin(self) -> None:
+        """Start the rows' thread, if they are made beside the loop (after the readers' fork:
+        a forked process holds none of this thread's locks)."""
+        if not self._beside_loop:
             return
-        self.encoder.ready_fast_path()  # both paths' weights on the device before the loop
         self._thread = threading.Thread(target=self._beside, name="reference-rows", daemon=True)
         self._thread.start()
         log.info("reference rows beside the embed loop")

@@ -66,8 +66,7 @@ def shard_reference(encoder, shard, sample: np.ndarray, made_with: str, path: st
     ``made_with``: the embeddings' settings fingerprint, which the validation job matches
     against the shard's; ``attrs``: the outputs' attributes, recorded with the rows.
     """
-    records = sample[(sample >= shard.lo) & (sample < shard.hi)]
-    made_from = f"{made_with}|{shard.digest}"
+    records, made_from = _shard_records(shard, sample), f"{made_with}|{shard.digest}"
     if _holds(path, records, made_from):
         log.info("%s: reference rows of %d sampled records kept", path, records.size)
         return
@@ -80,6 +79,16 @@ def shard_reference(encoder, shard, sample: np.ndarray, made_with: str, path: st
         f.attrs.update(format=FORMAT, made_from=made_from, settings_fingerprint=made_with,
                        rows_sha256=_rows_sha256(ref))  # fmt: skip
     log.info("%s: reference rows of %d sampled records", path, records.size)
+
+
+def kept(shard, sample: np.ndarray, made_with: str, path: str) -> bool:
+    """Whether ``path`` holds the shard's reference rows already (a resumed job): what
+    :func:`shard_reference` would keep."""
+    return _holds(path, _shard_records(shard, sample), f"{made_with}|{shard.digest}")
+
+
+def _shard_records(shard, sample: np.ndarray) -> np.ndarray:
+    return sample[(sample >= shard.lo) & (sample < shard.hi)]
 
 
 def _rows_sha256(rows: np.ndarray) -> str:
