@@ -84,6 +84,8 @@ class ReferenceTask:
     def _run(self) -> None:
         started = time.time()
         self._make()
+        if self.device.type == "cuda":  # this stream done with the weights before they are freed
+            torch.cuda.current_stream(self.device).synchronize()
         self.encoder.release_reference()
         self.seconds = round(time.time() - started, 3)
 
@@ -91,8 +93,6 @@ class ReferenceTask:
         try:
             with _own_stream(self.device):
                 self._run()
-                if self.device.type == "cuda":  # nothing of theirs left queued
-                    torch.cuda.current_stream(self.device).synchronize()
         except BaseException as exc:  # noqa: BLE001 - handed to the job's thread in finish()
             self._error = exc
 
