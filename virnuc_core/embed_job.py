@@ -158,7 +158,6 @@ def run_embed_job(
     ``shared``: run beside another job on a GPU (a shared slot), on one of the first
     ``gpu_limit`` GPUs (0: any; see :func:`virnuc_core.gpu.claim_device`)."""
     started, stop = time.time(), StopFlag()
-    distinct = shard.distinct
     phases = Phases(started)
     with claim_device(knobs.lock_dir(), shared=shared, limit=gpu_limit) as claim:
         phases.mark("claim_s")
@@ -175,15 +174,10 @@ def run_embed_job(
             settings.checkpoint_every, settings.checkpoint_seconds, settings.keep_stale,
         )  # fmt: skip
         phases.mark("open_s")
-        todo = ckpt.pending(distinct)
-        log.info("records %d..%d: %d distinct sequences", shard.lo, shard.hi - 1, distinct.size)
-        if ckpt.n_committed:
-            log.info("resuming: %d records committed, %d to embed", ckpt.n_committed, todo.size)
-        else:
-            log.info("starting: no records committed, %d to embed", todo.size)
+        todo = _pending(ckpt, shard)
+        attrs = output_attrs(settings, described, device)
         refs = None
         if reference is not None:  # kept beside the work state until the shard is done
-            attrs = output_attrs(settings, described, device)
             refs = ReferenceTask(encoder, shard, reference.sample, made_with,
                                  f"{work}.reference.h5", attrs)  # fmt: skip
             refs.prepare(reference.beside)  # the host's fp32 copy gone before the readers fork
@@ -193,7 +187,7 @@ def run_embed_job(
         with contextlib.closing(_read_tokens(encoder, shard, todo, workers)) as tokens:
             if refs is not None:
                 refs.begin()
-            progress = Progress(distinct.size, settings.progress_seconds, log,
+            progress = Progress(shard.distinct.size, settings.progress_seconds, log,
                                 done=ckpt.n_committed)  # fmt: skip
             try:
                 _embed_loop(encoder, settings, tokens, ckpt, progress, stop, device)
@@ -202,13 +196,12 @@ def run_embed_job(
                 log.info(progress.line())
                 if refs is not None:
                     refs.wait()  # a stopped or failed loop leaves no thread writing
-        attrs = output_attrs(settings, described, device)
-        attrs["settings_fingerprint"] = made_with
         metrics = job_metrics(progress, started, claim, todo.size) | phases.seconds
         if refs is not None:
             refs.finish()
             metrics |= {"reference_beside": int(refs.beside), "reference_rows_s": refs.seconds}
             os.replace(f"{work}.reference.h5", reference.output)
+        attrs["settings_fingerprint"] = made_with
         ckpt.complete(output, {"attrs": attrs, "metrics": metrics})
     log.info("wrote %s", output)
 
@@ -226,6 +219,17 @@ class Phases:
         now = time.time()
         self.seconds[name] = round(now - self.last, 3)
         self.last = now
+
+
+def _pending(ckpt: ShardCheckpoint, shard: ShardInput) -> np.ndarray:
+    """The shard's distinct records not committed yet (said in the log)."""
+    todo = ckpt.pending(shard.distinct)
+    log.info("records %d..%d: %d distinct sequences", shard.lo, shard.hi - 1, shard.distinct.size)
+    if ckpt.n_committed:
+        log.info("resuming: %d records committed, %d to embed", ckpt.n_committed, todo.size)
+    else:
+        log.info("starting: no records committed, %d to embed", todo.size)
+    return todo
 
 
 def _read_tokens(encoder, shard: ShardInput, todo: np.ndarray, workers: int):
