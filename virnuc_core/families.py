@@ -91,6 +91,9 @@ class Family:
     token_cost: Callable[[np.ndarray], np.ndarray]  # tokens per sequence, from its length
     is_published_arch: Callable[[str], bool]  # does a spec (name or path) have that arch?
     load: Callable[[EmbedSettings, torch.device, str, bool], Encoder]  # ..., reference path?
+    # Snakemake priority of its embed jobs: the long job (ESM-2, ~95% of the GPU time) starts
+    # first, before the short jobs that share its GPU take the cores it needs
+    embed_priority: int = 0
 
     def architecture(self, spec: str) -> str | None:
         """The published architecture's name when ``spec`` has it, else None."""
@@ -105,7 +108,7 @@ FAMILIES: dict[str, Family] = {
     ),
     "esm": Family(
         "esm", "ESM-2", "proteins.faa", ("aa_offset", "aa_length"), "esm2_t36_3B_UR50D",
-        "ESM-2 3B", 2560, False, _esm_cost, _is_3b, _load_esm,
+        "ESM-2 3B", 2560, False, _esm_cost, _is_3b, _load_esm, embed_priority=10,
     ),
 }  # fmt: skip
 

@@ -141,7 +141,7 @@ class WorkflowSettings:
     """The whole config, defaults filled from the schema, as typed values."""
 
     chunk_length: int
-    shards: int
+    shards: int | str  # a number, or "auto": see shard_count
     models: Mapping[str, str]
     models_dir: str
     dnabert_revision: str | None
@@ -176,6 +176,11 @@ class WorkflowSettings:
             **{k: per_model(c[k], schema()["properties"][k]["default"]) for k in per},
             validate=ValidateSettings(**c["validate"]),
         )
+
+    def shard_count(self, gpus: int) -> int:
+        """Shards per sample and model: the configured number, or for ``auto`` the run's GPUs
+        (``--resources gpu``), at least 1: one long ESM-2 job per GPU, the model loaded once."""
+        return self.shards if isinstance(self.shards, int) else max(1, gpus)
 
     def embed(self, model: str, attempt: int = 1) -> EmbedSettings:
         """Settings of one embed job; the token budget halves on each retry (CUDA OOM)."""

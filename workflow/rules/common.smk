@@ -44,7 +44,18 @@ for _warning in _caught:
     logger.warning(str(_warning.message))
 ENV = "../../envs/virnuc.yaml"
 MODELS = list(FAMILIES)
-SHARDS = list(range(SETTINGS.shards))
+def run_gpus():
+    """The run's `--resources gpu` (0 when not given): the GPUs a shared embed job may use."""
+    gpu = workflow.global_resources.get("gpu")
+    value = getattr(gpu, "value", gpu)
+    return int(value) if isinstance(value, (int, float)) else 0
+
+
+# `shards: auto` follows the run's GPUs: one embed job per GPU and model (docs: config README).
+N_SHARDS = SETTINGS.shard_count(run_gpus())
+if SETTINGS.shards == "auto":
+    logger.info(f"shards: auto -> {N_SHARDS} per model (--resources gpu={run_gpus()})")
+SHARDS = list(range(N_SHARDS))
 try:
     SAMPLES = read_samples(config["samples"])
 except SampleError as err:
@@ -109,13 +120,6 @@ if SETTINGS.classifier is None:
     )
 # The GPU jobs wait for the models folder to be verified (full sha256 of every locked file).
 MODELS_VERIFIED = {"verified": "results/models.verified.json"} if LOCKED else {}
-
-
-def run_gpus():
-    """The run's `--resources gpu` (0 when not given): the GPUs a shared embed job may use."""
-    gpu = workflow.global_resources.get("gpu")
-    value = getattr(gpu, "value", gpu)
-    return int(value) if isinstance(value, (int, float)) else 0
 
 
 def mem(rule):

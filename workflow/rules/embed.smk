@@ -17,6 +17,8 @@ rule embed_shard:
         work="results/{sample}/work/{model}/shard_{i}",
     # one thread runs the GPU loop, the others read and tokenize
     threads: SETTINGS.reader_workers + 1
+    # ESM-2's jobs first: its loop is the run's critical path (virnuc_core.families)
+    priority: lambda wc: FAMILIES[wc.model].embed_priority
     resources:
         mem_mb=mem("embed_shard"),
         # Locally, a model that shares a GPU (config share_gpu) is not counted here: its job,

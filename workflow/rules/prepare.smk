@@ -37,7 +37,7 @@ rule plan_shards:
         models=MODELS,
         sequences=lambda wc: {m: f"results/{wc.sample}/{SEQUENCES[m]}" for m in MODELS},
         specs=dict(SETTINGS.models),
-        shards=SETTINGS.shards,
+        shards=N_SHARDS,
         dedupe=SETTINGS.dedupe,
     log:
         "logs/{sample}/plan_shards.log",
