@@ -98,3 +98,49 @@ def test_default_table_holds_virnucpros_two_classifiers():
     assert KNOWN_CLASSIFIERS["a0b5b85e7c1e44f00cde146d091beb82b2c8e855"].chunk_length == 300
     assert KNOWN_CLASSIFIERS["fc35d5ef9f1f4564eea7036f34f4f8ec6000d33d"].chunk_length == 500
     assert {k.name for k in KNOWN_CLASSIFIERS.values()} == {"300_model.pth", "500_model.pth"}
+
+
+# ------------------------------------------------------------- damaged bytes, before any job
+
+
+def _safetensors_classifier(path):
+    """A classifier saved as safetensors, as the tiny models' features are wide (96 + 64)."""
+    from safetensors.torch import save_file
+
+    from virnuc_core.classify import tiny_classifier
+
+    save_file(tiny_classifier(96 + 64, hidden=8).state_dict(), str(path))
+    return path.read_bytes()
+
+
+def test_safetensors_classifier_with_trailing_bytes_is_refused_naming_it(tmp_path):
+    from virnuc_core.classifier_check import check_readable
+    from virnuc_core.corrupt import UnreadableModelFileError
+
+    path = tmp_path / "my classifier.safetensors"
+    raw = _safetensors_classifier(path)
+    check_readable(path)  # intact: passes
+    path.write_bytes(raw + b"\0" * 16)  # e.g. a copy appended to, or two downloads in one
+    with pytest.raises(UnreadableModelFileError) as err:
+        check_readable(path)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: not a readable model file: the file is corrupt or truncated")
+    # the header's 8-byte length and the data after it (the format's own layout)
+    data = len(raw) - 8 - int.from_bytes(raw[:8], "little")
+    assert f"{data} bytes of data, the file holds {data + 16}" in msg
+    assert "Get the classifier file again" in msg
+
+
+@pytest.mark.workflow
+def test_safetensors_classifier_with_trailing_bytes_stops_a_dry_run(tmp_path):
+    """Refused at the start of the run (workflow/rules/common.smk), not when predict loads it."""
+    from tests.workflow_helpers import run_snakemake, write_config
+
+    path = tmp_path / "classifier.safetensors"
+    path.write_bytes(_safetensors_classifier(path) + b"\0" * 16)
+    write_config(tmp_path, classifier=str(path))
+    proc = run_snakemake(tmp_path, "-n", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert f"{path}: not a readable model file: the file is corrupt or truncated" in out
+    assert "Job stats" not in out and not (tmp_path / "results").exists()

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from virnuc_core.classify import (
     save_state,
     tiny_classifier,
 )
-from virnuc_core.predictions import ChunkMaxima, write_predictions
+from virnuc_core.predictions import ChunkMaxima, PredictionWriter, write_predictions
 
 # A training script in the original's style, run as __main__, so that the pickles name
 # __main__.MLPClassifier exactly as the users' 300_model.pth / 500_model.pth do.
@@ -451,6 +452,49 @@ def test_chunk_table_sorted_on_disk_in_runs_matches_one_sort(tmp_path):
         want.append((key, bool(m2 >= m1)))
     assert list(chunks.verdicts()) == want
     assert len(chunks.runs) > 10
+
+
+@pytest.mark.parametrize("run_chunks", [200_000, 1])  # in memory; a run on disk per chunk
+def test_nan_frame_inside_a_chunk_is_skipped_as_pandas_max_skips_it(tmp_path, run_chunks):
+    """A NaN score among a chunk's adjacent frames does not decide its verdict: the original
+    re-reads prediction_results with pandas, whose max skips NaN; the other frames decide."""
+    nan = float("nan")
+    frames = {
+        "a_chunk_1": [[0.4, 0.6], [nan, nan], [0.45, 0.55]],  # virus by F1 and F3
+        "b_chunk_1": [[0.3, 0.7], [0.2, nan], [0.35, 0.65]],  # NaN in score2 only
+        "c_chunk_1": [[nan, nan], [0.25, 0.75]],  # NaN first in the run
+        "d_chunk_1": [[0.6, 0.4], [nan, 0.5], [0.55, 0.45]],  # others by the other frames
+        "e_chunk_1": [[nan, nan], [nan, nan]],  # all NaN: max NaN, NaN >= NaN is False
+    }
+    ids = [f"{k}{f}" for k, rows in frames.items() for f in ("F1", "F2", "F3")[: len(rows)]]
+    scores = np.array([r for rows in frames.values() for r in rows], np.float32)
+    pred, high = _paths(tmp_path)
+    with PredictionWriter(pred, high, run_chunks=run_chunks) as out:
+        out.add(ids, scores)
+    got = [line.split("\t") for line in high.read_text().splitlines()[1:]]
+    assert got == [
+        ["a_chunk_1", "True"],
+        ["b_chunk_1", "True"],
+        ["c_chunk_1", "True"],
+        ["d_chunk_1", "False"],
+        ["e_chunk_1", "False"],
+    ]
+    # the original's own steps on the first file (pandas if installed, else plain nanmax)
+    try:
+        import pandas as pd
+    except ImportError:
+        want = {}
+        for k, rows in frames.items():
+            s1, s2 = (np.array([r[c] for r in rows], np.float32) for c in (0, 1))
+            with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slice
+                want[k] = bool(np.nanmax(s2) >= np.nanmax(s1))
+    else:
+        df = pd.read_csv(pred, sep="\t")
+        df["Modified_ID"] = df["Sequence_ID"].str[:-2]
+        groups = df.groupby("Modified_ID")
+        want = (groups["score2"].max() >= groups["score1"].max()).to_dict()
+    assert [(k, v == "True") for k, v in got] == sorted(want.items())
 
 
 def test_ids_are_written_verbatim(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 
@@ -12,6 +13,7 @@ import torch
 
 from virnuc_core.digests import (
     BLOCK,
+    cached_sha256,
     combined_sha256,
     file_digests,
     git_blob_id,
@@ -92,3 +94,17 @@ def test_tensor_hash_sees_every_element_dtype_shape_and_name():
     assert tensors_sha256({**base, "w": base["w"].reshape(100, 50)}) != h
     assert tensors_sha256({"v": base["w"], "b": base["b"]}) != h
     assert tensors_sha256({**base, "w": base["w"].t().contiguous().t()}) == h  # layout: no
+
+
+def test_cached_sha256_sees_a_file_rewritten_in_place_at_the_same_size(tmp_path):
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"a" * 100)
+    assert cached_sha256(path) == hashlib.sha256(b"a" * 100).hexdigest()
+    before = os.stat(path)
+    with open(path, "r+b") as fh:  # same file (inode), same size, other bytes
+        fh.write(b"b" * 100)
+    # a rewrite gets a new mtime; set one a second later so a coarse clock cannot hide it
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
+    after = os.stat(path)
+    assert (after.st_ino, after.st_size) == (before.st_ino, before.st_size)
+    assert cached_sha256(path) == hashlib.sha256(b"b" * 100).hexdigest()

@@ -148,3 +148,26 @@ def test_features_refuse_shards_that_do_not_cover_the_index(tmp_path):
     with pytest.raises(FeaturesError, match="starts at record 2, expected 0"):
         write_features({"esm": shards["esm"][1:]}, paths[2], paths[0], base / "f.h5")
     assert not (base / "f.h5").exists()
+
+
+def test_a_source_pointing_forward_is_refused(tmp_path):
+    # record 1 names record 2, a later one, as its source: not a plan's sources
+    src = sources_file(tmp_path, [0, 2, 2, 3])
+    rows = rows_dir(tmp_path, "s", 0, 4, [0, 2, 3], 2)
+    with pytest.raises(ValueError, match=r"sources\.npy: sources of records 0\.\.3 are not valid"):
+        finalize_shard(rows, src, [], tmp_path / "out.h5")
+    assert not (tmp_path / "out.h5").exists()
+
+
+def test_a_source_at_an_earlier_shards_upper_bound_is_refused(tmp_path):
+    # shards [0,2) [2,4) [4,6); record 5 copies record 2, which is in shard 1, not shard 0
+    dim = 3
+    sources = [0, 1, 2, 3, 4, 2]
+    src = sources_file(tmp_path, sources)
+    first = finalize_shard(rows_dir(tmp_path, "s0", 0, 2, [0, 1], dim), src, [],
+                           tmp_path / "shard_0.h5")  # fmt: skip
+    rows = rows_dir(tmp_path, "s2", 4, 6, [4], dim)
+    # given shard 0 only: record 2 lies at its upper bound, outside it
+    with pytest.raises(ValueError, match="copies whose source is in no earlier shard given"):
+        finalize_shard(rows, src, [(0, 2, str(first))], tmp_path / "shard_2.h5")
+    assert not (tmp_path / "shard_2.h5").exists()

@@ -84,6 +84,28 @@ def test_ids_read_back_in_blocks_of_any_size(tmp_path):
     assert read_ids(frames_fa, index, 5, 5) == []
 
 
+def test_ids_read_through_a_mismatched_index_are_refused_naming_the_file(tmp_path):
+    """frames.fa written again after the first read lost its last base, read through the index
+    of the reads before: the index's offsets now land inside other lines; no id is returned
+    cut short, the read is refused naming the file and the records."""
+    seq = "ATGAAACCC" * 6
+    before, after = tmp_path / "before.fa", tmp_path / "after.fa"
+    before.write_text(f">r1\n{seq}\n>r2\n{seq}\n")
+    after.write_text(f">r1\n{seq[:-1]}\n>r2\n{seq}\n")
+    _, (_, _, index_npy) = index_stage(tmp_path / "old", before)
+    _, (frames_fa, _, _) = index_stage(tmp_path / "new", after)
+    index = open_index(index_npy)
+    ids = [r.id for r in SeqIO.parse(frames_fa, "fasta")]
+    assert len(ids) == len(index) > 2  # same frames, each of r1's one base shorter
+    assert read_ids(frames_fa, index, 0, 1) == ids[:1]  # where nothing moved yet
+    for lo, hi in [(1, 2), (2, 3), (1, len(index)), (len(index) - 1, len(index))]:
+        with pytest.raises(ValueError) as err:
+            read_ids(frames_fa, index, lo, hi)
+        assert str(err.value) == (
+            f"{frames_fa}: records {lo}..{hi - 1} are not where the index says"
+        )
+
+
 def test_index_sample_reads_files_in_order(tmp_path):
     a, b = tmp_path / "a.fa", tmp_path / "b.fa.gz"
     a.write_text(">x\n" + "ATG" * 120 + "\n")

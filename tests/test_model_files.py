@@ -305,3 +305,46 @@ def test_a_locked_checkpoint_that_cannot_be_read_says_it_changed(fetched):
     (out / PT).write_bytes((out / PT).read_bytes()[:-1000])
     with pytest.raises(ModelFilesError, match=rf"{PT}: content changed|{ESM}\.pt: content changed"):
         esm2.load(resolve_model_spec("esm", ESM, out))
+
+
+# ----------------------------------------------------------------- the check at every start
+
+
+@pytest.mark.workflow
+def test_a_truncated_model_file_is_refused_at_start_before_any_job(tmp_path):
+    """The size check of every Snakemake start (workflow/rules/common.smk): a locked ESM-2
+    checkpoint cut short stops even a dry run, naming the file, before any job is planned."""
+    from tests.workflow_helpers import run_snakemake, write_config
+
+    models = tmp_path / "models"
+    (models / "esm2").mkdir(parents=True)
+    files = {PT: b"checkpoint bytes " * 64, REG: b"regression bytes " * 8}
+    entries = []
+    for rel, data in files.items():
+        (models / rel).write_bytes(data)
+        entries.append(
+            {
+                "path": rel,
+                "model": "esm",
+                "name": ESM,
+                "source": f"https://example.org/{rel}",
+                "revision": None,
+                "size": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+            }
+        )
+    lock = {
+        "format": 1,
+        "models": {"esm": {"name": ESM, "revision": None, "path": PT}},
+        "files": entries,
+    }
+    (models / LOCK_NAME).write_text(json.dumps(lock))
+    write_config(tmp_path, models={"dnabert": "tiny", "esm": ESM}, models_dir=str(models))
+    (models / PT).write_bytes(files[PT][:-100])  # a download cut short
+    proc = run_snakemake(tmp_path, "-n", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert f"{PT}: size changed (truncated or replaced)" in out
+    assert f"{REG}:" not in out  # the intact file is not named
+    assert "fetch_models.py --out" in out
+    assert "Job stats" not in out and not (tmp_path / "results").exists()

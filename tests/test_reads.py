@@ -430,6 +430,28 @@ def test_bad_input_names_file_line_record(tmp_path, case):
     assert_names(err.value, path, line, record, problem)
 
 
+QUALITY_ABOVE_TILDE = {  # DEL (0x7f), the one ASCII character above '~'
+    # bare '+' lines: the whole-block fast path takes this layout
+    "fast": "@q1 d\nACGT\n+\nII~I\n@q2 d\nACG\n+\nI{q}I\n",
+    # '+' lines repeating the id alone: only the line-by-line parser takes this one
+    "slow": "@q1 d\nACGT\n+q1\nII~I\n@q2 d\nACG\n+q2\nI{q}I\n",
+}
+
+
+@pytest.mark.parametrize("path_taken", QUALITY_ABOVE_TILDE)
+def test_quality_above_tilde_is_refused_on_either_path(tmp_path, path_taken):
+    text = QUALITY_ABOVE_TILDE[path_taken]
+    clean = text.format(q="I").split("\n")[:-1]
+    assert (reads._fastq_fast(clean, 1) is not None) == (path_taken == "fast")
+    path = write(tmp_path / "in.fq", text.format(q="\x7f"))
+    with pytest.raises(InputError) as err:
+        list(iter_read_batches([path]))
+    problem = "byte 0x7f at column 2 is not a quality character ('!' to '~')"
+    assert_names(err.value, path, 8, "q2", problem)
+    path.write_text(text.format(q="I"))  # the same file with 'I' there reads
+    assert [r.id for r in iter_reads(path)] == ["q1", "q2"]
+
+
 @pytest.mark.parametrize("compression", ["gzip", "bzip2", "xz"])
 def test_truncated_compressed_file(tmp_path, compression):
     text = b">r1\n" + b"ACGT\n" * 200_000

@@ -398,3 +398,62 @@ def test_a_checksum_ending_in_nul_bytes_still_matches(tmp_path):
         ckpt.complete(tmp_path / "out.rows", {"attrs": {}})
     assert (ShardRows(tmp_path / "out.rows").positions() >= 0).all()
     assert not list(tmp_path.glob("w.stale-*"))
+
+
+def _renumber_last_row(work: Path, record: int) -> None:
+    """Give the last row of a one-block ``rows.bin`` another record number, with a matching
+    checksum (as a writer with a wrong range would have committed it)."""
+    import hashlib
+
+    rows = np.fromfile(work / ROWS_NAME, dtype=row_dtype(DIM))
+    rows["record"][-1] = record
+    rows.tofile(work / ROWS_NAME)
+    blocks = np.fromfile(work / BLOCKS_NAME, dtype=store.BLOCK_DTYPE)
+    assert blocks.size == 1
+    blocks["sha256"][0] = np.frombuffer(hashlib.sha256(rows.tobytes()).digest(), np.uint8)
+    blocks.tofile(work / BLOCKS_NAME)
+
+
+@pytest.mark.parametrize("record", [HI, LO - 1], ids=["upper_bound", "below_lo"])
+def test_a_block_holding_a_record_outside_the_range_is_set_aside(tmp_path, caplog, record):
+    work = tmp_path / "w"
+    with open_ckpt(work) as ckpt:
+        fill(ckpt, range(LO, LO + 3))
+        ckpt.commit()
+    _renumber_last_row(work, record)
+    with caplog.at_level(logging.WARNING, logger="virnuc.store"):
+        ckpt = open_ckpt(work)
+    assert ckpt.n_committed == 0 and ckpt.pending([LO, LO + 2]).tolist() == [LO, LO + 2]
+    ckpt.close()
+    assert f"block 0 holds records outside the shard's range {LO}..{HI - 1}" in caplog.text
+    assert len(list(tmp_path.glob("w.stale-*"))) == 1
+    # a finished rows directory holding it is refused, naming the file
+    with open_ckpt(tmp_path / "v") as ckpt:
+        fill(ckpt, range(LO, HI))
+        ckpt.complete(tmp_path / "out.rows", {"attrs": {}})
+    _renumber_last_row(tmp_path / "out.rows", record)
+    with pytest.raises(CorruptRows, match=r"out\.rows/rows\.bin: block 0 holds records outside"):
+        ShardRows(tmp_path / "out.rows").positions()
+
+
+def test_blocks_accounting_for_fewer_rows_than_progress_are_set_aside(tmp_path, caplog):
+    """progress.json counts 5 rows but its one block entry only 3: the work is set aside at
+    resume, and the shard then completes into rows a finalize accepts."""
+    work = tmp_path / "w"
+    with open_ckpt(work) as ckpt:
+        fill(ckpt, range(LO, LO + 3))
+        ckpt.commit()
+        fill(ckpt, range(LO + 3, LO + 5))
+        ckpt.commit()
+    progress = json.loads((work / PROGRESS_NAME).read_text())
+    assert (progress["rows"], progress["blocks"]) == (5, 2)
+    (work / PROGRESS_NAME).write_text(json.dumps({**progress, "blocks": 1}))
+    with caplog.at_level(logging.WARNING, logger="virnuc.store"):
+        ckpt = open_ckpt(work)
+    assert ckpt.n_committed == 0
+    assert f"{BLOCKS_NAME} does not account for the 5 committed rows" in caplog.text
+    assert len(list(tmp_path.glob("w.stale-*"))) == 1
+    fill(ckpt, ckpt.pending(np.arange(LO, HI)))
+    ckpt.complete(tmp_path / "out.rows", {"attrs": {}})
+    rows = ShardRows(tmp_path / "out.rows")
+    np.testing.assert_array_equal(rows.gather(rows.positions()), emb_of(np.arange(LO, HI)))
