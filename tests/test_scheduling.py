@@ -61,9 +61,7 @@ def test_esm_embed_job_starts_before_dnabert_takes_the_cores(tmp_path):
     """Five cores hold one embed job (reader_workers 4 + the loop): the one that starts first
     is ESM-2's, although DNABERT-S's is ready at the same moment and needs no GPU of its own."""
     default_shards_config(tmp_path)
-    proc = run_snakemake(
-        tmp_path, "--until", "embed_shard", "--resources", "gpu=1", "--cores", "5"
-    )
+    proc = run_snakemake(tmp_path, "--until", "embed_shard", "--resources", "gpu=1", "--cores", "5")
     assert embed_jobs(proc.stdout + proc.stderr) == [("esm", "0"), ("dnabert", "0")]
 
 
