@@ -49,8 +49,9 @@ def sh(*cmd: str) -> None:
     subprocess.run(cmd, check=True, cwd=ROOT)
 
 
-def prepare(work: Path, reads: int, tiny: bool) -> dict:
-    """Reads, models and the config; the config mapping."""
+def prepare(work: Path, reads: int, tiny: bool, shards: str = "1") -> dict:
+    """Reads, models and the config; the config mapping. Models already in ``work`` are kept
+    (a second run in one call); ``shards`` "default" leaves the key to the schema."""
     fasta = work / "reads.fa"
     sh(sys.executable, "bench/make_reads.py", "--n", str(reads), "--min-len", "500",
        "--max-len", "500", "--kind", "realistic", "--seed", "3", "--duplicates", "0.1",
@@ -60,13 +61,18 @@ def prepare(work: Path, reads: int, tiny: bool) -> dict:
         models = {"dnabert": "tiny", "esm": "tiny"}
         extra = {"token_budget": {"dnabert": 4096, "esm": 1024}, "checkpoint_every": 20}
     else:
-        sh(sys.executable, "-m", "bench.make_models", "--esm", "3B", "--dnabert", "full",
-           "--out", str(work / "models"))  # fmt: skip
+        if not (work / "models/esm2_t36_3B_UR50D.pt").is_file():
+            sh(sys.executable, "-m", "bench.make_models", "--esm", "3B", "--dnabert", "full",
+               "--out", str(work / "models"))  # fmt: skip
         models = {"dnabert": str(work / "models/dnabert_full"),
                   "esm": str(work / "models/esm2_t36_3B_UR50D.pt")}  # fmt: skip
     config = {"samples": {"gpu": str(fasta)}, "chunk_length": 500, "shards": 1,
               "models": models, "classifier": "tiny", "checkpoint_seconds": 10}  # fmt: skip
     config.update(extra)
+    if shards == "default":
+        del config["shards"]
+    elif shards != "1":
+        config["shards"] = int(shards)
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     return config
 
@@ -314,6 +320,9 @@ def main(argv=None) -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/virnuc-wf"))
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--bare", type=int, default=8000, help="proteins for the bare-model rate")
+    ap.add_argument(
+        "--shards", default="1", help="the config's shards: a number, or 'default' (the schema's)"
+    )
     a = ap.parse_args(argv)
     a.work.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
@@ -322,7 +331,7 @@ def main(argv=None) -> int:
 
 def run(a, stack) -> int:
     t0 = time.time()
-    config = prepare(a.work, a.reads, a.tiny)
+    config = prepare(a.work, a.reads, a.tiny, a.shards)
     setup_s = time.time() - t0
     smi = a.work / "nvidia-smi.csv"
     sampler_proc = None
