@@ -62,6 +62,12 @@ def test_a_name_must_match_whole_in_a_sample_sheet(tmp_path, name):
     )
 
 
+def test_a_sheet_error_names_the_file_line_past_blank_lines(tmp_path):
+    path = sheet(tmp_path, "ok\ta.fa", "", "", "..\tb.fa")
+    with pytest.raises(SampleError, match=re.escape(f"{str(path)!r}, line 5: sample name '..'")):
+        read_samples(str(path))
+
+
 def test_good_names_are_kept_in_both_forms(tmp_path):
     names = ["gut1", "S_2.lane-3", "a.b", "x..y"]
     expected = {n: [f"{n}.fa"] for n in names}
@@ -80,13 +86,13 @@ def test_a_sample_on_several_sheet_rows_keeps_all_its_files_in_row_order(tmp_pat
 
 
 def test_a_file_listed_twice_for_one_sample_in_a_sheet_is_refused(tmp_path):
-    # './R1.fq.gz' is the same file as 'R1.fq.gz': embedding it twice would only fail later, on
+    # 'sub/../R1.fq.gz' is the same file as 'R1.fq.gz': embedding it twice would only fail later, on
     # the duplicate read ids
-    path = sheet(tmp_path, "gut1\tR1.fq.gz", "gut1\tR2.fq.gz", "gut1\t./R1.fq.gz")
+    path = sheet(tmp_path, "gut1\tR1.fq.gz", "gut1\tR2.fq.gz", "gut1\tsub/../R1.fq.gz")
     with pytest.raises(SampleError) as err:
         read_samples(str(path))
     assert str(err.value) == (
-        f"sample sheet {str(path)!r}, line 4: file './R1.fq.gz' is listed twice for sample "
+        f"sample sheet {str(path)!r}, line 4: file 'sub/../R1.fq.gz' is listed twice for sample "
         "'gut1' (also on line 2); list each file of a sample once"
     )
 

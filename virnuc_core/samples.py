@@ -68,12 +68,13 @@ def _from_sheet(path: Path) -> dict[str, list[str]]:
             )
         table: dict[str, list[str]] = {}
         first_line: dict[tuple[str, str], int] = {}  # (sample, file) -> the line listing it
-        for line, row in enumerate(reader, 2):
+        for row in reader:
+            line = reader.line_num  # the file's line (blank lines are skipped, but counted)
             where = f"sample sheet {str(path)!r}, line {line}"
             name = _check_name(row["sample"], where)
             if not row[column]:
                 raise SampleError(f"{where}: no file for {name!r}")
-            file = os.path.expanduser(row[column])
+            file = str(Path(row[column]).expanduser())  # as before: Path's spelling
             seen = first_line.setdefault((name, _same_file_key(file)), line)
             if seen != line:
                 raise SampleError(
