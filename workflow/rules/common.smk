@@ -10,7 +10,12 @@ from virnuc_core.classifier_check import check_classifier, check_readable  # noq
 from virnuc_core.families import FAMILIES  # noqa: E402
 from virnuc_core.model_files import ModelFilesError, locked_paths, quick_check  # noqa: E402
 from virnuc_core import resources  # noqa: E402
-from virnuc_core.samples import SampleError, missing_files, read_samples  # noqa: E402
+from virnuc_core.samples import (  # noqa: E402
+    SampleError,
+    check_config_file,
+    missing_files,
+    read_samples,
+)
 from virnuc_core.settings import WorkflowSettings  # noqa: E402
 
 
@@ -20,6 +25,13 @@ def _refuse(problem):
 
 
 # Everything a run needs is checked here, before any job starts: models, classifier, samples.
+# The config files this run read (--configfile, or config/config.yaml): Snakemake's loader keeps
+# only the last of a key given twice, so `gut1: R1.fq.gz` then `gut1: R2.fq.gz` would drop R1.
+for _configfile in workflow.configfiles:
+    try:
+        check_config_file(_configfile)
+    except SampleError as err:
+        _refuse(err)
 CONFIGURED = WorkflowSettings.from_config(config)
 try:
     SETTINGS = CONFIGURED.with_local_models()  # hub names -> the locked models folder
@@ -60,8 +72,9 @@ try:
     SAMPLES = read_samples(config["samples"])
 except SampleError as err:
     _refuse(err)
-for _sample, _path in missing_files(SAMPLES):
-    _refuse(f"sample {_sample!r}: input file {_path} does not exist")
+_unusable = missing_files(SAMPLES)  # each file not there or not a regular file, and what it is
+if _unusable:
+    _refuse("\n".join(_unusable))
 # What each model reads (DNABERT-S the frames' nucleotides, ESM-2 their proteins).
 SEQUENCES = {m: f.sequences for m, f in FAMILIES.items()}
 
