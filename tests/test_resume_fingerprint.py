@@ -103,3 +103,11 @@ def test_other_weights_at_the_same_path_are_not_resumed(tmp_path):
     assert other != first
     with ShardCheckpoint.open(work, f"{other}|content", 32, 0, 4) as ckpt:
         assert ckpt.n_committed == 0
+
+
+def test_an_encoder_that_describes_no_weights_checksum_cannot_fingerprint_work(tmp_path):
+    """Without the weights' checksum, work made from other weights would be resumed."""
+    settings = _esm_settings(str(tmp_path / "esm2_t2_test_UR50D.pt"))
+    for described in ({}, {"weights_sha256": ""}, {"weights_sha256_16": "0123456789abcdef"}):
+        with pytest.raises(ValueError, match="describes no weights_sha256"):
+            settings_fingerprint(settings, described)

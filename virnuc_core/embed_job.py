@@ -251,8 +251,10 @@ def _embed_loop(encoder, settings, tokens, ckpt, progress, stop, device) -> None
 
 def settings_fingerprint(settings: EmbedSettings, described: dict) -> str:
     """What must match for shards to be merged and work to be resumed: the settings that change
-    embeddings and the model's weights (their checksum, when the encoder has one)."""
-    weights = described.get("weights_sha256") or described.get("weights_sha256_16", "")
+    embeddings and the model's weights (their checksum: every encoder describes one)."""
+    weights = described.get("weights_sha256")
+    if not weights:  # without it, work made from other weights would be resumed
+        raise ValueError(f"the {settings.model} encoder describes no weights_sha256 (a bug)")
     return f"{settings.fingerprint()}|weights={weights}"
 
 

@@ -56,6 +56,8 @@ for _warning in _caught:
     logger.warning(str(_warning.message))
 ENV = "../../envs/virnuc.yaml"
 MODELS = list(FAMILIES)
+
+
 def run_gpus():
     """The run's `--resources gpu` (0 when not given): the GPUs a shared embed job may use."""
     gpu = workflow.global_resources.get("gpu")
