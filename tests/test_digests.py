@@ -159,4 +159,8 @@ def test_sampled_fingerprint_reads_little_of_a_large_file_and_nothing_of_a_pipe(
     assert sum(read) == SAMPLED_BLOCKS * SAMPLED_BLOCK == 1 << 20
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
-    assert sampled_fingerprint(fifo) == "not a regular file"  # did not block
+    held = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)  # a reader that opens it does not hang
+    try:
+        assert sampled_fingerprint(fifo) == "not a regular file"
+    finally:
+        os.close(held)
