@@ -25,6 +25,11 @@ instead of reported.
 Errors are :class:`InputError` (a ``ValueError``) naming the file, the line and the record.
 Lines ending in CR alone (old Mac files) are named as such. Every read id must be unique over
 the whole sample, across its files; that check ends the stream (see :func:`iter_read_batches`).
+A file that changed between its opening and its last byte read (size, modification time, or
+the path naming another file: a file still being written, or replaced) raises
+:class:`ChangedWhileReadError` at its end, in place of whatever its cut gave: what was read may
+be only a part of it. A file whose writer is idle for the whole read cannot be told from a
+complete one (FASTA has no end mark); a gzip, bzip2 or xz file cut short is refused anyway.
 
 How it is fast. Files are read in blocks of about 1 MiB and cut at record boundaries. A block of
 well-formed records (the common case) is parsed with a few whole-block ``bytes`` operations and
