@@ -6,6 +6,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -13,10 +14,13 @@ import torch
 
 from virnuc_core.digests import (
     BLOCK,
+    SAMPLED_BLOCK,
+    SAMPLED_BLOCKS,
     cached_sha256,
     combined_sha256,
     file_digests,
     git_blob_id,
+    sampled_fingerprint,
     sha256_file,
     tensors_sha256,
 )
@@ -108,3 +112,70 @@ def test_cached_sha256_sees_a_file_rewritten_in_place_at_the_same_size(tmp_path)
     after = os.stat(path)
     assert (after.st_ino, after.st_size) == (before.st_ino, before.st_size)
     assert cached_sha256(path) == hashlib.sha256(b"b" * 100).hexdigest()
+
+
+# -- sampled fingerprints (what the workflow tracks reads files by) ---------------------------
+
+
+def changed_positions(path, data: bytes, **kw) -> list[int]:
+    """The byte positions whose change (alone) changes the file's sampled fingerprint."""
+    base = sampled_fingerprint(path, **kw)
+    seen = []
+    for i in range(len(data)):
+        path.write_bytes(data[:i] + bytes([data[i] ^ 1]) + data[i + 1 :])
+        if sampled_fingerprint(path, **kw) != base:
+            seen.append(i)
+    path.write_bytes(data)
+    return seen
+
+
+def test_sampled_fingerprint_sees_the_head_the_tail_and_evenly_spaced_blocks(tmp_path):
+    data = np.random.default_rng(5).bytes(300)
+    path = tmp_path / "a.bin"
+    path.write_bytes(data)
+    seen = changed_positions(path, data, blocks=4, block=6)
+    runs = [seen[i : i + 6] for i in range(0, len(seen), 6)]
+    assert len(seen) == 24 and all(r == list(range(r[0], r[0] + 6)) for r in runs)
+    starts = [r[0] for r in runs]
+    assert starts[0] == 0 and starts[-1] == 294  # the head and the tail
+    gaps = np.diff(starts)
+    assert gaps.max() - gaps.min() <= 1  # evenly spaced
+    # no larger than the blocks: every byte counts
+    assert changed_positions(path, data[:24], blocks=4, block=6) == list(range(24))
+
+
+def test_sampled_fingerprint_follows_content_and_size_not_name_or_time(tmp_path):
+    data = np.random.default_rng(6).bytes(3_000_000)
+    a, b = tmp_path / "a.fa", tmp_path / "b.fa"
+    a.write_bytes(data)
+    b.write_bytes(data)
+    os.utime(b, ns=(0, 0))
+    assert sampled_fingerprint(a) == sampled_fingerprint(b)
+    assert sampled_fingerprint(a).startswith("3,000,000 bytes, sampled sha256 ")
+    b.write_bytes(data + b"\n")  # one byte more
+    assert sampled_fingerprint(a) != sampled_fingerprint(b)
+    b.write_bytes(data[:-1] + b"\n")  # the last byte
+    assert sampled_fingerprint(a) != sampled_fingerprint(b)
+
+
+def test_sampled_fingerprint_reads_little_of_a_large_file_and_nothing_of_a_pipe(tmp_path):
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as f:
+        f.truncate(10**9)  # sparse
+    read = []
+    real = os.pread
+
+    def counting(fd, n, offset):
+        read.append(n)
+        return real(fd, n, offset)
+
+    with mock.patch.object(os, "pread", counting):
+        assert sampled_fingerprint(big).startswith("1,000,000,000 bytes")
+    assert sum(read) == SAMPLED_BLOCKS * SAMPLED_BLOCK == 1 << 20
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    held = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)  # a reader that opens it does not hang
+    try:
+        assert sampled_fingerprint(fifo) == "not a regular file"
+    finally:
+        os.close(held)

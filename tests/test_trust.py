@@ -28,6 +28,7 @@ from types import SimpleNamespace
 import h5py
 import numpy as np
 import pytest
+import yaml
 
 from tests.workflow_helpers import (
     DEMO_READS,
@@ -240,11 +241,16 @@ def test_index_step_reads_fastq_and_a_bom_and_names_cr_only_line_ends(tmp_path):
         header, *seq = record.splitlines()
         seq = "".join(seq)
         fastq.append(f"@{header}\n{seq}\n+\n{'I' * len(seq)}\n")
+    rna = b"".join(  # the sequence lines written as RNA
+        line if line.startswith(b">") else line.replace(b"T", b"U").replace(b"t", b"u")
+        for line in text.splitlines(keepends=True)
+    )
     inputs = {
         "fa": text,
         "fq": "".join(fastq).encode(),
         "bom": b"\xef\xbb\xbf" + text,
         "cr": text.replace(b"\n", b"\r"),
+        "rna": rna,
     }
     samples = {}
     for name, data in inputs.items():
@@ -265,6 +271,14 @@ def test_index_step_reads_fastq_and_a_bom_and_names_cr_only_line_ends(tmp_path):
             got = (tmp_path / f"results/{name}/{f}").read_bytes()
             assert got == (tmp_path / f"results/fa/{f}").read_bytes(), (name, f)
     assert json.loads((tmp_path / "results/fq/frames.counts.json").read_text())["reads"] == 40
+    # RNA spelling: the frames of the DNA spelling, said once on the console and counted
+    for f in ("frames.fa", "proteins.faa", "frames.index.npy"):
+        got = (tmp_path / f"results/rna/{f}").read_bytes()
+        assert got == (tmp_path / f"results/fa/{f}").read_bytes(), ("rna", f)
+    rna_counts = json.loads((tmp_path / "results/rna/frames.counts.json").read_text())
+    assert (rna_counts["rna_reads"], rna_counts["rna_files"]) == (40, 1)
+    assert out.count("read(s) written as RNA") == 1
+    assert f"WARNING {samples['rna']!r}: 40 read(s) written as RNA (U): U read as T" in out
     assert not (tmp_path / "results/cr/frames.counts.json").exists()
     # row 10: the format is named, with the file
     assert f"{samples['cr']}: line 1, record 'demo00'" in out
@@ -399,6 +413,25 @@ def test_replaced_classifier_reruns_predict_and_a_wrong_width_names_the_widths(
     finally:
         classifier.write_bytes(original)
         os.utime(classifier, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_reads_replaced_by_other_content_with_the_old_mtime_rerun_the_index(clean, tmp_path):
+    """cp -p, rsync -a or tar x put other reads in place with their old mtime: the index and
+    every rule after it are planned again (the reads' content is a param of index_fasta)."""
+    run = tmp_path / "run"
+    shutil.copytree(clean, run, symlinks=True)
+    assert planned_jobs(run) == {}
+    reads = Path(yaml.safe_load((run / "config.yaml").read_text())["samples"]["demo"])
+    original, stat = reads.read_bytes(), reads.stat()
+    try:
+        reads.write_bytes(DEMO_READS.read_bytes())  # other reads (the demo's, unedited)
+        os.utime(reads, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        planned = planned_jobs(run)
+        assert planned.get("index_fasta") == 1 and planned.get("predict") == 1
+        assert planned == planned_jobs(run, "--forcerun", "index_fasta")  # all after it too
+    finally:
+        reads.write_bytes(original)
+        os.utime(reads, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
 # ------------------------------------------------------------------ rows 3, 4, 16

@@ -1,9 +1,11 @@
-"""Writing files so that a reader never sees a partial one; locks that child processes drop."""
+"""Writing files so that a reader never sees a partial one; whether a file changed while it was
+read; locks that child processes drop."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,3 +59,23 @@ def close_inherited_locks() -> None:
         with contextlib.suppress(OSError):
             os.close(fd)
     _LOCK_FDS.clear()
+
+
+def describe_change(path: str | os.PathLike, fd: int, before: os.stat_result) -> str | None:
+    """How the regular file ``path``, open as ``fd``, changed since ``before`` (``os.fstat``
+    of ``fd`` when it was opened), or None if it did not: its size or modification time, or
+    the path now naming another file (or none). Not regular files (pipes) are never changed."""
+    if not stat.S_ISREG(before.st_mode):
+        return None
+    now = os.fstat(fd)
+    if now.st_size != before.st_size:
+        return f"size {before.st_size:,} -> {now.st_size:,} bytes"
+    if now.st_mtime_ns != before.st_mtime_ns:
+        return "modified in place, same size"
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return "deleted"
+    if (named.st_ino, named.st_dev) != (before.st_ino, before.st_dev):
+        return f"replaced by another file of {named.st_size:,} bytes"
+    return None

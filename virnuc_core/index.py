@@ -24,6 +24,7 @@ from virnuc_core.files import atomic_writer
 from virnuc_core.frames import FrameBatch, frame_batches
 from virnuc_core.npyfile import NpyAppender, NpyReader
 from virnuc_core.reads import iter_read_batches
+from virnuc_core.rna import RnaCounts, dna_batches
 
 log = logging.getLogger("virnuc.index")
 
@@ -123,14 +124,17 @@ def read_ids(frames_fa: str | os.PathLike, index: NpyReader, lo: int, hi: int) -
 def index_sample(read_files: list[str], chunk_length: int, outputs: dict[str, str]) -> FrameCounts:
     """The index stage for one sample: its read files (FASTA or FASTQ, any compression; read as
     one sample, in order, ids unique over all of them) into ``outputs`` (``frames``,
-    ``proteins``, ``index``, ``counts``)."""
+    ``proteins``, ``index``, ``counts``). Reads written as RNA are read as DNA (U as T,
+    :mod:`virnuc_core.rna`); ``counts`` also records how many reads and files were."""
+    rna = RnaCounts()
     counts = write_index(
-        frame_batches(iter_read_batches(read_files), chunk_length),
+        frame_batches(dna_batches(iter_read_batches(read_files), rna), chunk_length),
         outputs["frames"],
         outputs["proteins"],
         outputs["index"],
     )
+    recorded = counts.as_dict() | rna.as_dict()
     with atomic_writer(outputs["counts"]) as out:
-        json.dump(counts.as_dict(), out, indent=2)
-    log.info("%s", counts.as_dict())
+        json.dump(recorded, out, indent=2)
+    log.info("%s", recorded)
     return counts

@@ -25,6 +25,11 @@ instead of reported.
 Errors are :class:`InputError` (a ``ValueError``) naming the file, the line and the record.
 Lines ending in CR alone (old Mac files) are named as such. Every read id must be unique over
 the whole sample, across its files; that check ends the stream (see :func:`iter_read_batches`).
+A file that changed between its opening and its last byte read (size, modification time, or
+the path naming another file: a file still being written, or replaced) raises
+:class:`ChangedWhileReadError` at its end, in place of whatever its cut gave: what was read may
+be only a part of it. A file whose writer is idle for the whole read cannot be told from a
+complete one (FASTA has no end mark); a gzip, bzip2 or xz file cut short is refused anyway.
 
 How it is fast. Files are read in blocks of about 1 MiB and cut at record boundaries. A block of
 well-formed records (the common case) is parsed with a few whole-block ``bytes`` operations and
@@ -45,13 +50,14 @@ import lzma
 import os
 import re
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TypeAlias
 
 import numpy as np
 
+from virnuc_core.files import describe_change
 from virnuc_core.frames import DEFAULT_BATCH_BASES
 
 PathLike: TypeAlias = str | os.PathLike
@@ -99,6 +105,22 @@ class InputError(ValueError):
 
     def __reduce__(self):  # picklable (e.g. across worker processes) with its fields
         return type(self), (self.path, self.line, self.record, self.problem)
+
+
+class ChangedWhileReadError(InputError):
+    """A file that changed between its opening and its last byte read (still being written,
+    or replaced): what was read may be a part of it, so nothing of it is used."""
+
+    def __init__(self, path: PathLike, change: str):
+        self.path, self.line, self.record, self.problem = str(path), 0, None, change
+        ValueError.__init__(
+            self,
+            f"{str(path)!r} changed while it was read ({change}): wait until it is complete "
+            "(no program still writing it) and run again",
+        )
+
+    def __reduce__(self):
+        return type(self), (self.path, self.problem)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,15 +177,24 @@ def _compression(magic: bytes, path: Path) -> str:
 
 
 @contextlib.contextmanager
-def _open(path: Path) -> Iterator[tuple[str, BinaryIO]]:
-    """Open a file for reading decompressed bytes; yield (compression, stream)."""
+def _open(path: Path) -> Iterator[tuple[str, BinaryIO, Callable[[], None]]]:
+    """Open a file for reading decompressed bytes; yield (compression, stream, check): call
+    ``check()`` once the last byte was read, to raise :class:`ChangedWhileReadError` if the file
+    changed since it was opened."""
     with open(path, "rb") as raw:
+        opened = os.fstat(raw.fileno())
+
+        def check() -> None:
+            change = describe_change(path, raw.fileno(), opened)
+            if change is not None:
+                raise ChangedWhileReadError(path, change)
+
         compression = _compression(raw.peek(6)[:6], path)  # peek: pipes work too
         if compression == "plain":
-            yield compression, raw
+            yield compression, raw, check
         else:
             with _OPENERS[compression](raw) as stream:
-                yield compression, stream
+                yield compression, stream, check
 
 
 def _read_block(stream: BinaryIO, size: int) -> tuple[bytes, Exception | None]:
@@ -226,7 +257,7 @@ def sniff(path: PathLike) -> tuple[str, str]:
     format ``"fasta"`` or ``"fastq"``, both told from the content. Raises :class:`InputError`
     when the file is empty, holds no record or is neither format."""
     path = Path(path)
-    with _open(path) as (compression, stream):
+    with _open(path) as (compression, stream, _):
         fmt, _, _, _ = _start(stream, path)
     return compression, fmt
 
@@ -599,29 +630,42 @@ def _start_of_last_lines(text: bytes, n: int) -> int:
 
 
 def _parse_file(path: Path) -> Iterator[_Parsed]:
-    """The parsed blocks of one file, in order; an error is raised after the reads before it."""
-    with _open(path) as (_, stream):
-        fmt, pending, line, failure = _start(stream, path)
-        parser = _FileParser(path, fmt, line)
-        while True:
-            block = b""
-            if failure is None:  # at least as much as is pending: a long record costs O(n)
-                block, failure = _read_block(stream, max(_BLOCK_BYTES, len(pending)))
-            eof = not block and failure is None
-            data = pending + block if block else pending
-            end = len(data) if eof else parser.cut(data, max(len(pending) - 1, 0))
-            pending = data
-            if end:
-                parsed, used = parser.parse(data if end == len(data) else data[:end], eof)
-                pending = data[used:]
-                if parsed.ids:
-                    yield parsed
-                if parsed.error is not None:
-                    raise parsed.error
-            if failure is not None:
-                raise parser.read_error(failure, pending) from failure
-            if eof:
-                return
+    """The parsed blocks of one file, in order; an error is raised after the reads before it.
+
+    A file that changed while it was read (a file still being written, cut anywhere) raises
+    :class:`ChangedWhileReadError` at its end, also in place of the error its cut gave."""
+    with _open(path) as (_, stream, check):
+        try:
+            yield from _parse_stream(stream, path)
+        except InputError:
+            check()
+            raise
+        check()
+
+
+def _parse_stream(stream: BinaryIO, path: Path) -> Iterator[_Parsed]:
+    """:func:`_parse_file` on the open file's decompressed bytes."""
+    fmt, pending, line, failure = _start(stream, path)
+    parser = _FileParser(path, fmt, line)
+    while True:
+        block = b""
+        if failure is None:  # at least as much as is pending: a long record costs O(n)
+            block, failure = _read_block(stream, max(_BLOCK_BYTES, len(pending)))
+        eof = not block and failure is None
+        data = pending + block if block else pending
+        end = len(data) if eof else parser.cut(data, max(len(pending) - 1, 0))
+        pending = data
+        if end:
+            parsed, used = parser.parse(data if end == len(data) else data[:end], eof)
+            pending = data[used:]
+            if parsed.ids:
+                yield parsed
+            if parsed.error is not None:
+                raise parsed.error
+        if failure is not None:
+            raise parser.read_error(failure, pending) from failure
+        if eof:
+            return
 
 
 # -- batches and the sample --------------------------------------------------------------------
