@@ -129,3 +129,19 @@ def test_a_copy_is_never_taken_from_a_damaged_earlier_shard(tmp_path):
     with pytest.raises(FeaturesError, match=rf"{earlier}'?: frame {COPY[1]}: .* NaN"):
         finalize_shard(rows, s.sources, [(0, 200, str(earlier))], out)
     assert not out.exists()
+
+
+def test_an_embed_jobs_nan_row_never_reaches_a_shard_file(tmp_path):
+    from virnuc_core.store import ShardCheckpoint
+
+    records = np.arange(10, 20)
+    rows = emb_of(records, 4)
+    rows[6, 1] = np.nan  # frame 16
+    ckpt = ShardCheckpoint.open(tmp_path / "w", "fp", 4, 10, 20, every_records=100)
+    ckpt.append(records, rows)
+    ckpt.commit()
+    done = ckpt.complete(tmp_path / "shard_0.rows", {"attrs": {"model": "esm"}, "metrics": {}})
+    out = tmp_path / "shard_0.h5"
+    with pytest.raises(ValueError, match=r"row of frame 16 holds NaN .* delete '.*shard_0\.rows'"):
+        finalize_shard(done, sources_file(tmp_path, np.arange(20)), [], out)
+    assert not out.exists()
