@@ -3,8 +3,9 @@
 Building the whole 3B model (12 GB of fp32 weights) is not needed to time it: its 36 layers are
 alike, so the bench times random ESM-2 models of the 3B's width (2560, 40 heads) with ``--few``
 and ``--many`` layers on batches of 500-base chunks' proteins (166 residues, 168 tokens), and
-counts the 3B as the fixed part plus 36 layers at the per-layer time. fp32, inference mode, one
-thread. Run from the repository root:
+counts the 3B as 36 / ``--many`` times the ``--many``-layer model (the few-layer one gives the
+per-layer time, to see the fixed part this scaling overcounts). fp32, inference mode, one thread.
+Run from the repository root:
 
     python -m bench.cpu_throughput --out bench/results/cpu_throughput.json
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -65,7 +67,7 @@ def main() -> None:
     per_layer = (many - few) / (args.many - args.few)
     fixed = few - args.few * per_layer
     tokens = args.batch * (args.residues + 2)
-    batch_3b = fixed + LAYERS_3B * per_layer
+    batch_3b = many * LAYERS_3B / args.many
     row = {"model": "esm", "architecture": "ESM-2 3B", "tokens_per_s": tokens / batch_3b}
     doc = {
         "what": __doc__.split("\n")[0],
@@ -80,8 +82,10 @@ def main() -> None:
             f"{args.few}_layers": few,
             f"{args.many}_layers": many,
             "per_layer": per_layer,
+            "fixed": fixed,
             "3B_estimated": batch_3b,
         },  # fmt: skip
+        "load_average_1min_at_end": os.getloadavg()[0],
         "tokens_per_batch": tokens,
         "rows": [row],
     }

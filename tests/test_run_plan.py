@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from virnuc_core.run_plan import DISK_MARGIN, cpu_note, measured, run_plan
+from virnuc_core.run_plan import DISK_MARGIN, cpu_note, measured, measured_cpu, run_plan
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -20,6 +20,15 @@ def test_every_throughput_is_the_figure_in_its_source_file(entry):
     assert len(rows) == 1, f"{entry['source']}: {len(rows)} rows match {entry['select']}"
     assert rows[0]["tokens_per_s"] == entry["tokens_per_s"]
     assert doc["machine"]["gpu"] == entry["gpu"]
+
+
+@pytest.mark.parametrize("entry", measured_cpu(), ids=lambda e: f"{e['cpu']}:{e['model']}")
+def test_every_cpu_throughput_is_the_figure_in_its_source_file(entry):
+    doc = json.loads((REPO / entry["source"]).read_text())
+    select = dict(entry["select"])
+    rows = [r for r in doc[select.pop("list")] if all(r.get(k) == v for k, v in select.items())]
+    assert len(rows) == 1 and rows[0]["tokens_per_s"] == entry["tokens_per_s"]
+    assert doc["machine"]["cpu"] == entry["cpu"] and doc["machine"]["threads"] == entry["threads"]
 
 
 def shard_doc(frames: int, tokens: dict[str, list[int]]) -> dict:
