@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from virnuc_core.gpu import DeviceClaim, GpuClaimTimeout, claim_device
+from virnuc_core.gpu import DeviceClaim, GpuClaimTimeout, claim_device, no_gpu_reason
 
 CTX = mp.get_context("fork")
 NO_SCHEDULER: dict[str, str] = {}
@@ -262,3 +262,33 @@ def test_a_killed_job_frees_its_slot_and_work_although_its_readers_live_on(tmp_p
     for r in readers:
         with contextlib.suppress(psutil.Error):
             r.kill()
+
+
+def _nvidia_smi(folder, listing: str) -> None:
+    smi = folder / "nvidia-smi"
+    smi.write_text(f"#!/bin/sh\nprintf '{listing}'\n")
+    smi.chmod(0o755)
+
+
+def test_no_gpu_reason_without_torch(tmp_path, monkeypatch):
+    if os.path.exists("/dev/kfd"):
+        pytest.skip("an AMD GPU device here")
+    driver = tmp_path / "gpus"
+    driver.mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # no nvidia-smi
+    assert no_gpu_reason({}, driver) == (
+        "no NVIDIA driver: no nvidia-smi, nothing in /proc/driver/nvidia/gpus"
+    )
+    for hidden in ("", "-1"):
+        assert no_gpu_reason({"CUDA_VISIBLE_DEVICES": hidden}, driver) == (
+            f"CUDA_VISIBLE_DEVICES is {hidden!r}"
+        )
+    (driver / "0000:17:00.0").mkdir()  # the driver lists a GPU
+    assert no_gpu_reason({}, driver) is None
+    assert no_gpu_reason({"CUDA_VISIBLE_DEVICES": "1"}, driver) is None
+    (driver / "0000:17:00.0").rmdir()
+    (tmp_path / "bin").mkdir()
+    _nvidia_smi(tmp_path / "bin", "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-1)\\n")
+    assert no_gpu_reason({}, driver) is None
+    _nvidia_smi(tmp_path / "bin", "No devices found.\\n")
+    assert no_gpu_reason({}, driver) == "nvidia-smi -L lists no GPU"

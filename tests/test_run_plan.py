@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from virnuc_core.run_plan import DISK_MARGIN, measured, run_plan
+from virnuc_core.run_plan import DISK_MARGIN, cpu_note, measured, measured_cpu, run_plan
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -20,6 +20,15 @@ def test_every_throughput_is_the_figure_in_its_source_file(entry):
     assert len(rows) == 1, f"{entry['source']}: {len(rows)} rows match {entry['select']}"
     assert rows[0]["tokens_per_s"] == entry["tokens_per_s"]
     assert doc["machine"]["gpu"] == entry["gpu"]
+
+
+@pytest.mark.parametrize("entry", measured_cpu(), ids=lambda e: f"{e['cpu']}:{e['model']}")
+def test_every_cpu_throughput_is_the_figure_in_its_source_file(entry):
+    doc = json.loads((REPO / entry["source"]).read_text())
+    select = dict(entry["select"])
+    rows = [r for r in doc[select.pop("list")] if all(r.get(k) == v for k, v in select.items())]
+    assert len(rows) == 1 and rows[0]["tokens_per_s"] == entry["tokens_per_s"]
+    assert doc["machine"]["cpu"] == entry["cpu"] and doc["machine"]["threads"] == entry["threads"]
 
 
 def shard_doc(frames: int, tokens: dict[str, list[int]]) -> dict:
@@ -58,3 +67,21 @@ def test_models_of_another_architecture_get_no_time():
     plan = run_plan("s", shard_doc(10, {"esm": [100]}), {"esm": "tiny"}, 0, table=measured())
     assert plan["models"]["esm"]["expected_gpu_seconds"] == []
     assert plan["disk"]["embeddings_bytes"] is None  # no published width to count with
+
+
+def test_cpu_seconds_from_the_table_and_told_where_no_gpu_is_visible(tmp_path):
+    cpu = [{"cpu": "C", "threads": 1, "model": "esm", "tokens_per_s": 2.0, "source": "d.json"}]
+    models = {"dnabert": "zhihan1996/DNABERT-S", "esm": "esm2_t36_3B_UR50D"}
+    doc = shard_doc(1000, {"dnabert": [60000, 40000], "esm": [3000, 5000]})
+    plan = run_plan("s", doc, models, input_bytes=0, table=[], cpu_table=cpu)
+    assert plan["models"]["esm"]["expected_cpu_seconds"] == [
+        {"cpu": "C", "threads": 1, "seconds": 4000.0, "tokens_per_s": 2.0, "source": "d.json"}
+    ]  # 8000 tokens at 2 tokens/s
+    assert plan["models"]["dnabert"]["expected_cpu_seconds"] == []
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    note = cpu_note(2, "why", {"s": tmp_path / "plan.json", "t": tmp_path / "none.json"})
+    assert note.startswith(
+        "--resources gpu=2 asks for GPUs, but none is visible here (why): the embed jobs will "
+        "run ESM-2 and DNABERT-S on the CPU"
+    )
+    assert "sample 's': esm 67 min; sample 't': its plan line (when plan_shards runs)" in note

@@ -14,6 +14,7 @@ with quoted read ids (rows 1, 2, 5, 7, 14, and the reference for rows 3 and 4).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -483,3 +484,38 @@ def test_read_added_after_kill9_set_aside_work_is_deleted_once_done(killed, clas
     assert not list((run / SAMPLE / "work/esm").iterdir())  # no set-aside folder left, no work
     with h5py.File(run / ESM_SHARDS[1]) as f:
         assert f["embeddings"].shape[0] == after - shard_range(run, "demo", "esm", 1)[0]
+
+
+# ------------------------------------------------------------------ issue 34: a cut-short run
+
+
+def test_plain_rerun_redoes_a_job_left_incomplete(tmp_path):
+    """A run killed while a job wrote (Ctrl-C, kill, a disk that filled late) leaves the job's
+    outputs marked incomplete; the plain command again redoes that job (rerun-incomplete in
+    profiles/default) instead of stopping with IncompleteFilesException."""
+    write_config(tmp_path)
+    target = f"{SAMPLE}/frames.counts.json"
+    run_snakemake(tmp_path, target)
+    # What Snakemake leaves when it dies while index_fasta runs: the marker of an output (file
+    # persistence: .snakemake/incomplete/<urlsafe base64 of the path>).
+    marker = (
+        tmp_path
+        / ".snakemake/incomplete"
+        / base64.urlsafe_b64encode(f"{SAMPLE}/frames.fa".encode()).decode()
+    )
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"external_jobid": None}))
+    (tmp_path / SAMPLE / "frames.fa").write_text(">cut short\nACG")  # half written
+    proc = run_snakemake(tmp_path, target, check=False)
+    out = console(proc)
+    assert proc.returncode == 0, out[-3000:]
+    assert "IncompleteFilesException" not in out
+    assert re.search(r"index_fasta\s+1", out), out[-3000:]  # the job ran again
+    assert (tmp_path / SAMPLE / "frames.fa").read_text().startswith(">demo00")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("profile", ["default", "local-2gpu", "slurm"])
+def test_every_profile_reruns_incomplete_jobs(profile):
+    (path,) = (REPO / "profiles" / profile).glob("config*.yaml")
+    assert yaml.safe_load(path.read_text())["rerun-incomplete"] is True

@@ -104,6 +104,21 @@ def test_a_model_that_shares_a_gpu_is_not_counted_against_the_gpus(tmp_path):
     assert {r["shared_gpus"] for r in jobs.values()} == {"0"}
 
 
+def test_gpus_asked_for_where_none_is_visible_are_told_at_the_start(tmp_path):
+    write_config(tmp_path)
+    hidden = {"CUDA_VISIBLE_DEVICES": ""}  # no GPU visible, on any machine
+    proc = run_snakemake(tmp_path, "-n", "--resources", "gpu=1", env=hidden)
+    out = proc.stdout + proc.stderr
+    assert (
+        "--resources gpu=1 asks for GPUs, but none is visible here (CUDA_VISIBLE_DEVICES is ''): "
+        "the embed jobs will run ESM-2 and DNABERT-S on the CPU"
+    ) in out
+    assert "sample 'demo': its plan line (when plan_shards runs) says" in out
+    assert out.index("asks for GPUs") < out.index("Job stats")  # before any job
+    proc = run_snakemake(tmp_path, "-n", env=hidden)  # no GPU asked for: nothing to say
+    assert "asks for GPUs" not in proc.stdout + proc.stderr
+
+
 def test_switching_gpu_sharing_reruns_nothing(demo_run, tmp_path):
     run = copy_run(demo_run, tmp_path / "run")
     assert planned_jobs(run) == {}

@@ -7,6 +7,9 @@ holds ``ids`` (one per frame, streamed from ``frames.fa``) and, per model, a vir
 stored once, in its shard file. The source paths are relative to ``features.h5``'s folder, so the
 sample's results folder can be moved or copied as a whole; a missing source reads as NaN (never
 as silent zeros), and :func:`open_features` refuses to read when a source is missing.
+Every reader takes rows through :func:`checked_rows`: a chunk that fails its checksum (see
+:func:`virnuc_core.finalize.checked_layout`) or a NaN or infinite value is refused, naming the
+shard file, the frame and what to do (:class:`DamagedFileError`).
 Attributes: both models' settings and encoder description, prefixed ``dnabert.`` / ``esm.``.
 """
 
@@ -33,6 +36,84 @@ _PER_JOB = ("token_budget", "device", "distinct_sequences", "records_lo", "recor
 
 class FeaturesError(ValueError):
     """features.h5 cannot be used as it is; the message says why and what to do."""
+
+
+class DamagedFileError(FeaturesError):
+    """A shard file's rows are damaged (a chunk fails its checksum, or a value is not finite)."""
+
+
+def redo(path: str | os.PathLike) -> str:
+    return f"delete {os.fspath(path)!r} and run the same command again"
+
+
+def _sources(dset: h5py.Dataset) -> list[tuple[int, int, Path]]:
+    """(first row, end row, shard file) of each part of ``dset``: the shards a virtual dataset
+    maps, or the shard file itself."""
+    if not dset.is_virtual:
+        return [(0, dset.shape[0], Path(dset.file.filename))]
+    base = Path(dset.file.filename).parent
+    out = []
+    for src in dset.virtual_sources():
+        (start, _), (end, _) = src.vspace.get_select_bounds()
+        out.append((int(start), int(end) + 1, base / src.file_name))
+    return out
+
+
+def _damaged_chunk(path: Path, frame: int, lo: int, hi: int) -> DamagedFileError | None:
+    """The error for the first chunk of rows ``lo .. hi-1`` of shard file ``path`` (its row 0
+    is frame ``frame``) that cannot be read; None when every one reads."""
+    try:
+        with h5py.File(path, "r") as h5:
+            emb = h5["embeddings"]
+            step = emb.chunks[0] if emb.chunks else max(1, hi - lo)
+            for a in range(lo // step * step, hi, step):
+                b = min(a + step, emb.shape[0])
+                try:
+                    emb[a:b]
+                except OSError as err:
+                    return DamagedFileError(
+                        f"{os.fspath(path)!r}: frames {frame + a}..{frame + b - 1} are damaged "
+                        f"({err}): {redo(path)}"
+                    )
+    except (OSError, KeyError) as err:
+        return DamagedFileError(f"{os.fspath(path)!r} cannot be read ({err}): {redo(path)}")
+    return None
+
+
+def checked_rows(dset: h5py.Dataset, sel: slice | np.ndarray, what: str = "") -> np.ndarray:
+    """``dset[sel]`` (a model's rows: ``features.h5``'s virtual dataset, or a shard file's
+    ``embeddings``), refused with :class:`DamagedFileError` naming the shard file, the frame
+    and what to do when a chunk fails its checksum or a value is NaN or infinite."""
+    try:
+        rows = dset[sel]
+    except OSError as err:
+        raise _damage(dset, np.arange(dset.shape[0])[sel], err) from err
+    if np.isfinite(rows).all():
+        return rows
+    row = int(np.arange(dset.shape[0])[sel][np.flatnonzero(~np.isfinite(rows).all(axis=1))[0]])
+    path = next(p for start, end, p in _sources(dset) if start <= row < end)
+    frame = row + _first_frame(dset)
+    raise DamagedFileError(
+        f"{os.fspath(path)!r}: frame {frame}: its {what or dset.name.strip('/')} embedding holds "
+        f"NaN or an infinite value: the file is damaged; {redo(path)}"
+    )
+
+
+def _first_frame(dset: h5py.Dataset) -> int:
+    """The frame of ``dset``'s row 0: 0 in ``features.h5``, ``records_lo`` in a shard file."""
+    return 0 if dset.is_virtual else int(dset.file.attrs.get("records_lo", 0))
+
+
+def _damage(dset: h5py.Dataset, rows: np.ndarray, err: OSError) -> DamagedFileError:
+    """The shard file and frames of ``rows`` whose chunk does not read."""
+    for start, end, path in _sources(dset):
+        inside = rows[(rows >= start) & (rows < end)] - start
+        if inside.size:
+            frame = start + _first_frame(dset)
+            found = _damaged_chunk(path, frame, int(inside.min()), int(inside.max()) + 1)
+            if found is not None:
+                return found
+    return DamagedFileError(f"{dset.file.filename!r}: {err}")
 
 
 def _shard_layout(paths: Sequence[str | os.PathLike], n: int, base: Path):
@@ -115,7 +196,7 @@ def feature_blocks(
     n = f["ids"].shape[0]
     for lo in range(0, n, block_rows):
         hi = min(n, lo + block_rows)
-        yield lo, hi, np.concatenate([f[m][lo:hi] for m in models], axis=1)
+        yield lo, hi, np.concatenate([checked_rows(f[m], slice(lo, hi)) for m in models], axis=1)
 
 
 def shard_rows(paths: Sequence[str | os.PathLike], records: np.ndarray) -> np.ndarray:
@@ -126,9 +207,9 @@ def shard_rows(paths: Sequence[str | os.PathLike], records: np.ndarray) -> np.nd
         with h5py.File(path, "r") as h5:
             emb = h5["embeddings"]
             lo, hi = row, row + emb.shape[0]
-            take = records[(records >= lo) & (records < hi)] - lo
-            if take.size:
-                out.append(emb[take])
+            take = records[(records >= lo) & (records < hi)]
+            if take.size:  # rows of the file (whose records_lo is lo)
+                out.append(checked_rows(emb, take - lo, str(h5.attrs.get("model", ""))))
             dim, row = emb.shape[1], hi
     if records.size and (records.max() >= row or records.min() < 0):
         raise FeaturesError(f"records beyond the {row} rows of the shard files")

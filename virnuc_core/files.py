@@ -4,6 +4,7 @@ read; locks that child processes drop."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 from collections.abc import Iterator
@@ -16,6 +17,8 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
 
     On any exception the temporary file is removed and ``final`` is left untouched, so a crash
     never leaves a partial output where Snakemake (or a user) would take it for a finished one.
+    A full disk or quota while the block writes is raised as an OSError naming ``final`` (a
+    plain write's error names no file; HDF5's names the temporary one).
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -23,6 +26,11 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, final)
+    except OSError as err:
+        code = no_space_errno(err)
+        if code is None:
+            raise
+        raise OSError(code, os.strerror(code), str(final)) from err
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -33,6 +41,20 @@ def atomic_writer(final: str | os.PathLike, mode: str = "w") -> Iterator:
     """Open a temporary file beside ``final`` for writing; rename it into place on success."""
     with atomic_path(final) as tmp, open(tmp, mode) as handle:
         yield handle
+
+
+def no_space_errno(err: BaseException) -> int | None:
+    """ENOSPC or EDQUOT when ``err`` says the disk (or the quota) is full, else None. HDF5's
+    errors carry no errno, only their message ("..., errno = 28, error message = ...")."""
+    if not isinstance(err, OSError):
+        return None
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return err.errno
+    text = str(err)
+    for code in (errno.ENOSPC, errno.EDQUOT):
+        if f"errno = {code}," in text or os.strerror(code) in text:
+            return code
+    return None
 
 
 # File descriptors holding a lock (flock) of this process. A forked child (a DataLoader reader)

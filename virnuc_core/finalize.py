@@ -6,7 +6,9 @@ every record of its range, in record order, a block at a time: a distinct record
 row; a copy takes its source's row, from this job's rows or from the finished file of the earlier
 shard holding the source. Rows are checked against their checksums before any is used. The file
 is written aside and renamed into place when complete. Its datasets: ``records`` (int64, the
-range ``lo .. hi-1``), ``embeddings`` (float32, n x dim); attributes: the job's settings, the
+range ``lo .. hi-1``), ``embeddings`` (float32, n x dim), both in chunks that carry HDF5's
+Fletcher-32 checksum, which HDF5 checks on every read (a damaged chunk raises OSError, never
+reads as other values: :func:`checked_layout`); attributes: the job's settings, the
 encoder's description, the device and the job's metrics (``metrics.*``).
 """
 
@@ -29,6 +31,16 @@ from virnuc_core.store import ShardRows
 log = logging.getLogger("virnuc.finalize")
 
 BLOCK_BYTES = 64 << 20  # embeddings written at a time
+CHUNK_BYTES = 1 << 20  # an HDF5 chunk of the embeddings (the default chunk cache holds one)
+
+
+def checked_layout(rows: int, dim: int) -> dict[str, Any]:
+    """``create_dataset`` arguments for ``rows`` x ``dim`` float32 rows stored in chunks of
+    about :data:`CHUNK_BYTES`, each with a Fletcher-32 checksum (none for an empty dataset:
+    HDF5 cannot chunk it, and it holds nothing to damage)."""
+    if rows == 0:
+        return {}
+    return {"chunks": (max(1, min(rows, CHUNK_BYTES // (4 * dim))), dim), "fletcher32": True}
 
 
 def check_attr(key: str, value: Any) -> None:
@@ -88,12 +100,21 @@ class _Sources:
         src = self.sources[a - self.lo : b - self.lo]
         out = np.empty((src.size, dim), np.float32)
         mine = src >= self.lo
-        out[mine] = self.rows.gather(self.positions[src[mine] - self.lo])
-        for lo, hi, path in self.earlier:
+        from virnuc_core.features import checked_rows, redo
+
+        own = self.rows.gather(self.positions[src[mine] - self.lo])
+        if not np.isfinite(own).all():  # never written into a shard file
+            frame = int(src[mine][np.flatnonzero(~np.isfinite(own).all(axis=1))[0]])
+            raise ValueError(
+                f"{self.rows.path}: the embed job's row of frame {frame} holds NaN or an "
+                f"infinite value; {redo(self.rows.path)}"
+            )
+        out[mine] = own
+        for lo, hi, path in self.earlier:  # checked: a damaged file is named, never copied
             take = (src >= lo) & (src < hi)
             if take.any():
                 wanted, inverse = np.unique(src[take] - lo, return_inverse=True)
-                out[take] = self._file(path)["embeddings"][wanted][inverse]
+                out[take] = checked_rows(self._file(path)["embeddings"], wanted)[inverse]
         return out
 
     def _file(self, path: str) -> h5py.File:
@@ -126,14 +147,17 @@ def finalize_shard(
     attrs = shard_attrs(rows.meta)
     copies = int((sources != np.arange(lo, hi)).sum())
     attrs.update(distinct_sequences=hi - lo - copies, records_lo=lo, records_hi=hi)
-    step = max(1, block_bytes // (4 * dim))
+    layout = checked_layout(hi - lo, dim)
+    chunk = layout["chunks"][0] if layout else 1
+    step = max(1, block_bytes // (4 * dim) // chunk) * chunk  # whole chunks at a time
     with contextlib.ExitStack() as stack:
         src = _Sources(rows, sources, earlier)
         stack.callback(src.close)
         tmp = stack.enter_context(atomic_path(out_h5))
         with h5py.File(tmp, "w") as h5:
-            h5.create_dataset("records", data=np.arange(lo, hi, dtype=np.int64))
-            emb = h5.create_dataset("embeddings", shape=(hi - lo, dim), dtype="<f4")
+            records = np.arange(lo, hi, dtype=np.int64)
+            h5.create_dataset("records", data=records, fletcher32=bool(records.size))
+            emb = h5.create_dataset("embeddings", shape=(hi - lo, dim), dtype="<f4", **layout)
             for a in range(lo, hi, step):
                 b = min(hi, a + step)
                 emb[a - lo : b - lo] = src.block(a, b, dim)

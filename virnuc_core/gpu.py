@@ -35,7 +35,9 @@ import contextlib
 import fcntl
 import logging
 import os
+import shutil
 import socket
+import subprocess
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -76,6 +78,34 @@ def count_cuda_devices() -> int:
     import torch
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def no_gpu_reason(
+    environ: Mapping[str, str] | None = None, nvidia: str | os.PathLike = "/proc/driver/nvidia/gpus"
+) -> str | None:
+    """Why this machine's jobs would see no GPU, found without importing torch (which takes
+    seconds): ``CUDA_VISIBLE_DEVICES`` empty (or -1), else no GPU under ``nvidia`` (the NVIDIA
+    driver's list), no ROCm device and ``nvidia-smi -L`` listing none. None when a GPU is or
+    may be visible (the check errs that way)."""
+    env = os.environ if environ is None else environ
+    chosen = env.get("CUDA_VISIBLE_DEVICES")
+    if chosen is not None and chosen.strip() in ("", "-1"):
+        return f"CUDA_VISIBLE_DEVICES is {chosen!r}"
+    with contextlib.suppress(OSError):
+        if any(Path(nvidia).iterdir()):
+            return None
+    if Path("/dev/kfd").exists():  # an AMD GPU (ROCm): torch sees it as CUDA
+        return None
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return "no NVIDIA driver: no nvidia-smi, nothing in /proc/driver/nvidia/gpus"
+    try:
+        listed = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if any(line.startswith("GPU ") for line in listed.splitlines()):
+        return None
+    return "nvidia-smi -L lists no GPU"
 
 
 def scheduler_var(environ: Mapping[str, str] | None = None) -> str | None:

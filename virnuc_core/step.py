@@ -8,11 +8,15 @@ for bad inputs into one clear line (no traceback) and an exit code, and exits.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
+
+from virnuc_core.files import no_space_errno
 
 # Errors a user can act on: the message says what and where (our own error classes, and bad
 # values or missing files). Anything else is a bug: traceback.
@@ -21,6 +25,25 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, P
 
 def _for_the_user(err: BaseException) -> bool:
     return isinstance(err, USER_ERRORS) or type(err).__module__.startswith("virnuc_core.")
+
+
+def no_space_message(err: BaseException | None) -> str | None:
+    """What to tell when ``err`` (or an error it was raised from or during) is a full disk or
+    quota: the file being written, and what to do; None for any other error."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        code = no_space_errno(err)
+        if code is not None:
+            what = "disk quota exceeded" if code == errno.EDQUOT else "no space left on device"
+            path = err.filename if isinstance(err, OSError) else None
+            if path is None:  # HDF5's message names the file
+                found = re.search(r"filename = '([^']*)'", str(err))
+                path = found.group(1) if found else None
+            where = f" while writing {os.fspath(path)!r}" if path is not None else ""
+            return f"{what}{where}: free space and run the same command again"
+        err = err.__cause__ or err.__context__
+    return None
 
 
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
@@ -62,7 +85,10 @@ def run_step(snakemake: Any, main: Callable[[Any], int | None]) -> None:
     try:
         code = main(snakemake) or 0
     except Exception as err:
-        if _for_the_user(err):
+        full = no_space_message(err)
+        if full:  # a full disk is not a bug: what was being written, and what to do
+            logging.getLogger("virnuc").error("rule %s: %s", name, full)
+        elif _for_the_user(err):
             logging.getLogger("virnuc").error("rule %s: %s", name, err)
         else:
             logging.getLogger("virnuc").exception("rule %s failed (a bug: please report it)", name)

@@ -14,7 +14,7 @@ import torch
 from virnuc_core import settings as knobs
 from virnuc_core.embed_job import output_attrs
 from virnuc_core.families import FAMILIES
-from virnuc_core.features import open_features, shard_rows
+from virnuc_core.features import checked_rows, open_features, shard_rows
 from virnuc_core.files import atomic_path, atomic_writer
 from virnuc_core.gpu import claim_device
 from virnuc_core.index import open_index, read_ids
@@ -134,7 +134,7 @@ def _agreement(features: str, references: Sequence[str], classifier: str) -> dic
     if not np.array_equal(rec_d, rec_e):
         raise ValueError("the two models' validation samples differ; rerun validate_embeddings")
     with open_features(features) as f:
-        fast = np.concatenate([f["dnabert"][rec_d], f["esm"][rec_d]], axis=1)
+        fast = np.concatenate([checked_rows(f[m], rec_d) for m in ("dnabert", "esm")], axis=1)
         dims = {m: int(f[m].shape[1]) for m in FAMILIES}  # a wrong width is told per model
     model = classifier_for(classifier, dims)
     v2 = predict_scores(model, fast)

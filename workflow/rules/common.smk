@@ -137,6 +137,16 @@ if SETTINGS.classifier is None:
 MODELS_VERIFIED = {"verified": "results/models.verified.json"} if LOCKED else {}
 
 
+# GPUs asked for (--resources gpu=N, profiles/local-2gpu) where none is visible: the models run
+# on the CPU (fine for small inputs); say so at the start, with the plans' CPU time.
+if workflow.local_exec and run_gpus() > 0:
+    from virnuc_core.gpu import no_gpu_reason
+    from virnuc_core.run_plan import cpu_note
+
+    if (_why := no_gpu_reason()) is not None:
+        logger.warning(cpu_note(run_gpus(), _why, {s: f"results/{s}/plan.json" for s in SAMPLES}))
+
+
 def mem(rule):
     """A rule's mem_mb, from what bench/scale.py measured (virnuc_core.resources)."""
     return lambda wc, input: resources.mem_mb(rule, resources.frames_of(input))
