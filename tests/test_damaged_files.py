@@ -1,7 +1,7 @@
 """A damaged shard file is refused, never read as other values (issue 34, item 2).
 
 The shard files are made by finalize_shard at the real models' widths (768 DNABERT-S, 2560
-ESM-2: chunks of 341 and 102 rows), mapped into features.h5, and read by the predict step (as
+ESM-2: chunks of 42 and 12 rows), mapped into features.h5, and read by the predict step (as
 scripts/predict.py runs it) and by validation (shard_rows)."""
 
 from __future__ import annotations

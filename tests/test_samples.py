@@ -223,3 +223,21 @@ def test_dry_run_names_inputs_that_are_not_files_of_reads(tmp_path):
     assert "sample 'b': input file '/dev/zero' is a character device, not a file of reads" in out
     assert f"sample 'c': input file {str(fifo)!r} is a FIFO (named pipe), not a file of" in out
     assert f"sample 'd': input file {spaced!r} does not exist" in out
+
+
+def test_a_file_that_cannot_be_opened_is_named_before_any_job(tmp_path, monkeypatch):
+    """Unreadable reads (no read permission) are refused with the other unusable inputs, not
+    as a traceback while Snakemake plans (root reads any file, so the open is made to fail)."""
+    locked = tmp_path / "locked.fa"
+    locked.write_text(">r\nACGT\n")
+    real_open = open
+
+    def no_permission(path, *args, **kwargs):
+        if str(path) == str(locked):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", no_permission)
+    assert missing_files({"s": [str(locked)]}) == [
+        f"sample 's': input file {str(locked)!r} cannot be read (Permission denied)"
+    ]

@@ -7,13 +7,15 @@ Through Snakemake on the demo (tiny models, CPU), with the config's `shards` lef
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.workflow_helpers import REPO, run_snakemake, write_config
+from tests.workflow_helpers import REPO, run_snakemake, snakemake_cmd, write_config
 
 pytestmark = pytest.mark.workflow
 
@@ -47,6 +49,20 @@ def test_auto_shards_follow_the_runs_gpus(tmp_path, resources, shards):
     for model in ("dnabert", "esm"):
         assert sorted(i for m, i in jobs if m == model) == [str(i) for i in range(shards)]
     assert f"shards: auto -> {shards} per model" in console
+
+
+def test_a_spawned_job_takes_the_shards_its_run_decided(tmp_path):
+    """A cluster job reads the workflow again without the run's --resources: it takes `auto`
+    from the environment its run exported (sbatch --export=ALL), and refuses to guess."""
+    default_shards_config(tmp_path)
+    job = ("-n", "--mode", "remote")  # how Snakemake starts a job on a cluster node
+    proc = run_snakemake(tmp_path, *job, env={"VIRNUC_SHARDS": "3"})
+    jobs = embed_jobs(proc.stdout + proc.stderr)
+    assert sorted(jobs) == [(m, str(i)) for m in ("dnabert", "esm") for i in range(3)]
+    env = {k: v for k, v in os.environ.items() if k != "VIRNUC_SHARDS"}
+    proc = subprocess.run(snakemake_cmd(tmp_path, *job), env=env, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "shards: auto: this job did not inherit VIRNUC_SHARDS" in proc.stdout + proc.stderr
 
 
 def test_a_number_of_shards_is_kept(tmp_path):

@@ -91,3 +91,15 @@ def test_other_os_errors_stay_bugs(tmp_path, capsys):
     code, console, _ = run(tmp_path, main, capsys)
     assert code == 1
     assert "failed (a bug: please report it)" in console
+
+
+def test_a_full_disk_writing_another_file_keeps_that_files_name(tmp_path):
+    """Inside an atomic_path block, a disk-full error that names another file (a log, say) is
+    not renamed to the block's output."""
+    log = tmp_path / "job.log"
+    with pytest.raises(OSError) as caught, virnuc_core.files.atomic_path(tmp_path / "out.tsv"):
+        raise OSError(errno.ENOSPC, "No space left on device", str(log))
+    assert caught.value.filename == str(log)
+    with pytest.raises(OSError) as caught, virnuc_core.files.atomic_path(tmp_path / "out.tsv"):
+        raise OSError(errno.ENOSPC, "No space left on device")  # a plain write names no file
+    assert caught.value.filename == str(tmp_path / "out.tsv")

@@ -107,15 +107,20 @@ def test_a_model_that_shares_a_gpu_is_not_counted_against_the_gpus(tmp_path):
 def test_gpus_asked_for_where_none_is_visible_are_told_at_the_start(tmp_path):
     write_config(tmp_path)
     hidden = {"CUDA_VISIBLE_DEVICES": ""}  # no GPU visible, on any machine
-    proc = run_snakemake(tmp_path, "-n", "--resources", "gpu=1", env=hidden)
+    # a real run (a dry run starts nothing to warn about), stopped after its first job
+    proc = run_snakemake(tmp_path, "--until", "index_fasta", "--resources", "gpu=1", env=hidden)
     out = proc.stdout + proc.stderr
     assert (
         "--resources gpu=1 asks for GPUs, but none is visible here (CUDA_VISIBLE_DEVICES is ''): "
         "the embed jobs will run ESM-2 and DNABERT-S on the CPU"
     ) in out
     assert "sample 'demo': its plan line (when plan_shards runs) says" in out
-    assert out.index("asks for GPUs") < out.index("Job stats")  # before any job
-    proc = run_snakemake(tmp_path, "-n", env=hidden)  # no GPU asked for: nothing to say
+    assert out.index("asks for GPUs") < out.index("rule index_fasta:")  # before any job
+    other = tmp_path / "other"  # a fresh run that asks for no GPU: nothing to say
+    other.mkdir()
+    write_config(other)
+    proc = run_snakemake(other, "--until", "index_fasta", env=hidden)
+    assert "rule index_fasta:" in proc.stdout + proc.stderr
     assert "asks for GPUs" not in proc.stdout + proc.stderr
 
 

@@ -28,7 +28,9 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, final)
     except OSError as err:
         code = no_space_errno(err)
-        if code is None:
+        # only an error that names no file, or the temporary one: another file's error keeps
+        # its own name (a log, a nested atomic_path)
+        if code is None or err.filename not in (None, str(tmp), tmp):
             raise
         raise OSError(code, os.strerror(code), str(final)) from err
     finally:

@@ -31,7 +31,9 @@ from virnuc_core.store import ShardRows
 log = logging.getLogger("virnuc.finalize")
 
 BLOCK_BYTES = 64 << 20  # embeddings written at a time
-CHUNK_BYTES = 1 << 20  # an HDF5 chunk of the embeddings (the default chunk cache holds one)
+# An HDF5 chunk of the embeddings: a copy from an earlier shard reads (and checks) a whole
+# chunk for one row, so small ones (12 ESM-2 rows); sequential reads are as fast as with 1 MiB
+CHUNK_BYTES = 128 << 10
 
 
 def checked_layout(rows: int, dim: int) -> dict[str, Any]:
@@ -107,7 +109,9 @@ class _Sources:
             frame = int(src[mine][np.flatnonzero(~np.isfinite(own).all(axis=1))[0]])
             raise ValueError(
                 f"{self.rows.path}: the embed job's row of frame {frame} holds NaN or an "
-                f"infinite value; {redo(self.rows.path)}"
+                "infinite value: the model overflowed on that frame (with precision fp16 or "
+                "bf16, set precision: fp32 in the config) or the rows were damaged on disk; "
+                f"{redo(self.rows.path)}"
             )
         out[mine] = own
         for lo, hi, path in self.earlier:  # checked: a damaged file is named, never copied

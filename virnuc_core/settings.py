@@ -30,6 +30,8 @@ MODELS = tuple(FAMILIES)
 
 # Environment variables: test hooks and a lock-directory override, never tuning knobs.
 ENV_LOCK_DIR = "VIRNUC_GPU_LOCK_DIR"
+# `shards: auto` as the run decided it, for the jobs it spawns (workflow/rules/common.smk)
+ENV_SHARDS = "VIRNUC_SHARDS"
 ENV_BATCH_DELAY = "VIRNUC_TEST_BATCH_DELAY"  # test hook: seconds of sleep per batch (slow jobs)
 ENV_OOM_ABOVE = "VIRNUC_TEST_OOM_ABOVE"  # test hook: CUDA OOM while token_budget exceeds this
 

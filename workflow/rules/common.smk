@@ -1,4 +1,5 @@
 # Samples, shard numbers and the settings every rule reads (virnuc_core.settings).
+import os
 import re
 import sys
 
@@ -16,7 +17,8 @@ from virnuc_core.samples import (  # noqa: E402
     missing_files,
     read_samples,
 )
-from virnuc_core.settings import WorkflowSettings  # noqa: E402
+from virnuc_core.settings import ENV_SHARDS, WorkflowSettings  # noqa: E402
+from snakemake_interface_executor_plugins.settings import ExecMode  # noqa: E402
 
 
 def _refuse(problem):
@@ -66,9 +68,21 @@ def run_gpus():
 
 
 # `shards: auto` follows the run's GPUs: one embed job per GPU and model (docs: config README).
-N_SHARDS = SETTINGS.shard_count(run_gpus())
-if SETTINGS.shards == "auto":
-    logger.info(f"shards: auto -> {N_SHARDS} per model (--resources gpu={run_gpus()})")
+# The run's own process decides; the jobs it spawns (a cluster job reads this file again, without
+# the run's --resources) take its decision from the environment they inherit (sbatch
+# --export=ALL), so every job agrees on the shards.
+if workflow.exec_mode == ExecMode.DEFAULT:
+    N_SHARDS = SETTINGS.shard_count(run_gpus())
+    os.environ[ENV_SHARDS] = str(N_SHARDS)
+    if SETTINGS.shards == "auto":
+        logger.info(f"shards: auto -> {N_SHARDS} per model (--resources gpu={run_gpus()})")
+elif SETTINGS.shards == "auto":
+    if not os.environ.get(ENV_SHARDS, "").isdigit():
+        _refuse(f"shards: auto: this job did not inherit {ENV_SHARDS} from its run; "
+                "set `shards` to a number in the config")
+    N_SHARDS = int(os.environ[ENV_SHARDS])
+else:
+    N_SHARDS = SETTINGS.shards
 SHARDS = list(range(N_SHARDS))
 try:
     SAMPLES = read_samples(config["samples"])
@@ -137,14 +151,19 @@ if SETTINGS.classifier is None:
 MODELS_VERIFIED = {"verified": "results/models.verified.json"} if LOCKED else {}
 
 
-# GPUs asked for (--resources gpu=N, profiles/local-2gpu) where none is visible: the models run
-# on the CPU (fine for small inputs); say so at the start, with the plans' CPU time.
-if workflow.local_exec and run_gpus() > 0:
-    from virnuc_core.gpu import no_gpu_reason
-    from virnuc_core.run_plan import cpu_note
 
-    if (_why := no_gpu_reason()) is not None:
-        logger.warning(cpu_note(run_gpus(), _why, {s: f"results/{s}/plan.json" for s in SAMPLES}))
+
+# GPUs asked for (--resources gpu=N, profiles/local-2gpu) where none is visible: the models run
+# on the CPU (fine for small inputs); say so at the start, with the plans' CPU time. In onstart:
+# only then does Snakemake know whether the jobs run here (not on a cluster's GPU nodes).
+onstart:
+    if workflow.local_exec and run_gpus() > 0:
+        from virnuc_core.gpu import no_gpu_reason
+        from virnuc_core.run_plan import cpu_note
+
+        if (_why := no_gpu_reason()) is not None:
+            _plans = {s: f"results/{s}/plan.json" for s in SAMPLES}
+            logger.warning(cpu_note(run_gpus(), _why, _plans))
 
 
 def mem(rule):
