@@ -30,3 +30,16 @@ rule all:
     input:
         all_outputs,
     default_target: True
+
+
+# GPUs asked for (--resources gpu=N, profiles/local-2gpu) where none is visible: the models run
+# on the CPU (fine for small inputs); say so at the start, with the plans' CPU time. In onstart:
+# only then does Snakemake know whether the jobs run here (not on a cluster's GPU nodes).
+onstart:
+    if workflow.local_exec and run_gpus() > 0:
+        from virnuc_core.gpu import no_gpu_reason
+        from virnuc_core.run_plan import cpu_note
+
+        if (_why := no_gpu_reason()) is not None:
+            _plans = {s: f"results/{s}/plan.json" for s in SAMPLES}
+            logger.warning(cpu_note(run_gpus(), _why, _plans))

@@ -8,6 +8,7 @@ sys.path.insert(0, workflow.basedir)
 import warnings  # noqa: E402
 
 from virnuc_core.classifier_check import check_classifier, check_readable  # noqa: E402
+from virnuc_core.digests import sampled_fingerprint  # noqa: E402
 from virnuc_core.families import FAMILIES  # noqa: E402
 from virnuc_core.model_files import ModelFilesError, locked_paths, quick_check  # noqa: E402
 from virnuc_core import resources  # noqa: E402
@@ -105,6 +106,14 @@ def sample_reads(wildcards):
     return SAMPLES[wildcards.sample]
 
 
+def reads_fingerprints(wildcards):
+    """The sample's reads files by content (size and sampled sha256), one per file: reads
+    replaced by other content but an older mtime (cp -p, rsync -a, tar x) rerun the index and
+    everything after it. A function of the wildcards only, as Snakemake's params rerun trigger
+    leaves out params of functions that take input, output, threads or resources."""
+    return [sampled_fingerprint(path) for path in sample_reads(wildcards)]
+
+
 def shard_files(sample, model):
     return [f"results/{sample}/embeddings/{model}/shard_{i}.h5" for i in SHARDS]
 
@@ -152,18 +161,6 @@ MODELS_VERIFIED = {"verified": "results/models.verified.json"} if LOCKED else {}
 
 
 
-
-# GPUs asked for (--resources gpu=N, profiles/local-2gpu) where none is visible: the models run
-# on the CPU (fine for small inputs); say so at the start, with the plans' CPU time. In onstart:
-# only then does Snakemake know whether the jobs run here (not on a cluster's GPU nodes).
-onstart:
-    if workflow.local_exec and run_gpus() > 0:
-        from virnuc_core.gpu import no_gpu_reason
-        from virnuc_core.run_plan import cpu_note
-
-        if (_why := no_gpu_reason()) is not None:
-            _plans = {s: f"results/{s}/plan.json" for s in SAMPLES}
-            logger.warning(cpu_note(run_gpus(), _why, _plans))
 
 
 def mem(rule):

@@ -1,15 +1,4 @@
 # Chunk every read, keep the stop-free frames, and plan each model's shards.
-from virnuc_core.digests import sampled_fingerprint
-
-
-def reads_fingerprints(wildcards):
-    """The sample's reads files by content (size and sampled sha256), one per file: reads
-    replaced by other content but an older mtime (cp -p, rsync -a, tar x) rerun the index and
-    every rule after it. A function of the wildcards only: Snakemake's params rerun trigger
-    leaves out params of functions that take input, output, threads or resources."""
-    return [sampled_fingerprint(path) for path in sample_reads(wildcards)]
-
-
 rule index_fasta:
     input:
         reads=sample_reads,
