@@ -87,16 +87,25 @@ def checked_rows(dset: h5py.Dataset, sel: slice | np.ndarray, what: str = "") ->
     try:
         rows = dset[sel]
     except OSError as err:
-        raise _damage(dset, np.arange(dset.shape[0])[sel], err) from err
+        raise _damage(dset, _rows_of(dset.shape[0], sel), err) from err
     if np.isfinite(rows).all():
         return rows
-    row = int(np.arange(dset.shape[0])[sel][np.flatnonzero(~np.isfinite(rows).all(axis=1))[0]])
+    bad = np.flatnonzero(~np.isfinite(rows).all(axis=1))[0]
+    row = int(_rows_of(dset.shape[0], sel)[bad])
     path = next(p for start, end, p in _sources(dset) if start <= row < end)
     frame = row + _first_frame(dset)
     raise DamagedFileError(
         f"{os.fspath(path)!r}: frame {frame}: its {what or dset.name.strip('/')} embedding holds "
         f"NaN or an infinite value: the file is damaged; {redo(path)}"
     )
+
+
+def _rows_of(n: int, sel: slice | np.ndarray) -> np.ndarray:
+    """The row numbers ``sel`` picks of ``n`` rows (as many as it picks, not ``n``)."""
+    if isinstance(sel, slice):
+        return np.arange(*sel.indices(n))
+    sel = np.asarray(sel)
+    return np.flatnonzero(sel) if sel.dtype == bool else sel.astype(np.int64)
 
 
 def _first_frame(dset: h5py.Dataset) -> int:
