@@ -582,6 +582,23 @@ class _FileParser:
         )
         return merged, whole + used, len(raw) - whole - used
 
+    def long_record(self, data: bytes) -> bool:
+        """Whether ``data``, one unfinished record, is long enough to go to disk."""
+        from virnuc_core.long_records import SPILL_BYTES
+
+        return self.fmt == "fasta" and len(data) >= SPILL_BYTES and b"\n" in data[:SPILL_BYTES]
+
+    def spill(self, data: bytes, stream: BinaryIO) -> tuple[_Parsed, bytes, Exception | None]:
+        """The long record starting ``data``, its bases on disk (:mod:`virnuc_core.long_records`);
+        the text after it and the read error after it, if any."""
+        from virnuc_core.long_records import spill_record
+
+        rid, seq, rest, lines, failure = spill_record(data, stream, self.path, self.line)
+        parsed = _Parsed([rid], [seq], np.array([self.line], np.int64))  # type: ignore[list-item]
+        self.line += lines
+        self.last_id = rid
+        return parsed, rest, failure
+
     def read_error(self, exc: Exception, pending: bytes) -> InputError:
         """The error for data that could not be read after ``pending`` (unparsed, complete)."""
         words = pending[1:].split(None, 1) if pending[:1] in (b">", b"@") else None
@@ -611,6 +628,10 @@ def _parse_file(path: Path) -> Iterator[_Parsed]:
             data = pending + block if block else pending
             end = len(data) if eof else parser.cut(data, max(len(pending) - 1, 0))
             pending = data
+            if not end and failure is None and parser.long_record(data):
+                parsed, pending, failure = parser.spill(data, stream)
+                yield parsed
+                continue
             if end:
                 parsed, used = parser.parse(data if end == len(data) else data[:end], eof)
                 pending = data[used:]
