@@ -35,6 +35,7 @@ import numpy as np
 import yaml
 
 from bench.make_reads import make_reads
+from virnuc_core.resources import MEASURED, mem_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,6 +55,23 @@ def write_reads(path: Path, n: int, seed: int = 11, block: int = 100_000) -> Non
             again = rng.choice(k, k // 10, replace=False)
             reads += [(f"dup{start}_{j}", reads[j][1]) for j in again.tolist()]
             out.writelines(f">{h}\n{s}\n" for h, s in reads)
+
+
+def write_long(path: Path, bases: int, seed: int = 5, width: int = 60) -> None:
+    """One record of ``bases`` bases (realistic 500-base reads end to end: a contig or a
+    chromosome with about one kept frame a chunk), wrapped at ``width``."""
+    block = 100_000
+    with open(path, "w") as out:
+        out.write(f">long{bases} one record of {bases} bases\n")
+        carry, left = "", bases
+        while left:
+            k = min(block, -(-left // 500))
+            reads = make_reads(k, 500, 500, kind="realistic", seed=seed + left, prefix="x")
+            text = carry + "".join(s for _, s in reads)[:left]
+            left -= len(text) - len(carry)
+            cut = len(text) if not left else len(text) - len(text) % width
+            out.writelines(text[i : i + width] + "\n" for i in range(0, cut, width))
+            carry = text[cut:]
 
 
 def config(reads: Path, shards: int) -> dict:
@@ -115,13 +133,14 @@ def rule_figures(workdir: Path, peaks: Path) -> dict[str, dict]:
     return dict(out)
 
 
-def run_size(n: int, base: Path, shards: int, cores: int) -> dict:
-    work = base / f"n{n}"
+def run_size(n: int, base: Path, shards: int, cores: int, long: bool = False) -> dict:
+    """The workflow on ``n`` reads, or (``long``) on one record of ``n`` bases."""
+    work = base / (f"long{n}" if long else f"n{n}")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    reads = base / f"reads_{n}.fa"
+    reads = base / (f"long_{n}.fa" if long else f"reads_{n}.fa")
     if not reads.exists():
-        write_reads(reads, n)
+        (write_long if long else write_reads)(reads, n)
     (work / "config.yaml").write_text(yaml.safe_dump(config(reads, shards)))
     sampler = DiskSampler(work)
     sampler.start()
@@ -155,6 +174,7 @@ def run_size(n: int, base: Path, shards: int, cores: int) -> dict:
         )
     counts = json.loads((work / "results/s/frames.counts.json").read_text())
     result = {
+        "input": f"one record of {n:,} bases" if long else f"{n:,} reads of 500 bases + 10%",
         "reads": counts["reads"],
         "frames": counts["frames"],
         "wall_s": round(wall, 1),
@@ -162,6 +182,9 @@ def run_size(n: int, base: Path, shards: int, cores: int) -> dict:
         "disk_peak_bytes": sampler.peak,
         "disk_final_bytes": sampler.used(),
         "rules": rule_figures(work, peaks),
+    }
+    result["reservations_mb"] = {
+        r: mem_mb(r, counts["frames"]) for r in result["rules"] if r in MEASURED
     }
     result["disk_peak_over_embeddings"] = round(sampler.peak / max(1, result["embedding_bytes"]), 3)
     shutil.rmtree(work)  # the next size needs the disk
@@ -190,24 +213,44 @@ def slopes(runs: list[dict]) -> dict[str, dict]:
     return out
 
 
+MEMORY_RULES = ("index_fasta", "plan_shards", "summarize_sample")
+
+
+def memory_table(runs: list[dict]) -> list[dict]:
+    """Per run and rule of :data:`MEMORY_RULES`: the exact peak RSS and the reservation."""
+    return [
+        {"rule": rule, "input": run["input"], "frames": run["frames"],
+         "peak_rss_mb": run["rules"][rule]["max_rss_mb"],
+         "reservation_mb": run["reservations_mb"][rule]}
+        for run in runs for rule in MEMORY_RULES if rule in run["rules"]
+    ]  # fmt: skip
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--reads", type=int, nargs="+", default=[250_000, 1_000_000])
+    ap.add_argument("--long", type=int, nargs="*", default=[30_000_000, 300_000_000],
+                    help="one run per length: one FASTA record of this many bases")  # fmt: skip
     ap.add_argument("--shards", type=int, default=4)
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/virnuc-scale"))
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args(argv)
-    runs = []
-    for n in sorted(a.reads):
-        runs.append(run_size(n, a.workdir, a.shards, a.cores))
-        print(json.dumps({k: v for k, v in runs[-1].items() if k != "rules"}), flush=True)
+    runs, long_runs = [], []
+    doc: dict = {}
+    sizes = [(n, False) for n in sorted(a.reads)] + [(n, True) for n in sorted(a.long)]
+    for n, long in sizes:
+        (long_runs if long else runs).append(run_size(n, a.workdir, a.shards, a.cores, long))
+        last = (long_runs if long else runs)[-1]
+        print(json.dumps({k: v for k, v in last.items() if k != "rules"}), flush=True)
         doc = {
             "machine": {"command": " ".join(["python", *sys.argv]), "cpu": platform.processor(),
                         "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d")},
             "embedding": "stand-in (virnuc_core.models.standin): random rows of the real widths "
             "through the real store code; every other rule is the real one",
             "runs": runs,
+            "long_records": long_runs,
+            "memory": memory_table(runs + long_runs),
         }  # fmt: skip
         if len(runs) >= 2:
             doc["slopes"] = slopes(runs)
@@ -215,6 +258,10 @@ def main(argv=None) -> int:
     for rule, s in doc.get("slopes", {}).items():
         print(f"{rule:22s} {s['bytes_per_frame']:9.1f} B/frame  -> "
               f"{s['projected_rss_mb_10M_reads']:9.1f} MB at 10M reads")  # fmt: skip
+    for row in doc["memory"]:
+        rule, where, peak, mb = row["rule"], row["input"], row["peak_rss_mb"], row["reservation_mb"]
+        print(f"{rule:18s} {where:38s} {row['frames']:>10,} frames {peak:8.1f} MB peak "
+              f"{mb:6d} MB reserved")  # fmt: skip
     return 0
 
 
