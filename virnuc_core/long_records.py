@@ -66,8 +66,8 @@ def _body_lines(region: bytes, path: Path, line: int, rid: str) -> tuple[bytes, 
     pos = 0
     for lineno, raw in enumerate(region.split(b"\n"), line):
         stripped = raw.strip()
-        if stripped[:1] == b">":
-            return b"".join(parts), pos
+        if stripped[:1] == b">":  # the text after the record starts at its '>'
+            return b"".join(parts), pos + len(raw) - len(raw.lstrip())
         if stripped:
             if b"\r" in stripped:
                 raise _reads._cr_error(raw, path, lineno, rid)

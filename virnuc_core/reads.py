@@ -627,11 +627,13 @@ def _parse_file(path: Path) -> Iterator[_Parsed]:
             eof = not block and failure is None
             data = pending + block if block else pending
             end = len(data) if eof else parser.cut(data, max(len(pending) - 1, 0))
-            pending = data
             if not end and failure is None and parser.long_record(data):
-                parsed, pending, failure = parser.spill(data, stream)
-                yield parsed
-                continue
+                end = data.rfind(b"\n>") + 1  # the first block was never searched
+                if not end:  # one unfinished record: its bases go to disk
+                    parsed, pending, failure = parser.spill(data, stream)
+                    yield parsed
+                    continue
+            pending = data
             if end:
                 parsed, used = parser.parse(data if end == len(data) else data[:end], eof)
                 pending = data[used:]
