@@ -14,7 +14,8 @@ import math
 import os
 from collections.abc import Iterable
 
-INDEX_ROW_BYTES = 41  # one frame in frames.index.npy (virnuc_core.index.INDEX_DTYPE)
+from virnuc_core.npyfile import NpyReader
+
 MARGIN = 1.5
 
 # rule -> (MB, bytes per kept frame of the sample), before the margin. From
@@ -37,6 +38,17 @@ MEASURED = {
     "verify_models": (200, 0),
 }
 
+SOURCES = (
+    "bench/results/scale_cpu.json",
+    "bench/results/2026-12-06-scale-cpu/scale_cpu.json",
+    "bench/results/2026-12-06-scale-cpu/plan_cpu.json",
+    "bench/results/workflow_gpu_h200.json",
+)
+NOTES = {
+    "plan_shards": "grows with the sample: about 40-60 bytes of peak RSS per kept frame (the "
+    "duplicate digests and their sort)",
+}
+
 
 def mem_mb(rule: str, frames: int) -> int:
     """The memory to reserve for ``rule`` on a sample of ``frames`` kept frames (MB)."""
@@ -45,12 +57,25 @@ def mem_mb(rule: str, frames: int) -> int:
 
 
 def frames_of(paths: Iterable[str]) -> int:
-    """Kept frames of a sample, from the size of its frames.index.npy among ``paths`` (0 when
-    it does not exist yet: Snakemake asks again once it does)."""
+    """Kept frames of a sample: the row count in the header of its frames.index.npy, or of a
+    ``{model}.sources.npy`` (one row per frame too), among ``paths``; 0 when neither exists
+    yet (Snakemake asks again once it does)."""
     for path in paths:
-        if str(path).endswith("frames.index.npy") and os.path.exists(path):
-            return os.path.getsize(path) // INDEX_ROW_BYTES
+        name = str(path)
+        if name.endswith(("frames.index.npy", ".sources.npy")) and os.path.exists(name):
+            return NpyReader(name).rows
     return 0
+
+
+def basis() -> dict:
+    """What the reservations stand on, for the run plan: the formula, the measured figures
+    per rule and where they were measured."""
+    return {
+        "formula": f"ceil({MARGIN} * (mb + bytes_per_frame * frames / 1e6))",
+        "measured": {r: {"mb": mb, "bytes_per_frame": b} for r, (mb, b) in MEASURED.items()},
+        "sources": list(SOURCES),
+        "notes": dict(NOTES),
+    }
 
 
 def plan_table(frames: int) -> dict[str, int]:
