@@ -184,7 +184,7 @@ def run_size(n: int, base: Path, shards: int, cores: int, long: bool = False) ->
         "rules": rule_figures(work, peaks),
     }
     result["reservations_mb"] = {
-        r: mem_mb(r, counts["frames"]) for r in result["rules"] if r in MEASURED
+        r: asked_mb(r, counts["frames"]) for r in result["rules"] if r in MEASURED
     }
     result["disk_peak_over_embeddings"] = round(sampler.peak / max(1, result["embedding_bytes"]), 3)
     shutil.rmtree(work)  # the next size needs the disk
@@ -261,6 +261,11 @@ def plan_alone(frames: int, base: Path) -> dict:
 MEMORY_RULES = ("index_fasta", "plan_shards", "summarize_sample")
 
 
+def asked_mb(rule: str, frames: int) -> int:
+    """What the rule asks for: index_fasta's input is the reads alone, so it counts 0 frames."""
+    return mem_mb(rule, 0 if rule == "index_fasta" else frames)
+
+
 def memory_table(runs: list[dict]) -> list[dict]:
     """Per run and rule of :data:`MEMORY_RULES`: the exact peak RSS and the reservation."""
     return [
@@ -279,7 +284,7 @@ def print_table(doc: dict) -> None:
              for p in doc.get("plan_alone", [])]  # fmt: skip
     for row in rows:
         rule, where, peak = row["rule"], row["input"], row["peak_rss_mb"]
-        mb = mem_mb(rule, row["frames"])
+        mb = asked_mb(rule, row["frames"])
         print(f"{rule:18s} {where:38s} {row['frames']:>10,} frames {peak:8.1f} MB peak "
               f"{mb:6d} MB reserved (x{mb / peak:.2f})")  # fmt: skip
 

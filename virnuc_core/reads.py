@@ -22,6 +22,10 @@ rare, and reading it means taking a quality line that starts with ``@`` or ``+``
 looks like only by counting lengths, so a truncated or damaged 4-line file would be misread
 instead of reported.
 
+Long records. A FASTA record whose text passes 8 MiB without ending (a contig, a chromosome) is
+read to a temporary file as it streams (:mod:`virnuc_core.long_records`): its ``seq`` is then a
+``SpilledSeq`` (``len()`` and slices, as ``str``), and memory stays about a block.
+
 Errors are :class:`InputError` (a ``ValueError``) naming the file, the line and the record.
 Lines ending in CR alone (old Mac files) are named as such. Every read id must be unique over
 the whole sample, across its files; that check ends the stream (see :func:`iter_read_batches`).

@@ -1,11 +1,16 @@
 """Each rule's memory, from measurements: a constant plus bytes per kept frame of the sample.
 
-The constants and slopes are what ``bench/scale.py`` measured (``bench/results/scale_cpu.json``:
-peak RSS per rule at two sizes) with a margin, so that a SLURM job is never killed for memory
-it needs nor reserves ten times too much. The GPU jobs' constant is the model's host memory
-while it loads (ESM-2 3B: the checkpoint and fair-esm's fp32 build), from the GPU run
+The constants and slopes are what ``bench/scale.py`` measured (peak RSS per rule at several
+sample sizes, on records of 30 and 300 megabases, and plan_shards alone on indexes of 1 M and
+4 M frames: :data:`SOURCES`) with a margin, so that a SLURM job is never killed for memory it
+needs nor reserves ten times too much. The GPU jobs' constant is the model's host memory while it
+loads (ESM-2 3B: the checkpoint and fair-esm's fp32 build), from the GPU run
 (``bench/results/workflow_gpu_h200.json``). The rules pass these as ``mem_mb``; the run plan
-lists them.
+lists them (``job_memory_mb``) and what they stand on (``job_memory_basis``: :func:`basis`).
+
+Long records cost no more than reads: a FASTA record's bases go to disk while it is read
+(:mod:`virnuc_core.long_records`), so index_fasta and summarize_sample peaked at the same 83 and
+138 MB on a 30- and a 300-megabase record (909 and 802 MB before).
 """
 
 from __future__ import annotations
@@ -19,13 +24,14 @@ from virnuc_core.npyfile import NpyReader
 MARGIN = 1.5
 
 # rule -> (MB, bytes per kept frame of the sample), before the margin. From
-# bench/results/scale_cpu.json (250 k, 1 M and 2 M reads): MB = the largest exact peak measured
-# (the job's own high-water mark plus its largest child's), bytes = the steeper of the two
-# slopes, rounded up; 0 where memory did not grow. GPU jobs: the ESM-2 3B job's host peak while
-# fair-esm builds the model (16.8 GB, bench/results/workflow_gpu_h200.json), rounded up.
+# bench/results/scale_cpu.json (250 k, 1 M and 2 M reads) and 2026-12-06-scale-cpu/ (100 k and
+# 300 k reads, records of 30 and 300 megabases; plan_shards alone at 1 M and 4 M frames): MB =
+# the largest exact peak measured (the job's own high-water mark plus its largest child's),
+# bytes = the steeper slope, rounded up; 0 where memory did not grow. GPU jobs: the ESM-2 3B
+# job's host peak while fair-esm builds the model (16.8 GB, workflow_gpu_h200.json), rounded up.
 MEASURED = {
-    "index_fasta": (100, 32),
-    "plan_shards": (180, 56),
+    "index_fasta": (100, 32),  # 97 MB at 2.2 M reads; 83 MB on a 300-megabase record
+    "plan_shards": (180, 56),  # the duplicate digests and their sort: 310 MB at 4 M frames
     "embed_shard": (20000, 17),
     "finalize_shard": (300, 5),
     "features": (200, 1),
@@ -33,7 +39,7 @@ MEASURED = {
     "validate_embeddings": (20000, 0),  # loads the model only for rows the embed jobs lack
     "validation_summary": (320, 0),
     "predict": (710, 0),
-    "summarize_sample": (120, 0),
+    "summarize_sample": (140, 0),  # 138 MB on a 30- and a 300-megabase record, 103 on reads
     "report_figures": (150, 0),
     "verify_models": (200, 0),
 }
@@ -45,8 +51,14 @@ SOURCES = (
     "bench/results/workflow_gpu_h200.json",
 )
 NOTES = {
-    "plan_shards": "grows with the sample: about 40-60 bytes of peak RSS per kept frame (the "
-    "duplicate digests and their sort)",
+    "plan_shards": "grows with the sample: 37 bytes of peak RSS per kept frame between 1 M and "
+    "4 M frames (198 and 310 MB, plan_cpu.json); 443 MB at 6.65 M frames (issue 34), about 60 "
+    "bytes a frame over the interpreter: the duplicate digests (16 bytes a frame), their sort "
+    "order and sorted copy, the offset and length columns",
+    "index_fasta": "does not follow the frames (its input is the reads only): 16-24 bytes per "
+    "read for the duplicate-id hashes; 97 MB at 2.2 M reads, 83 MB on a 300-megabase record",
+    "summarize_sample": "flat: 103 MB on reads, 138 MB on long records (the record streamed "
+    "from disk, its prediction rows tallied as they pass)",
 }
 
 
