@@ -262,7 +262,8 @@ MEMORY_RULES = ("index_fasta", "plan_shards", "summarize_sample")
 
 
 def asked_mb(rule: str, frames: int) -> int:
-    """What the rule asks for: index_fasta's input is the reads alone, so it counts 0 frames."""
+    """What the rule asks for; for index_fasta (which asks by its input files' size) the least
+    it asks, that of an empty input."""
     return mem_mb(rule, 0 if rule == "index_fasta" else frames)
 
 

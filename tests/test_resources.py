@@ -78,6 +78,21 @@ def test_frames_of_a_known_index_and_each_rule_s_reservation(tmp_path):
     assert resources.plan_table(FRAMES) == AT_FRAMES
 
 
+def test_index_fasta_asks_by_the_reads_estimated_from_the_input_files(tmp_path):
+    # 200 bytes a read, compressed files (told by their magic bytes) counted 4x: 2,000,000 plain
+    # bytes are 10,000 reads; the same bytes gzip-compressed 40,000.
+    plain = tmp_path / "a.fq"
+    plain.write_bytes(b"@" + b"x" * 1_999_999)
+    packed = tmp_path / "b.fq"  # named as plain: the content tells
+    packed.write_bytes(b"\x1f\x8b" + b"x" * 1_999_998)
+    assert resources.reads_of([str(plain)]) == 10_000
+    assert resources.reads_of([str(plain), str(packed), str(tmp_path / "gone.fq")]) == 50_000
+    assert resources.grows_with("index_fasta", [str(plain)]) == 10_000
+    assert resources.mem_mb("index_fasta", 10_000) == 151  # 1.5 * (100 + 0.32) = 150.48
+    # 10 M reads of 150 bases in a 1.2 GB gzip: 24 M reads by the estimate
+    assert resources.mem_mb("index_fasta", 24_000_000) == 1302  # 1.5 * (100 + 768)
+
+
 def _dry_run_resources(workdir: Path) -> dict[str, dict[str, str]]:
     """rule -> the resources of its (first) job, from a dry run's job listing."""
     out = run_snakemake(workdir, "-n").stdout
@@ -91,14 +106,15 @@ def _dry_run_resources(workdir: Path) -> dict[str, dict[str, str]]:
 
 def test_every_rule_asks_snakemake_for_its_reservation(tmp_path):
     # The demo with an index (and duplicate sources) of FRAMES rows: every rule that reads one
-    # of them asks for the figure at FRAMES frames; index_fasta (reads only) for 0 frames.
+    # of them asks for the figure at FRAMES frames; index_fasta by the reads' file size.
     write_config(tmp_path)
     _index(tmp_path / "results/demo/frames.index.npy", FRAMES)
     for model in ("dnabert", "esm"):  # what finalize_shard counts the frames from
         _index(tmp_path / f"results/demo/shards/{model}.sources.npy", FRAMES)
     jobs = _dry_run_resources(tmp_path)
     asked = {rule: int(res["mem_mb"]) for rule, res in jobs.items() if "mem_mb" in res}
-    assert asked.pop("index_fasta") == 150  # 1.5 * 100
+    # the demo's reads: 34,343 bytes, 171 reads by the estimate: 1.5 * (100 + 0.0055) = 150.008
+    assert asked.pop("index_fasta") == 151
     assert asked == {rule: AT_FRAMES[rule] for rule in asked}
     assert len(asked) == 10  # every other rule of the demo (it has no models folder to verify)
 
@@ -115,6 +131,6 @@ def test_reservations_cover_what_bench_scale_measured():
     ]
     assert {row["rule"] for row in rows} == {"index_fasta", "plan_shards", "summarize_sample"}
     for row in rows:
-        frames = 0 if row["rule"] == "index_fasta" else row["frames"]  # it reads only the reads
+        frames = 0 if row["rule"] == "index_fasta" else row["frames"]  # the least it asks
         reserved = resources.mem_mb(row["rule"], frames)
         assert reserved >= 1.25 * row["peak_rss_mb"], row
