@@ -102,7 +102,7 @@ def test_a_bad_line_deep_in_a_long_record_is_named(tmp_path, small_spill, line, 
 
 
 def test_a_long_record_without_bases_is_refused(tmp_path, small_spill):
-    (tmp_path / "in.fa").write_text(">empty\n" + "\n" * 400 + ">b\nACGT\n")
+    (tmp_path / "in.fa").write_text(">empty\n" + "\n" * 2000 + ">b\nACGT\n")  # spilled
     with pytest.raises(InputError, match=r"line 1, record 'empty': record has no sequence"):
         list(iter_reads(tmp_path / "in.fa"))
 
