@@ -35,6 +35,7 @@ import numpy as np
 import yaml
 
 from bench.make_reads import make_reads
+from virnuc_core.resources import MEASURED, mem_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,6 +55,23 @@ def write_reads(path: Path, n: int, seed: int = 11, block: int = 100_000) -> Non
             again = rng.choice(k, k // 10, replace=False)
             reads += [(f"dup{start}_{j}", reads[j][1]) for j in again.tolist()]
             out.writelines(f">{h}\n{s}\n" for h, s in reads)
+
+
+def write_long(path: Path, bases: int, seed: int = 5, width: int = 60) -> None:
+    """One record of ``bases`` bases (realistic 500-base reads end to end: a contig or a
+    chromosome with about one kept frame a chunk), wrapped at ``width``."""
+    block = 100_000
+    with open(path, "w") as out:
+        out.write(f">long{bases} one record of {bases} bases\n")
+        carry, left = "", bases
+        while left:
+            k = min(block, -(-left // 500))
+            reads = make_reads(k, 500, 500, kind="realistic", seed=seed + left, prefix="x")
+            text = carry + "".join(s for _, s in reads)[:left]
+            left -= len(text) - len(carry)
+            cut = len(text) if not left else len(text) - len(text) % width
+            out.writelines(text[i : i + width] + "\n" for i in range(0, cut, width))
+            carry = text[cut:]
 
 
 def config(reads: Path, shards: int) -> dict:
@@ -115,13 +133,14 @@ def rule_figures(workdir: Path, peaks: Path) -> dict[str, dict]:
     return dict(out)
 
 
-def run_size(n: int, base: Path, shards: int, cores: int) -> dict:
-    work = base / f"n{n}"
+def run_size(n: int, base: Path, shards: int, cores: int, long: bool = False) -> dict:
+    """The workflow on ``n`` reads, or (``long``) on one record of ``n`` bases."""
+    work = base / (f"long{n}" if long else f"n{n}")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    reads = base / f"reads_{n}.fa"
+    reads = base / (f"long_{n}.fa" if long else f"reads_{n}.fa")
     if not reads.exists():
-        write_reads(reads, n)
+        (write_long if long else write_reads)(reads, n)
     (work / "config.yaml").write_text(yaml.safe_dump(config(reads, shards)))
     sampler = DiskSampler(work)
     sampler.start()
@@ -155,6 +174,7 @@ def run_size(n: int, base: Path, shards: int, cores: int) -> dict:
         )
     counts = json.loads((work / "results/s/frames.counts.json").read_text())
     result = {
+        "input": f"one record of {n:,} bases" if long else f"{n:,} reads of 500 bases + 10%",
         "reads": counts["reads"],
         "frames": counts["frames"],
         "wall_s": round(wall, 1),
@@ -162,6 +182,9 @@ def run_size(n: int, base: Path, shards: int, cores: int) -> dict:
         "disk_peak_bytes": sampler.peak,
         "disk_final_bytes": sampler.used(),
         "rules": rule_figures(work, peaks),
+    }
+    result["reservations_mb"] = {
+        r: asked_mb(r, counts["frames"]) for r in result["rules"] if r in MEASURED
     }
     result["disk_peak_over_embeddings"] = round(sampler.peak / max(1, result["embedding_bytes"]), 3)
     shutil.rmtree(work)  # the next size needs the disk
@@ -190,31 +213,138 @@ def slopes(runs: list[dict]) -> dict[str, dict]:
     return out
 
 
+PLAN_JOB = """
+import json, os, sys
+from virnuc_core.plan import plan_shards, read_plan
+from virnuc_core.run_plan import run_plan
+def hwm():
+    with open("/proc/self/status") as status:
+        return next(int(x.split()[1]) for x in status if x.startswith("VmHWM:")) / 1024
+d, before = sys.argv[1], hwm()
+seqs = {"dnabert": f"{d}/frames.fa", "esm": f"{d}/proteins.faa"}
+plan_shards(f"{d}/frames.index.npy", seqs, 4, True, f"{d}/plan.json",
+            {m: f"{d}/{m}.sources.npy" for m in seqs})
+run_plan("s", read_plan(f"{d}/plan.json"), {"dnabert": "standin", "esm": "standin"}, 0)
+print(json.dumps({"imports_mb": round(before, 1), "max_rss_mb": round(hwm(), 1)}))
+"""
+
+
+def plan_alone(frames: int, base: Path) -> dict:
+    """plan_shards' own function (dedupe on, 4 shards, then the run plan) in a fresh process,
+    on an index of ``frames`` frames: 60-base reads with all six frames open (short sequences:
+    the plan's memory is per frame; the sequences are read in fixed blocks), 10% repeated."""
+    from virnuc_core.index import index_sample
+
+    work = base / f"plan{frames}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    n = frames // 6
+    reads = make_reads(n - n // 10, 60, 60, kind="open", seed=3, prefix="o")
+    reads += [(f"dup{i}", s) for i, (_, s) in enumerate(reads[: n // 10])]
+    with open(work / "reads.fa", "w") as out:
+        out.writelines(f">{h}\n{s}\n" for h, s in reads)
+    del reads
+    names = {"frames": "frames.fa", "proteins": "proteins.faa", "index": "frames.index.npy",
+             "counts": "frames.counts.json"}  # fmt: skip
+    counts = index_sample(
+        [str(work / "reads.fa")], 500, {k: str(work / v) for k, v in names.items()}
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = subprocess.run([sys.executable, "-c", PLAN_JOB, str(work)], capture_output=True,
+                         text=True, env=env, check=True)  # fmt: skip
+    peak = json.loads(run.stdout.strip().splitlines()[-1])
+    shutil.rmtree(work)
+    return {"frames": counts.frames, **peak,
+            "reservation_mb": mem_mb("plan_shards", counts.frames)}  # fmt: skip
+
+
+MEMORY_RULES = ("index_fasta", "plan_shards", "summarize_sample")
+
+
+def asked_mb(rule: str, frames: int) -> int:
+    """What the rule asks for; for index_fasta (which asks by its input files' size) the least
+    it asks, that of an empty input."""
+    return mem_mb(rule, 0 if rule == "index_fasta" else frames)
+
+
+def memory_table(runs: list[dict]) -> list[dict]:
+    """Per run and rule of :data:`MEMORY_RULES`: the exact peak RSS and the reservation."""
+    return [
+        {"rule": rule, "input": run["input"], "frames": run["frames"],
+         "peak_rss_mb": run["rules"][rule]["max_rss_mb"],
+         "reservation_mb": run["reservations_mb"][rule]}
+        for run in runs for rule in MEMORY_RULES if rule in run["rules"]
+    ]  # fmt: skip
+
+
+def print_table(doc: dict) -> None:
+    """The memory rows of ``doc`` with each rule's reservation by the current resources.py."""
+    rows = memory_table(doc.get("runs", []) + doc.get("long_records", []))
+    rows += [{"rule": "plan_shards", "input": f"alone: index of {p['frames']:,} frames",
+              "frames": p["frames"], "peak_rss_mb": p["max_rss_mb"]}
+             for p in doc.get("plan_alone", [])]  # fmt: skip
+    for row in rows:
+        rule, where, peak = row["rule"], row["input"], row["peak_rss_mb"]
+        mb = asked_mb(rule, row["frames"])
+        print(f"{rule:18s} {where:38s} {row['frames']:>10,} frames {peak:8.1f} MB peak "
+              f"{mb:6d} MB reserved (x{mb / peak:.2f})")  # fmt: skip
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--reads", type=int, nargs="+", default=[250_000, 1_000_000])
+    ap.add_argument("--reads", type=int, nargs="*", default=[250_000, 1_000_000])
+    ap.add_argument("--long", type=int, nargs="*", default=[30_000_000, 300_000_000],
+                    help="one run per length: one FASTA record of this many bases")  # fmt: skip
+    ap.add_argument("--plan-frames", type=int, nargs="*", default=[1_000_000, 4_000_000],
+                    help="plan_shards alone on an index of this many frames")  # fmt: skip
     ap.add_argument("--shards", type=int, default=4)
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/virnuc-scale"))
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--table", type=Path, nargs="*", default=[],
+                    help="print these results' memory table (today's mem_mb)")  # fmt: skip
     a = ap.parse_args(argv)
-    runs = []
-    for n in sorted(a.reads):
-        runs.append(run_size(n, a.workdir, a.shards, a.cores))
-        print(json.dumps({k: v for k, v in runs[-1].items() if k != "rules"}), flush=True)
+    if a.table:
+        for path in a.table:
+            print_table(json.loads(path.read_text()))
+        return 0
+    if a.out is None:
+        ap.error("--out is required")
+    runs, long_runs, plans = [], [], []
+    doc: dict = {}
+    sizes = [(n, "reads") for n in sorted(a.reads)] + [(n, "long") for n in sorted(a.long)]
+    sizes += [(n, "plan") for n in sorted(a.plan_frames)]
+    for n, kind in sizes:
+        if kind == "plan":
+            plans.append(plan_alone(n, a.workdir))
+            print(json.dumps(plans[-1]), flush=True)
+        else:
+            long = kind == "long"
+            (long_runs if long else runs).append(run_size(n, a.workdir, a.shards, a.cores, long))
+            last = (long_runs if long else runs)[-1]
+            print(json.dumps({k: v for k, v in last.items() if k != "rules"}), flush=True)
         doc = {
             "machine": {"command": " ".join(["python", *sys.argv]), "cpu": platform.processor(),
                         "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d")},
             "embedding": "stand-in (virnuc_core.models.standin): random rows of the real widths "
             "through the real store code; every other rule is the real one",
             "runs": runs,
+            "long_records": long_runs,
+            "plan_alone": plans,
+            "memory": memory_table(runs + long_runs),
         }  # fmt: skip
         if len(runs) >= 2:
             doc["slopes"] = slopes(runs)
+        if len(plans) >= 2:
+            p, q = plans[-2], plans[-1]
+            doc["plan_alone_bytes_per_frame"] = round(
+                (q["max_rss_mb"] - p["max_rss_mb"]) * 1e6 / (q["frames"] - p["frames"]), 1
+            )
         a.out.write_text(json.dumps(doc, indent=1) + "\n")
     for rule, s in doc.get("slopes", {}).items():
         print(f"{rule:22s} {s['bytes_per_frame']:9.1f} B/frame  -> "
               f"{s['projected_rss_mb_10M_reads']:9.1f} MB at 10M reads")  # fmt: skip
+    print_table(doc)
     return 0
 
 

@@ -201,7 +201,7 @@ def _select_chunks(
     if lengths is None:
         lengths = np.fromiter(map(len, seqs), np.int64, len(seqs))
     offset = np.cumsum(lengths) - lengths + len(_PAD)
-    buffer = "".join([_PAD, *seqs, _PAD]).encode("ascii")
+    buffer = "".join([_PAD, *map(str, seqs), _PAD]).encode("ascii")  # str: a read on disk too
     s, e = start + offset[record], end + offset[record]  # chunks in buffer coordinates
     length, stops, c3 = _frame_counts(buffer, s, e)
     chunk, frame = np.nonzero((length > 0) & (stops == 0))

@@ -22,6 +22,10 @@ rare, and reading it means taking a quality line that starts with ``@`` or ``+``
 looks like only by counting lengths, so a truncated or damaged 4-line file would be misread
 instead of reported.
 
+Long records. A FASTA record whose text passes 8 MiB without ending (a contig, a chromosome) is
+read to a temporary file as it streams (:mod:`virnuc_core.long_records`): its ``seq`` is then a
+``SpilledSeq`` (``len()`` and slices, as ``str``), and memory stays about a block.
+
 Errors are :class:`InputError` (a ``ValueError``) naming the file, the line and the record.
 Lines ending in CR alone (old Mac files) are named as such. Every read id must be unique over
 the whole sample, across its files; that check ends the stream (see :func:`iter_read_batches`).
@@ -613,6 +617,23 @@ class _FileParser:
         )
         return merged, whole + used, len(raw) - whole - used
 
+    def long_record(self, data: bytes) -> bool:
+        """Whether ``data``, one unfinished record, is long enough to go to disk."""
+        from virnuc_core.long_records import SPILL_BYTES
+
+        return self.fmt == "fasta" and len(data) >= SPILL_BYTES and b"\n" in data[:SPILL_BYTES]
+
+    def spill(self, data: bytes, stream: BinaryIO) -> tuple[_Parsed, bytes, Exception | None]:
+        """The long record starting ``data``, its bases on disk (:mod:`virnuc_core.long_records`);
+        the text after it and the read error after it, if any."""
+        from virnuc_core.long_records import spill_record
+
+        rid, seq, rest, lines, failure = spill_record(data, stream, self.path, self.line)
+        parsed = _Parsed([rid], [seq], np.array([self.line], np.int64))  # type: ignore[list-item]
+        self.line += lines
+        self.last_id = rid
+        return parsed, rest, failure
+
     def read_error(self, exc: Exception, pending: bytes) -> InputError:
         """The error for data that could not be read after ``pending`` (unparsed, complete)."""
         words = pending[1:].split(None, 1) if pending[:1] in (b">", b"@") else None
@@ -654,6 +675,12 @@ def _parse_stream(stream: BinaryIO, path: Path) -> Iterator[_Parsed]:
         eof = not block and failure is None
         data = pending + block if block else pending
         end = len(data) if eof else parser.cut(data, max(len(pending) - 1, 0))
+        if not end and failure is None and parser.long_record(data):
+            end = data.rfind(b"\n>") + 1  # the first block was never searched
+            if not end:  # one unfinished record: its bases go to disk
+                parsed, pending, failure = parser.spill(data, stream)
+                yield parsed
+                continue
         pending = data
         if end:
             parsed, used = parser.parse(data if end == len(data) else data[:end], eof)

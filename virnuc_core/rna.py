@@ -24,7 +24,8 @@ import numpy as np
 from virnuc_core.reads import InputError, ReadBatch
 
 log = logging.getLogger("virnuc.index")
-_U_AS_T = bytes.maketrans(b"Uu", b"Tt")
+U_AS_T = bytes.maketrans(b"Uu", b"Tt")
+_U_AS_T_STR = str.maketrans("Uu", "Tt")
 
 
 @dataclass
@@ -39,19 +40,48 @@ class RnaCounts:
         return {"rna_reads": self.reads, "rna_files": len(self.by_file)}
 
 
+def mixed_problem(t: int, u: int) -> str:
+    """What is wrong with a read whose first T is base ``t`` and first U base ``u`` (1-based)."""
+    return (
+        f"the sequence holds both T (first at base {t}) and U (first at base {u}): a read is "
+        "DNA (T) or RNA (U), never both: fix or remove this read"
+    )
+
+
 def _refuse_mixed(batch: ReadBatch, k: int) -> None:
     seq = batch.seqs[k]
     t = min(i for i in (seq.find("T"), seq.find("t")) if i >= 0) + 1
     u = min(i for i in (seq.find("U"), seq.find("u")) if i >= 0) + 1
-    problem = (
-        f"the sequence holds both T (first at base {t}) and U (first at base {u}): a read is "
-        "DNA (T) or RNA (U), never both: fix or remove this read"
-    )
-    raise InputError(batch.path, int(batch.lines[k]), batch.ids[k], problem)
+    raise InputError(batch.path, int(batch.lines[k]), batch.ids[k], mixed_problem(t, u))
+
+
+def _count(counts: RnaCounts, path: str, n: int) -> None:
+    if n:
+        counts.reads += n
+        counts.by_file[path] = counts.by_file.get(path, 0) + n
+
+
+def _as_dna_each(batch: ReadBatch, counts: RnaCounts) -> ReadBatch:
+    """:func:`_as_dna` for a batch holding a long record read through disk, whose U were read
+    as T while it was spilled (:mod:`virnuc_core.long_records`): read by read."""
+    seqs, n = [], 0
+    for k, seq in enumerate(batch.seqs):
+        if isinstance(seq, str) and ("U" in seq or "u" in seq):
+            if "T" in seq or "t" in seq:
+                _refuse_mixed(batch, k)
+            seq = seq.translate(_U_AS_T_STR)
+            n += 1
+        elif not isinstance(seq, str) and seq.rna:
+            n += 1
+        seqs.append(seq)
+    _count(counts, batch.path, n)
+    return replace(batch, seqs=seqs) if n else batch
 
 
 def _as_dna(batch: ReadBatch, counts: RnaCounts) -> ReadBatch:
     """The batch with U/u read as T/t (the same batch when it holds no U)."""
+    if not all(isinstance(seq, str) for seq in batch.seqs):
+        return _as_dna_each(batch, counts)
     joined = "".join(batch.seqs)
     if "U" not in joined and "u" not in joined:
         return batch
@@ -60,13 +90,12 @@ def _as_dna(batch: ReadBatch, counts: RnaCounts) -> ReadBatch:
         for k, seq in enumerate(batch.seqs):
             if rna[k] and ("T" in seq or "t" in seq):
                 _refuse_mixed(batch, k)
-    dna = joined.encode("ascii").translate(_U_AS_T).decode("ascii")
+    dna = joined.encode("ascii").translate(U_AS_T).decode("ascii")
     ends = np.cumsum(batch.lengths).tolist()
     starts = [0, *ends[:-1]]
     seqs = [dna[a:b] for a, b in zip(starts, ends, strict=True)]
     n = sum(rna)
-    counts.reads += n
-    counts.by_file[batch.path] = counts.by_file.get(batch.path, 0) + n
+    _count(counts, batch.path, n)
     return replace(batch, seqs=seqs)
 
 

@@ -3,11 +3,13 @@
 Written with the shard plan, right after the index stage: frames and tokens per model, the GPU
 time expected on each GPU type from the throughputs measured in ``bench/results/`` (the table
 ``bench/results/throughputs.json`` names the file each figure comes from), the disk the run will
-need, and each job's memory (:mod:`virnuc_core.resources`). The report shows it beside what the
-run took. Expected GPU times are compute only (model loading and compiling excluded) and exist
-only for the published architectures (ESM-2 3B, DNABERT-S size): other models get none. So are
-the expected CPU times (one core, from the table's ``cpu_entries``), for a run where no GPU is
-visible (:func:`cpu_note` tells it at the start of such a run).
+need, and each job's memory (:mod:`virnuc_core.resources`: ``job_memory_mb``; in
+``job_memory_basis`` the formula, the measured figures and where they come from). The report
+shows it beside what the run took. Expected GPU times are compute only (model loading and
+compiling excluded) and exist only for the published architectures (ESM-2 3B, DNABERT-S size):
+other models get none. So are the expected CPU times (one core, from the table's
+``cpu_entries``), for a run where no GPU is visible (:func:`cpu_note` tells it at the start of
+such a run).
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ def run_plan(sample: str, shard_doc: Mapping[str, Any], models: Mapping[str, str
             "note": "embeddings kept once (shard files); plus the index stage's FASTA outputs",
         },
         "job_memory_mb": resources.plan_table(frames),
+        "job_memory_basis": resources.basis(),
     }
 
 

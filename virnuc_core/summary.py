@@ -109,29 +109,64 @@ def _score(text: str) -> np.float32:
     return np.float32(text)
 
 
-def _viral_chunks(rows: list[list[str]]) -> int:
-    """Chunks called viral among one read's prediction rows: per chunk (id minus its last two
-    characters), max score2 >= max score1, NaN skipped (the rule of the chunk table)."""
-    best: dict[str, list[np.float32]] = {}
-    for row in rows:
-        m = best.setdefault(row[0][:-2], [np.float32("nan"), np.float32("nan")])
-        m[0], m[1] = np.fmax(m[0], _score(row[2])), np.fmax(m[1], _score(row[3]))
-    return sum(bool(m2 >= m1) for m1, m2 in best.values())
+class _ReadRows:
+    """One read's prediction rows, taken as they stream by (nothing per row is kept): frames,
+    chunks with a frame, chunks called viral (per chunk, max score2 >= max score1, NaN skipped,
+    the rule of the chunk table) and the row with the highest score2 (the first of equals).
+    A chunk's rows are consecutive (index order), so only the current chunk's maxima are held,
+    whatever the read's length."""
+
+    def __init__(self, read_id: str, chunks: int) -> None:
+        self.prefix, self.chunks = f"{read_id}_chunk_", chunks
+        self.frames = self.framed = self.viral = 0
+        self.best: list[str] | None = None
+        self._chunk, self._m1, self._m2 = 0, np.float32("nan"), np.float32("nan")
+
+    def chunk_of(self, row: list[str]) -> int:
+        """The row's chunk number when the row is one of this read's frames, else 0."""
+        name = row[0][:-2]
+        if not name.startswith(self.prefix):
+            return 0
+        k = name[len(self.prefix) :]
+        if not k.isdecimal() or not k.isascii() or k[0] == "0" or int(k) > self.chunks:
+            return 0
+        return int(k)
+
+    def add(self, row: list[str], k: int) -> None:
+        if k != self._chunk:
+            if k < self._chunk:
+                raise SummaryError(
+                    f"prediction row {row[0]!r} comes after chunk {self._chunk} of its read: "
+                    f"the rows are not in index order; {RERUN_HINT}"
+                )
+            self._close()
+            self._chunk, self.framed = k, self.framed + 1
+        self.frames += 1
+        self._m1, self._m2 = np.fmax(self._m1, _score(row[2])), np.fmax(self._m2, _score(row[3]))
+        if self.best is None or float(row[3]) > float(self.best[3]):
+            self.best = row
+
+    def _close(self) -> None:
+        if self._chunk:
+            self.viral += bool(self._m2 >= self._m1)
+        self._m1, self._m2 = np.float32("nan"), np.float32("nan")
+
+    def done(self) -> _ReadRows:
+        self._close()
+        self._chunk = 0
+        return self
 
 
 def _read_frames(
     read: Read, chunk_length: int, rows: Iterator[list[str]], pending: list[str] | None
-) -> tuple[set[str], list[list[str]], list[str] | None]:
-    """The read's chunk ids and its prediction rows; returns the first row of a later read."""
-    chunks = {
-        f"{read.id}_chunk_{k}" for k in range(1, chunk_count(len(read.seq), chunk_length) + 1)
-    }
-    mine: list[list[str]] = []
+) -> tuple[_ReadRows, list[str] | None]:
+    """The read's prediction rows, tallied; returns the first row of a later read."""
+    mine = _ReadRows(read.id, chunk_count(len(read.seq), chunk_length))
     row = pending if pending is not None else next(rows, None)
-    while row is not None and row[0][:-2] in chunks:
-        mine.append(row)
+    while row is not None and (k := mine.chunk_of(row)):
+        mine.add(row, k)
         row = next(rows, None)
-    return chunks, mine, row
+    return mine.done(), row
 
 
 def summarize_reads(
@@ -150,13 +185,11 @@ def summarize_reads(
     pending: list[str] | None = None
     framed = viral_total = 0
     for read in _reads(fasta):
-        chunks, mine, pending = _read_frames(read, chunk_length, rows, pending)
-        best = max(mine, key=lambda row: float(row[3]), default=None)
-        score = None if best is None else best[3]
-        viral = _viral_chunks(mine)
-        framed += len({row[0][:-2] for row in mine})
-        viral_total += viral
-        yield read, ReadSummary(read.id, len(read.seq), len(chunks), len(mine), viral, score)
+        mine, pending = _read_frames(read, chunk_length, rows, pending)
+        score = None if mine.best is None else mine.best[3]
+        framed += mine.framed
+        viral_total += mine.viral
+        yield read, ReadSummary(read.id, len(read.seq), mine.chunks, mine.frames, mine.viral, score)
     if pending is not None:
         raise SummaryError(
             f"{predictions_tsv}: {pending[0]!r} belongs to no read of {fasta} (in input "
@@ -210,8 +243,12 @@ def _write_fasta_record(handle, read: Read, summary: ReadSummary) -> None:
     handle.write(
         f">{read.id} viral_chunks={summary.viral_chunks}/{summary.chunks} max_virus_score={score}\n"
     )
-    for start in range(0, len(read.seq), FASTA_WIDTH):
-        handle.write(read.seq[start : start + FASTA_WIDTH] + "\n")
+    step = FASTA_WIDTH * 4096  # a long read (on disk: virnuc_core.long_records) a piece at a time
+    for at in range(0, len(read.seq), step):
+        piece = read.seq[at : at + step]
+        handle.writelines(
+            piece[start : start + FASTA_WIDTH] + "\n" for start in range(0, len(piece), FASTA_WIDTH)
+        )
 
 
 def write_read_outputs(

@@ -165,7 +165,7 @@ MODELS_VERIFIED = {"verified": "results/models.verified.json"} if LOCKED else {}
 
 def mem(rule):
     """A rule's mem_mb, from what bench/scale.py measured (virnuc_core.resources)."""
-    return lambda wc, input: resources.mem_mb(rule, resources.frames_of(input))
+    return lambda wc, input: resources.mem_mb(rule, resources.grows_with(rule, input))
 
 
 def earlier_shards(wildcards):
