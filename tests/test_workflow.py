@@ -76,7 +76,8 @@ def embed_resources(workdir: Path, *args: str) -> dict[str, dict[str, str]]:
     """model_shard -> the resources of its embed job, from a dry run's job listing."""
     out = run_snakemake(workdir, "-n", "--profile", str(REPO / "profiles/local-2gpu"),
                         *args).stdout  # fmt: skip
-    job = r"wildcards: sample=demo, model=(\w+), i=(\d+)\n.*\n\s+resources: (.*)"
+    job = (r"wildcards: sample=demo, model=(\w+), i=(\d+)\n(?:\s+priority: \d+\n)?"
+           r"\s+threads: .*\n\s+resources: (.*)")  # fmt: skip
     jobs = {f"{m}_{i}": dict(kv.split("=", 1) for kv in res.split(", "))
             for m, i, res in re.findall(job, out)}  # fmt: skip
     assert len(jobs) == 4, out
