@@ -12,8 +12,10 @@ never download; they check the folder against the lock.
 import argparse
 import logging
 import sys
+from pathlib import Path
 
-from virnuc_core.model_files import ESM2_NAME, ModelFilesError, fetch_models, read_lock
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this repository's virnuc_core
+from virnuc_core.model_files import ESM2_NAME, ModelFilesError, fetch_models, read_lock  # noqa: E402
 
 
 def main() -> int:
