@@ -65,6 +65,15 @@ def _httpx_offline() -> BaseException:
     return _caused(httpx.ConnectError(NO_NAME), _gaierror())
 
 
+def _httpx_timeout() -> BaseException:
+    """A firewall that drops packets: httpx's ConnectTimeout over the socket's timeout."""
+    try:
+        import httpx2 as httpx
+    except ImportError:
+        httpx = pytest.importorskip("httpx")
+    return _caused(httpx.ConnectTimeout("timed out"), TimeoutError("timed out"))
+
+
 def _offline_mode() -> BaseException:
     from huggingface_hub.errors import OfflineModeIsEnabled
 
@@ -80,6 +89,7 @@ OFFLINE = {
     "hub": _hub_offline,
     "requests": _requests_offline,
     "httpx": _httpx_offline,
+    "httpx-timeout": _httpx_timeout,
     "offline-mode": _offline_mode,
     "urllib": _urllib_offline,
 }
@@ -202,7 +212,8 @@ def test_other_failures_keep_their_own_error_and_still_clean_up(tmp_path, monkey
 
 @pytest.mark.parametrize("kind", sorted(OFFLINE))
 def test_cannot_reach_names_the_innermost_reason(kind):
-    assert cannot_reach(OFFLINE[kind]()) == NO_NAME or kind == "offline-mode"
+    special = {"offline-mode": "offline mode is enabled.", "httpx-timeout": "timed out"}
+    assert cannot_reach(OFFLINE[kind]()).endswith(special.get(kind, NO_NAME))
 
 
 def test_cannot_reach_is_none_for_failures_that_are_not_the_network():
