@@ -6,7 +6,9 @@ The DNABERT-S commit is the config's dnabert_revision when you set one (pass it 
 
 Writes models/models.lock.json (path, model, source, revision, size and sha256 of every file).
 Run it again to repair a folder: only what is missing or changed is fetched. Workflow runs
-never download; they check the folder against the lock.
+never download; they check the folder against the lock. Where the hub cannot be reached it says
+so in one line and exits 1, leaving no half-fetched folder: run it where the machine is online,
+then copy the folder.
 """
 
 import argparse
