@@ -13,8 +13,10 @@ import json
 import math
 import os
 import re
+import shlex
 import shutil
 import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from PIL import Image
 from tests.workflow_helpers import DEMO_READS, run_snakemake, write_config
 from virnuc_core import summary, throughput
 from virnuc_core.predictions import write_predictions
+from virnuc_core.run_notes import NOTICE_NAME
 
 SAMPLE = "results/demo"
 REPORT_RESULTS = {
@@ -138,11 +141,17 @@ def test_throughput_row_comes_from_the_shard_file_alone(tmp_path):
 
 @pytest.fixture(scope="module")
 def demo_report(tmp_path_factory) -> Path:
-    """One demo run (viral_fasta on, as in config/demo.yaml) and its report.html."""
+    """One demo run (viral_fasta on, as in config/demo.yaml), its console (console.txt), and
+    report.html made by the report command the run's last lines print, as a user would."""
     work = tmp_path_factory.mktemp("report")
     write_config(work, viral_fasta=True)
-    run_snakemake(work)
-    run_snakemake(work, "--report", str(work / "report.html"))
+    proc = run_snakemake(work)
+    (work / "console.txt").write_text(proc.stdout + proc.stderr)
+    said = re.search(r"^The report \(.*?\): (snakemake .*)$", proc.stderr, re.MULTILINE)
+    assert said, f"the run did not print the report command:\n{proc.stderr[-3000:]}"
+    command = [sys.executable, "-m", *shlex.split(said.group(1))]
+    made = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert made.returncode == 0 and (work / "report.html").exists(), made.stderr[-3000:]
     return work
 
 
@@ -162,6 +171,30 @@ def test_summary_tsv_matches_the_prediction_files(demo_report):
     assert sum(int(r[3]) for r in rows) == counts["frames"]
     # The demo has both kinds of reads: scored ones and ones with no kept frame.
     assert any(r[6] == "NA" for r in rows) and any(r[6] != "NA" for r in rows)
+
+
+@pytest.mark.workflow
+def test_the_run_ends_saying_where_the_results_are_and_that_the_demo_means_nothing(demo_report):
+    console = (demo_report / "console.txt").read_text().splitlines()
+    start = [i for i, line in enumerate(console) if line.startswith("virnuc finished.")]
+    assert len(start) == 1, "\n".join(console[-20:])
+    ours, after = console[start[0] : start[0] + 4], console[start[0] + 4 :]
+    assert ours[1] == f"  {demo_report}/{SAMPLE}/summary.tsv"
+    assert ours[2].startswith(f"The report ({demo_report}/report.html, one self-contained")
+    assert f"--configfile {demo_report}/config.yaml" in ours[2]  # the run's own config
+    assert ours[3].startswith("DEMO RUN: models.dnabert, models.esm and classifier are 'tiny'")
+    assert "MEANINGLESS" in ours[3] and ours[3].endswith(f"{SAMPLE}/{NOTICE_NAME}.")
+    assert all(line.startswith(("Complete log", "Elapsed time")) for line in after), after
+    # beside the tables (whose columns stay as they are), and on the report's pages
+    notice = (demo_report / SAMPLE / NOTICE_NAME).read_text()
+    assert notice.startswith("DEMO RUN: models.dnabert, models.esm and classifier are 'tiny'")
+    assert "summary.tsv, prediction_results.tsv" in notice and "MEANINGLESS" in notice
+    front = (demo_report / "report.html").read_text()
+    assert (
+        "DEMO RUN: tiny random models. Every call and score in this report is MEANINGLESS." in front
+    )
+    page = (demo_report / SAMPLE / "report/run_summary.html").read_text()
+    assert "Tiny random models (demo): these predictions are meaningless." in page
 
 
 @pytest.mark.workflow
@@ -267,6 +300,9 @@ def test_report_renders_in_chromium(demo_report, tmp_path):
     dom = _open_in_chromium(report, tmp_path / "front.png", tmp_path / "p0")
     text = re.sub(r"<[^>]+>", " ", dom)
     assert "virnuc run report" in text and "Where to look" in text
+    assert (
+        "DEMO RUN: tiny random models. Every call and score in this report is MEANINGLESS" in text
+    )
     for category in set(REPORT_RESULTS.values()):
         assert category in text, f"category {category!r} missing from the rendered menu"
     _assert_shows(tmp_path / "front.png", "the front page")  # text and rule graph

@@ -12,6 +12,7 @@ from virnuc_core.digests import sampled_fingerprint  # noqa: E402
 from virnuc_core.families import FAMILIES  # noqa: E402
 from virnuc_core.model_files import ModelFilesError, locked_paths, quick_check  # noqa: E402
 from virnuc_core import resources  # noqa: E402
+from virnuc_core.run_notes import NOTICE_NAME, tiny_settings  # noqa: E402
 from virnuc_core.samples import (  # noqa: E402
     SampleError,
     check_config_file,
@@ -58,6 +59,8 @@ with warnings.catch_warnings(record=True) as _caught:
 for _warning in _caught:
     logger.warning(str(_warning.message))
 ENV = "../../envs/virnuc.yaml"
+# The config keys set to "tiny" (the demo's random models): the results say they mean nothing.
+TINY = tiny_settings(SETTINGS.models, SETTINGS.classifier)
 MODELS = list(FAMILIES)
 
 

@@ -1,8 +1,11 @@
 # What the user reads: per-read summary, viral reads, run summary page, score and throughput
 # figures. Outputs marked report(...) make up `snakemake --report report.html`.
+from virnuc_core.run_notes import closing_lines, report_command  # noqa: E402
+from virnuc_core.run_notes import directory as run_directory  # noqa: E402
 
 
-# summary.tsv and the run summary page; viral.fa only when the config asks for it.
+# summary.tsv and the run summary page; viral.fa only when the config asks for it; beside them,
+# for a run with tiny random models, DEMO_MODELS_README.txt saying the calls mean nothing.
 SUMMARY_OUTPUTS = {
     "summary": "results/{sample}/summary.tsv",
     "html": report(
@@ -12,6 +15,7 @@ SUMMARY_OUTPUTS = {
         labels={"sample": "{sample}", "table": "counts and top reads"},
     ),
 } | ({"viral": "results/{sample}/viral.fa"} if SETTINGS.viral_fasta else {})
+SUMMARY_OUTPUTS |= {"notice": f"results/{{sample}}/{NOTICE_NAME}"} if TINY else {}
 
 
 rule summarize_sample:
@@ -27,6 +31,7 @@ rule summarize_sample:
         chunk_length=SETTINGS.chunk_length,
         classifier=SETTINGS.classifier or "none",
         classifier_sha256=CLASSIFIER_SHA256,
+        tiny=TINY,
     log:
         "logs/{sample}/summarize_sample.log",
     benchmark:
@@ -76,3 +81,20 @@ rule report_figures:
         ENV
     script:
         "../../scripts/report_figures.py"
+
+
+def say_where_results_are():
+    """The console's last lines after a successful run (virnuc_core.run_notes.closing_lines)."""
+    try:
+        targets = {str(f) for f in workflow.dag.derived_targetfiles}
+    except AttributeError:  # not Snakemake's public API: then every output that is there
+        targets = None
+    argv = sys.argv[1:]  # this run's command line: the report's needs the same options
+    where = run_directory(argv)  # results are relative to --directory, as the user typed it
+    prefix = where.rstrip("/") + "/" if where else ""
+    command = report_command(argv)
+    notes = closing_lines(
+        SAMPLES, targets, classifier=SETTINGS.classifier, tiny=TINY, command=command, prefix=prefix
+    )
+    for line in notes:
+        logger.info(line)
