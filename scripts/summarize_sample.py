@@ -10,6 +10,7 @@ def main(sm) -> None:
     summarize_sample(
         sm.wildcards.sample, list(sm.input.reads), sm.params.chunk_length, sm.params.classifier,
         dict(sm.input.items()), dict(sm.output.items()), sm.params.classifier_sha256,
+        sm.params.min_score,
     )  # fmt: skip
 
 

@@ -43,7 +43,7 @@ def test_every_schema_default_reaches_every_job():
         assert job.gelu_in_matmul is (defaults["gelu_in_matmul"] and model == "esm")
     assert dataclasses.asdict(s.validate) == defaults["validate"]
     for key in ("shards", "dedupe", "reader_workers", "embed_retries", "classifier",
-                "viral_fasta", "models_dir", "dnabert_revision"):  # fmt: skip
+                "viral_fasta", "models_dir", "dnabert_revision", "min_score"):  # fmt: skip
         assert getattr(s, key) == defaults[key], key
     # config/config.yaml restates no default: every key it sets is one a run must set
     config = yaml.safe_load((REPO / "config/config.yaml").read_text())

@@ -27,6 +27,8 @@ rule summarize_sample:
         chunk_length=SETTINGS.chunk_length,
         classifier=SETTINGS.classifier or "none",
         classifier_sha256=CLASSIFIER_SHA256,
+        # a param: changing it reruns this rule only (not predict, not the embeddings)
+        min_score=SETTINGS.min_score,
     log:
         "logs/{sample}/summarize_sample.log",
     benchmark:
