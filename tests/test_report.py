@@ -75,7 +75,7 @@ def expected_summary(
             viral[owner[chunk]] += max(scores) >= min_score
     return [
         [rid, str(length), str(n), str(frames[rid]), str(viral[rid]), str(viral[rid] > 0),
-         best.get(rid, "NA")]
+         best.get(rid, "NA"), f"{viral[rid] / n:.6g}"]
         for rid, length, n in reads
     ]  # fmt: skip
 
@@ -97,9 +97,9 @@ def test_summary_maps_reads_forward_even_with_chunk_in_ids(tmp_path):
     rows = [s.row() for _, s in got]
     assert rows == expected_summary(fasta, 500, pred, high)
     assert rows == [
-        ["x", "900", "2", "3", "1", "True", "0.8"],
-        ["x_chunk_1", "120", "1", "1", "1", "True", "0.9"],
-        ["y", "4", "1", "0", "0", "False", "NA"],
+        ["x", "900", "2", "3", "1", "True", "0.8", "0.5"],
+        ["x_chunk_1", "120", "1", "1", "1", "True", "0.9", "1"],
+        ["y", "4", "1", "0", "0", "False", "NA", "0"],
     ]
     totals = summary.write_read_outputs(got, tmp_path / "s.tsv", tmp_path / "v.fa")
     assert (totals.reads, totals.chunks, totals.frames, totals.viral_reads) == (3, 4, 4, 2)
@@ -171,6 +171,30 @@ def test_run_summary_says_which_rule_made_the_calls(tmp_path):
     assert [r.id for r in SeqIO.parse(outs["viral"], "fasta")] == ["a"]
     with pytest.raises(summary.SummaryError, match=r"'min_score' must be in \[0, 1\].*nan"):
         _summarize(tmp_path, fasta, pred, high, chunks=4, min_score=float("nan"))
+
+
+def test_viral_fraction_is_the_last_column_and_follows_the_rule(tmp_path):
+    # read "t": 3 chunks at L=500 (1200 bases), 2 viral by the original rule, 1 by min_score
+    fasta = tmp_path / "reads.fa"
+    fasta.write_text(">t\n" + "A" * 1200 + "\n>u\nACGTACGT\n")
+    ids = ["t_chunk_1F1", "t_chunk_1R1", "t_chunk_2F1", "t_chunk_3R2", "u_chunk_1F1"]
+    scores = [[0.2, 0.8], [0.3, 0.7], [0.9, 0.1], [0.4, 0.6], [0.5, 0.5]]
+    pred, high = tmp_path / "p.tsv", tmp_path / "h.tsv"
+    write_predictions(ids, np.array(scores, np.float32), pred, high)
+    for min_score, fractions in ((None, ["0.666667", "1"]), (0.7, ["0.333333", "0"])):
+        got = list(summary.summarize_reads(fasta, 500, pred, high, min_score))
+        summary.write_read_outputs(got, tmp_path / "s.tsv")
+        rows = _tsv(tmp_path / "s.tsv")
+        assert list(rows[0])[-1] == "viral_fraction" and list(rows[0])[:7] == [
+            "read_id", "length", "chunks", "frames", "viral_chunks", "viral", "max_virus_score"
+        ]  # fmt: skip
+        assert [r["viral_fraction"] for r in rows] == fractions
+        for r in rows:  # viral chunks / chunks
+            assert float(r["viral_fraction"]) == pytest.approx(
+                int(r["viral_chunks"]) / int(r["chunks"]), abs=1e-6
+            )
+        # the score histogram still reads max_virus_score, not the last column
+        assert list(summary.read_scores(tmp_path / "s.tsv")) == ["0.8", "0.5"]
 
 
 def test_summary_refuses_predictions_of_other_reads(tmp_path):

@@ -39,6 +39,7 @@ from virnuc_core.reads import Read, iter_reads
 
 SUMMARY_COLUMNS = (
     "read_id", "length", "chunks", "frames", "viral_chunks", "viral", "max_virus_score",
+    "viral_fraction",  # appended last: parsers of the earlier columns keep working
 )  # fmt: skip
 PREDICTION_COLUMNS = ("Sequence_ID", "Prediction", "score1", "score2")
 HIGHEST_COLUMNS = ("Modified_ID", "Is_Virus")
@@ -73,11 +74,16 @@ class ReadSummary:
         """Called viral: at least one chunk called viral."""
         return self.viral_chunks > 0
 
+    @property
+    def viral_fraction(self) -> str:
+        """Chunks called viral / chunks of the read, 6 significant digits (0 without frames)."""
+        return f"{self.viral_chunks / self.chunks:.6g}"
+
     def row(self) -> list[str]:
         """The summary.tsv fields, in :data:`SUMMARY_COLUMNS` order."""
         score = NA if self.max_virus_score is None else self.max_virus_score
         cells = (self.length, self.chunks, self.frames, self.viral_chunks, self.viral, score)
-        return [self.read_id, *map(str, cells)]
+        return [self.read_id, *map(str, cells), self.viral_fraction]
 
 
 def _tsv_rows(path: str | os.PathLike, header: Sequence[str]) -> Iterator[list[str]]:
@@ -468,14 +474,19 @@ def _histogram(values: Iterator[str], bins: int = 50, block: int = 1 << 16) -> n
         counts += np.histogram(part, bins=bins, range=(0, 1))[0]
 
 
+def read_scores(summary_tsv: str | os.PathLike) -> Iterator[str]:
+    """The ``max_virus_score`` of each scored read of summary.tsv (``NA`` skipped), streamed."""
+    col = SUMMARY_COLUMNS.index("max_virus_score")
+    return (row[col] for row in _tsv_rows(summary_tsv, SUMMARY_COLUMNS) if row[col] != NA)
+
+
 def plot_scores(
     predictions_tsv: str | os.PathLike, summary_tsv: str | os.PathLike, path: str | os.PathLike
 ) -> None:
     """Histograms of P(virus): per frame (prediction_results) and per read (summary.tsv max),
     counted while the files stream by."""
     frames = _histogram(row[3] for row in _tsv_rows(predictions_tsv, PREDICTION_COLUMNS))
-    rows = _tsv_rows(summary_tsv, SUMMARY_COLUMNS)
-    reads = _histogram(row[-1] for row in rows if row[-1] != NA)
+    reads = _histogram(read_scores(summary_tsv))
     edges = np.linspace(0, 1, frames.size + 1)
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=100)
