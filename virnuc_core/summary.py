@@ -36,6 +36,7 @@ import numpy as np
 from virnuc_core.families import FAMILIES
 from virnuc_core.files import atomic_path, atomic_writer
 from virnuc_core.reads import Read, iter_reads
+from virnuc_core.regions import RegionWriter
 
 SUMMARY_COLUMNS = (
     "read_id", "length", "chunks", "frames", "viral_chunks", "viral", "max_virus_score",
@@ -143,8 +144,12 @@ class _ReadRows:
     active rule. A chunk's rows are consecutive (index order), so only the current chunk's maxima
     are held, whatever the read's length."""
 
-    def __init__(self, read_id: str, chunks: int, min_score: float | None = None) -> None:
+    def __init__(
+        self, read_id: str, chunks: int, min_score: float | None = None,
+        regions: RegionWriter | None = None,
+    ) -> None:  # fmt: skip
         self.prefix, self.chunks, self.min_score = f"{read_id}_chunk_", chunks, min_score
+        self.regions = regions  # told each viral chunk
         self.frames = self.framed = self.viral = self.viral_original = 0
         self.best: list[str] | None = None
         self._chunk, self._m1, self._m2 = 0, np.float32("nan"), np.float32("nan")
@@ -180,7 +185,10 @@ class _ReadRows:
         if self._chunk:
             original = bool(self._m2 >= self._m1)
             self.viral_original += original
-            self.viral += original if self.min_score is None else self._b2 >= self.min_score
+            viral = original if self.min_score is None else self._b2 >= self.min_score
+            self.viral += viral
+            if viral and self.regions is not None:
+                self.regions.viral_chunk(self._chunk, self._b2, self._b2_text)
         self._m1, self._m2 = np.float32("nan"), np.float32("nan")
         self._b2, self._b2_text = -math.inf, NA
 
@@ -192,10 +200,12 @@ class _ReadRows:
 
 def _read_frames(
     read: Read, chunk_length: int, rows: Iterator[list[str]], pending: list[str] | None,
-    min_score: float | None = None,
+    min_score: float | None = None, regions: RegionWriter | None = None,
 ) -> tuple[_ReadRows, list[str] | None]:  # fmt: skip
     """The read's prediction rows, tallied; returns the first row of a later read."""
-    mine = _ReadRows(read.id, chunk_count(len(read.seq), chunk_length), min_score)
+    if regions is not None:
+        regions.read(read.id, len(read.seq))
+    mine = _ReadRows(read.id, chunk_count(len(read.seq), chunk_length), min_score, regions)
     row = pending if pending is not None else next(rows, None)
     while row is not None and (k := mine.chunk_of(row)):
         mine.add(row, k)
@@ -209,10 +219,13 @@ def summarize_reads(
     predictions_tsv: str | os.PathLike,
     highest_tsv: str | os.PathLike,
     min_score: float | None = None,
+    regions: RegionWriter | None = None,
 ) -> Iterator[tuple[Read, ReadSummary]]:
     """Each input read with its summary row, in input order (see the module docstring).
     Chunks are called viral by the original rule, or by ``min_score`` when set (see
     :func:`call_rule`); the check against the chunk table always uses the original rule.
+    ``regions`` is told each read and its viral chunks as they stream by (regions.tsv); the
+    caller closes it.
 
     Streams the reads and the prediction rows together; holds one read's rows at a time.
     Raises :class:`SummaryError` when a prediction row matches no read, or when the chunk table
@@ -222,7 +235,7 @@ def summarize_reads(
     pending: list[str] | None = None
     framed = viral_total = 0
     for read in _reads(fasta):
-        mine, pending = _read_frames(read, chunk_length, rows, pending, min_score)
+        mine, pending = _read_frames(read, chunk_length, rows, pending, min_score, regions)
         score = None if mine.best is None else mine.best[3]
         framed += mine.framed
         viral_total += mine.viral_original
@@ -318,12 +331,22 @@ def summarize_sample(
     min_score: float | None = None,
 ) -> SampleTotals:
     """The summarize_sample step: ``summary.tsv``, ``viral.fa`` (when ``outputs`` has
-    ``viral``) and the run summary page, from the sample's ``reads`` and the prediction tables.
-    ``inputs``: ``predictions``, ``highest``, ``counts``, ``features``. ``min_score`` (null: the
-    original rule) calls the chunks of these three outputs, never those of the two tables."""
+    ``viral``), ``regions.tsv`` (when it has ``regions``) and the run summary page, from the
+    sample's ``reads`` and the prediction tables. ``inputs``: ``predictions``, ``highest``,
+    ``counts``, ``features``. ``min_score`` (null: the original rule) calls the chunks of these
+    outputs, never those of the original's two tables."""
     check_min_score(min_score)
-    rows = summarize_reads(reads, chunk_length, inputs["predictions"], inputs["highest"], min_score)
-    totals = write_read_outputs(rows, outputs["summary"], outputs.get("viral"))
+    with contextlib.ExitStack() as stack:
+        regions = None
+        if outputs.get("regions"):
+            handle = stack.enter_context(atomic_writer(outputs["regions"]))
+            regions = RegionWriter(handle, chunk_length)
+        rows = summarize_reads(
+            reads, chunk_length, inputs["predictions"], inputs["highest"], min_score, regions
+        )
+        totals = write_read_outputs(rows, outputs["summary"], outputs.get("viral"))
+        if regions is not None:
+            regions.close()
     with open(inputs["counts"]) as handle:
         check_counts(totals, json.load(handle), sample)
     settings = run_settings(

@@ -2,9 +2,10 @@
 # figures. Outputs marked report(...) make up `snakemake --report report.html`.
 
 
-# summary.tsv and the run summary page; viral.fa only when the config asks for it.
+# summary.tsv, regions.tsv and the run summary page; viral.fa only when the config asks for it.
 SUMMARY_OUTPUTS = {
     "summary": "results/{sample}/summary.tsv",
+    "regions": "results/{sample}/regions.tsv",
     "html": report(
         "results/{sample}/report/run_summary.html",
         caption="../report/run_summary.rst",
