@@ -110,3 +110,21 @@ def test_the_snakefile_starts_without_importing_torch():
     code = f"import sys; import {', '.join(modules)}; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert out.stdout.strip() == "False", out
+
+
+@pytest.mark.parametrize("value, ok", [
+    (None, True), (0, True), (0.9, True), (1, True),
+    (1.5, False), (-0.1, False), ("0.9", False), (True, False),
+])  # fmt: skip
+def test_min_score_is_null_or_a_number_in_0_1(value, ok):
+    import jsonschema
+
+    from virnuc_core.settings import schema
+
+    config = {**BASE, "min_score": value}
+    if ok:
+        jsonschema.validate(config, schema())
+        assert WorkflowSettings.from_config(config).min_score == value
+    else:
+        with pytest.raises(jsonschema.ValidationError, match="min_score|0.9|True"):
+            jsonschema.validate(config, schema())
