@@ -13,7 +13,7 @@ def main(sm) -> None:
     outputs = dict(sm.output.items())
     summarize_sample(
         sm.wildcards.sample, list(sm.input.reads), sm.params.chunk_length, sm.params.classifier,
-        dict(sm.input.items()), outputs, sm.params.classifier_sha256,
+        dict(sm.input.items()), outputs, sm.params.classifier_sha256, sm.params.min_score,
     )  # fmt: skip
     # The demo's notice beside summary.tsv; a real run removes one an earlier demo left there.
     notice = outputs.get("notice", Path(outputs["summary"]).with_name(NOTICE_NAME))

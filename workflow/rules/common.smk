@@ -137,6 +137,7 @@ def all_outputs(wildcards):
             f"results/{s}/prediction_results.tsv",
             f"results/{s}/prediction_results_highestscore.tsv",
             f"results/{s}/summary.tsv",
+            f"results/{s}/regions.tsv",
             f"results/{s}/report/run_summary.html",
             f"results/{s}/report/scores.png",
             f"results/{s}/report/throughput.png",

@@ -4,10 +4,12 @@ from virnuc_core.run_notes import closing_lines, report_command  # noqa: E402
 from virnuc_core.run_notes import directory as run_directory  # noqa: E402
 
 
-# summary.tsv and the run summary page; viral.fa only when the config asks for it; beside them,
-# for a run with tiny random models, DEMO_MODELS_README.txt saying the calls mean nothing.
+# summary.tsv, regions.tsv and the run summary page; viral.fa only when the config asks for it;
+# beside them, for a run with tiny random models, DEMO_MODELS_README.txt saying the calls mean
+# nothing.
 SUMMARY_OUTPUTS = {
     "summary": "results/{sample}/summary.tsv",
+    "regions": "results/{sample}/regions.tsv",
     "html": report(
         "results/{sample}/report/run_summary.html",
         caption="../report/run_summary.rst",
@@ -32,6 +34,8 @@ rule summarize_sample:
         classifier=SETTINGS.classifier or "none",
         classifier_sha256=CLASSIFIER_SHA256,
         tiny=TINY,
+        # a param: changing it reruns this rule only (not predict, not the embeddings)
+        min_score=SETTINGS.min_score,
     log:
         "logs/{sample}/summarize_sample.log",
     benchmark:
