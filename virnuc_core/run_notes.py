@@ -101,6 +101,12 @@ def directory(argv: Sequence[str]) -> str | None:
     return None
 
 
+def results_prefix(argv: Sequence[str]) -> str:
+    """What the run's result paths start with: its ``--directory`` as typed, with a slash."""
+    where = directory(argv)
+    return where.rstrip("/") + "/" if where else ""
+
+
 def _listed(samples: Sequence[str], path: str, prefix: str) -> list[str]:
     """One line per sample (the first SHOWN_SAMPLES), then how many more."""
     lines = [f"  {prefix}{path.format(sample=s)}" for s in samples[:SHOWN_SAMPLES]]

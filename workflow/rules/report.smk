@@ -1,7 +1,5 @@
 # What the user reads: per-read summary, viral reads, run summary page, score and throughput
 # figures. Outputs marked report(...) make up `snakemake --report report.html`.
-from virnuc_core.run_notes import closing_lines, report_command  # noqa: E402
-from virnuc_core.run_notes import directory as run_directory  # noqa: E402
 
 
 # summary.tsv, regions.tsv and the run summary page; viral.fa only when the config asks for it;
@@ -85,20 +83,3 @@ rule report_figures:
         ENV
     script:
         "../../scripts/report_figures.py"
-
-
-def say_where_results_are():
-    """The console's last lines after a successful run (virnuc_core.run_notes.closing_lines)."""
-    try:
-        targets = {str(f) for f in workflow.dag.derived_targetfiles}
-    except AttributeError:  # not Snakemake's public API: then every output that is there
-        targets = None
-    argv = sys.argv[1:]  # this run's command line: the report's needs the same options
-    where = run_directory(argv)  # results are relative to --directory, as the user typed it
-    prefix = where.rstrip("/") + "/" if where else ""
-    command = report_command(argv)
-    notes = closing_lines(
-        SAMPLES, targets, classifier=SETTINGS.classifier, tiny=TINY, command=command, prefix=prefix
-    )
-    for line in notes:
-        logger.info(line)
