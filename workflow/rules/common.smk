@@ -16,7 +16,7 @@ from virnuc_core.samples import (  # noqa: E402
     SampleError,
     check_config_file,
     missing_files,
-    read_samples,
+    read_sample_table,
 )
 from virnuc_core.settings import ENV_SHARDS, WorkflowSettings  # noqa: E402
 from snakemake_interface_executor_plugins.settings import ExecMode  # noqa: E402
@@ -86,10 +86,10 @@ else:
     N_SHARDS = SETTINGS.shards
 SHARDS = list(range(N_SHARDS))
 try:
-    SAMPLES = read_samples(config["samples"])
+    SAMPLES = read_sample_table(config["samples"])  # name -> Sample (files, layout)
 except SampleError as err:
     _refuse(err)
-_unusable = missing_files(SAMPLES)  # each file not there or not a regular file, and what it is
+_unusable = missing_files({name: list(s.files) for name, s in SAMPLES.items()})  # each file not there or not a regular file, and what it is
 if _unusable:
     _refuse("\n".join(_unusable))
 # What each model reads (DNABERT-S the frames' nucleotides, ESM-2 their proteins).
@@ -103,7 +103,8 @@ wildcard_constraints:
 
 
 def sample_reads(wildcards):
-    return SAMPLES[wildcards.sample]
+    """The sample's files, in read order (pairs: mate-1 file, mate-2 file, ...)."""
+    return list(SAMPLES[wildcards.sample].files)
 
 
 def reads_fingerprints(wildcards):
