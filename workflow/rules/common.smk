@@ -107,6 +107,12 @@ def sample_reads(wildcards):
     return list(SAMPLES[wildcards.sample].files)
 
 
+def sample_layout(wildcards):
+    """How the sample's files hold its reads: single, pairs or interleaved (a change reruns
+    the index and everything after it)."""
+    return SAMPLES[wildcards.sample].layout
+
+
 def reads_fingerprints(wildcards):
     """The sample's reads files by content (size and sampled sha256), one per file: reads
     replaced by other content but an older mtime (cp -p, rsync -a, tar x) rerun the index and

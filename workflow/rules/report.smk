@@ -27,6 +27,7 @@ rule summarize_sample:
         chunk_length=SETTINGS.chunk_length,
         classifier=SETTINGS.classifier or "none",
         classifier_sha256=CLASSIFIER_SHA256,
+        layout=sample_layout,
     log:
         "logs/{sample}/summarize_sample.log",
     benchmark:
