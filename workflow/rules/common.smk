@@ -148,6 +148,8 @@ def all_outputs(wildcards):
         ]
         if SETTINGS.viral_fasta:
             outs.append(f"results/{s}/viral.fa")
+        if SAMPLES[s].paired:
+            outs.append(f"results/{s}/pairs.tsv")
     return outs
 
 

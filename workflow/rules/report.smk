@@ -40,6 +40,24 @@ rule summarize_sample:
         "../../scripts/summarize_sample.py"
 
 
+# One row per pair of a paired sample (mate 1 and mate 2 of summary.tsv taken together).
+rule pairs_table:
+    input:
+        summary="results/{sample}/summary.tsv",
+    output:
+        pairs="results/{sample}/pairs.tsv",
+    log:
+        "logs/{sample}/pairs_table.log",
+    benchmark:
+        "benchmarks/{sample}/pairs_table.tsv"
+    resources:
+        mem_mb=200,  # streams summary.tsv two rows at a time: the interpreter (not measured)
+    conda:
+        ENV
+    script:
+        "../../scripts/pairs_table.py"
+
+
 rule report_figures:
     input:
         predictions="results/{sample}/prediction_results.tsv",
