@@ -107,9 +107,10 @@ def sample_reads(wildcards):
     return list(SAMPLES[wildcards.sample].files)
 
 
-def sample_layout(wildcards):
-    """How the sample's files hold its reads: single, pairs or interleaved (a change reruns
-    the index and everything after it)."""
+def sample_layout(wildcards, input):
+    """How the sample's files hold its reads: single, pairs or interleaved. A function of the
+    input too, so not a params rerun trigger itself (runs made before it existed rerun
+    nothing); reads_fingerprints carries a paired sample's layout instead."""
     return SAMPLES[wildcards.sample].layout
 
 
@@ -117,8 +118,13 @@ def reads_fingerprints(wildcards):
     """The sample's reads files by content (size and sampled sha256), one per file: reads
     replaced by other content but an older mtime (cp -p, rsync -a, tar x) rerun the index and
     everything after it. A function of the wildcards only, as Snakemake's params rerun trigger
-    leaves out params of functions that take input, output, threads or resources."""
-    return [sampled_fingerprint(path) for path in sample_reads(wildcards)]
+    leaves out params of functions that take input, output, threads or resources. A paired
+    sample's layout is one more item (none for single-end: runs made before pairs rerun
+    nothing)."""
+    prints = [sampled_fingerprint(path) for path in sample_reads(wildcards)]
+    layout = SAMPLES[wildcards.sample].layout
+    # the same files read as pairs give other reads (<pair>/1, <pair>/2): a change reruns
+    return prints if layout == "single" else [*prints, f"layout: {layout}"]
 
 
 def shard_files(sample, model):
