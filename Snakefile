@@ -43,3 +43,9 @@ onstart:
         if (_why := no_gpu_reason()) is not None:
             _plans = {s: f"results/{s}/plan.json" for s in SAMPLES}
             logger.warning(cpu_note(run_gpus(), _why, _plans))
+
+
+# After a successful run, the console's last lines say where the results are, how to build the
+# report and, for the demo's tiny models, that the calls mean nothing (workflow/rules/report.smk).
+onsuccess:
+    say_where_results_are()

@@ -28,7 +28,6 @@ DIMS = {"dnabert": 768, "esm": 2560}
 
 STEP = r"""
 import json, sys, time, os
-sys.path.insert(0, sys.argv[1])
 import torch
 torch.set_num_threads(1)
 from pathlib import Path
@@ -106,9 +105,10 @@ def main() -> None:
     for r in range(args.repeats):
         for tree in trees if r % 2 == 0 else reversed(trees):
             for step in ("finalize", "features", "predict"):
-                argv = [sys.executable, "-c", STEP, trees[tree], step, str(data),
+                argv = [sys.executable, "-P", "-c", STEP, trees[tree], step, str(data),
                         str(scratch / tree)]  # fmt: skip
-                got = json.loads(subprocess.run(argv, env=env, capture_output=True, text=True,
+                tree_env = {**env, "PYTHONPATH": trees[tree]}  # that tree's virnuc_core
+                got = json.loads(subprocess.run(argv, env=tree_env, capture_output=True, text=True,
                                                 check=True).stdout.splitlines()[-1])  # fmt: skip
                 times[tree][step].append(got)
                 print(r, tree, step, got, flush=True)

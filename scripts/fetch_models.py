@@ -6,14 +6,18 @@ The DNABERT-S commit is the config's dnabert_revision when you set one (pass it 
 
 Writes models/models.lock.json (path, model, source, revision, size and sha256 of every file).
 Run it again to repair a folder: only what is missing or changed is fetched. Workflow runs
-never download; they check the folder against the lock.
+never download; they check the folder against the lock. Where the hub cannot be reached it says
+so in one line and exits 1, leaving no half-fetched folder: run it where the machine is online,
+then copy the folder.
 """
 
 import argparse
 import logging
 import sys
+from pathlib import Path
 
-from virnuc_core.model_files import ESM2_NAME, ModelFilesError, fetch_models, read_lock
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this repository's virnuc_core
+from virnuc_core.model_files import ESM2_NAME, ModelFilesError, fetch_models, read_lock  # noqa: E402
 
 
 def main() -> int:

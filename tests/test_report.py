@@ -13,8 +13,10 @@ import json
 import math
 import os
 import re
+import shlex
 import shutil
 import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from PIL import Image
 from tests.workflow_helpers import DEMO_READS, run_snakemake, write_config
 from virnuc_core import summary, throughput
 from virnuc_core.predictions import write_predictions
+from virnuc_core.run_notes import NOTICE_NAME
 
 SAMPLE = "results/demo"
 REPORT_RESULTS = {
@@ -48,25 +51,34 @@ def _tsv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle, delimiter="\t"))
 
 
-def expected_summary(fasta: Path, chunk_length: int, predictions: Path, highest: Path) -> list:
-    """The summary rows computed independently of virnuc_core (forward chunk-id mapping)."""
+def expected_summary(
+    fasta: Path, chunk_length: int, predictions: Path, highest: Path, min_score=None
+) -> list:
+    """The summary rows computed independently of virnuc_core (forward chunk-id mapping). The
+    viral chunks: the chunk table's Is_Virus, or with ``min_score`` each chunk's highest score2
+    (as written) >= min_score."""
     owner, reads = {}, []
     for rec in SeqIO.parse(fasta, "fasta"):
         n = max(1, math.ceil(len(rec.seq) / chunk_length))
         owner.update({f"{rec.id}_chunk_{k}": rec.id for k in range(1, n + 1)})
         reads.append((rec.id, len(rec.seq), n))
-    frames, best = defaultdict(int), {}
+    frames, best, chunk_best = defaultdict(int), {}, defaultdict(list)
     for row in _tsv(predictions):
         read = owner[row["Sequence_ID"][:-2]]
         frames[read] += 1
+        chunk_best[row["Sequence_ID"][:-2]].append(float(row["score2"]))
         if read not in best or float(row["score2"]) > float(best[read]):
             best[read] = row["score2"]
     viral = defaultdict(int)
-    for row in _tsv(highest):
-        viral[owner[row["Modified_ID"]]] += row["Is_Virus"] == "True"
+    if min_score is None:
+        for row in _tsv(highest):
+            viral[owner[row["Modified_ID"]]] += row["Is_Virus"] == "True"
+    else:
+        for chunk, scores in chunk_best.items():
+            viral[owner[chunk]] += max(scores) >= min_score
     return [
         [rid, str(length), str(n), str(frames[rid]), str(viral[rid]), str(viral[rid] > 0),
-         best.get(rid, "NA")]
+         best.get(rid, "NA"), f"{viral[rid] / n:.6g}"]
         for rid, length, n in reads
     ]  # fmt: skip
 
@@ -88,13 +100,104 @@ def test_summary_maps_reads_forward_even_with_chunk_in_ids(tmp_path):
     rows = [s.row() for _, s in got]
     assert rows == expected_summary(fasta, 500, pred, high)
     assert rows == [
-        ["x", "900", "2", "3", "1", "True", "0.8"],
-        ["x_chunk_1", "120", "1", "1", "1", "True", "0.9"],
-        ["y", "4", "1", "0", "0", "False", "NA"],
+        ["x", "900", "2", "3", "1", "True", "0.8", "0.5"],
+        ["x_chunk_1", "120", "1", "1", "1", "True", "0.9", "1"],
+        ["y", "4", "1", "0", "0", "False", "NA", "0"],
     ]
     totals = summary.write_read_outputs(got, tmp_path / "s.tsv", tmp_path / "v.fa")
     assert (totals.reads, totals.chunks, totals.frames, totals.viral_reads) == (3, 4, 4, 2)
     assert [r.id for r in SeqIO.parse(tmp_path / "v.fa", "fasta")] == ["x", "x_chunk_1"]
+
+
+def _min_score_inputs(tmp_path):
+    """Three reads whose chunk calls differ between the original rule and min_score."""
+    fasta = tmp_path / "reads.fa"
+    fasta.write_text(">a\n" + "A" * 900 + "\n>b\n" + "C" * 400 + "\n>c\nGGGGGG\n")
+    ids = ["a_chunk_1F1", "a_chunk_1R1", "a_chunk_2F2", "b_chunk_1F1", "c_chunk_1F3"]
+    # a_chunk_1: best P(virus) 0.4 < best P(others) 0.7 (not viral by the original rule);
+    # a_chunk_2: 0.9 >= 0.1 (viral); b_chunk_1: 0.55 >= 0.45; c_chunk_1: 0.3 < 0.7.
+    scores = [[0.6, 0.4], [0.7, 0.3], [0.1, 0.9], [0.45, 0.55], [0.7, 0.3]]
+    pred, high = tmp_path / "p.tsv", tmp_path / "h.tsv"
+    write_predictions(ids, np.array(scores, np.float32), pred, high)
+    return fasta, pred, high
+
+
+@pytest.mark.parametrize(
+    "min_score, viral",
+    [(None, ["1", "1", "0"]), (0.4, ["2", "1", "0"]), (0.9, ["1", "0", "0"]),
+     (0.95, ["0", "0", "0"]), (0.0, ["2", "1", "1"])],
+)  # fmt: skip
+def test_min_score_calls_a_chunk_viral_by_its_best_virus_score(tmp_path, min_score, viral):
+    fasta, pred, high = _min_score_inputs(tmp_path)
+    tables = pred.read_bytes(), high.read_bytes()
+    got = list(summary.summarize_reads(fasta, 500, pred, high, min_score))
+    rows = [s.row() for _, s in got]
+    assert [r[4] for r in rows] == viral  # 0.4 and 0.9 are written as such: equal is viral
+    assert rows == expected_summary(fasta, 500, pred, high, min_score)
+    summary.write_read_outputs(got, tmp_path / "s.tsv", tmp_path / "v.fa")
+    called = [r.id for r in SeqIO.parse(tmp_path / "v.fa", "fasta")]
+    assert called == [rid for rid, v in zip("abc", viral, strict=True) if v != "0"]
+    assert (pred.read_bytes(), high.read_bytes()) == tables  # the original's tables as they were
+    assert [r["Is_Virus"] for r in _tsv(high)] == ["False", "True", "True", "False"]
+
+
+def _summarize(tmp_path, fasta, pred, high, chunks, min_score=None, regions=False):
+    """The summarize_sample step on small inputs; returns its outputs."""
+    import h5py
+
+    features = tmp_path / "features.h5"
+    with h5py.File(features, "w") as h5:
+        h5.attrs["esm.precision"] = "fp32"
+    frames = len(_tsv(pred))
+    reads = len(list(SeqIO.parse(fasta, "fasta")))
+    counts = tmp_path / "counts.json"
+    counts.write_text(json.dumps({"reads": reads, "chunks": chunks, "frames": frames}))
+    ins = {"predictions": pred, "highest": high, "counts": counts, "features": features}
+    names = ("summary", "html", "viral") + (("regions",) if regions else ())
+    exts = {"summary": "tsv", "html": "html", "viral": "fa", "regions": "tsv"}
+    outs = {k: tmp_path / f"{k}.{exts[k]}" for k in names}
+    summary.summarize_sample("s", [str(fasta)], 500, "tiny", ins, outs, "", min_score)
+    return outs
+
+
+def test_run_summary_says_which_rule_made_the_calls(tmp_path):
+    fasta, pred, high = _min_score_inputs(tmp_path)
+    outs = _summarize(tmp_path, fasta, pred, high, chunks=4)
+    page = outs["html"].read_text()
+    rule = "the original rule (best P(virus) &gt;= best P(others))"
+    assert f"<td>viral calls</td><td>{rule}</td>" in page
+    assert f"chunks called viral, by {rule}</td><td>2 (50.0%)</td>" in page
+    outs = _summarize(tmp_path, fasta, pred, high, chunks=4, min_score=0.9)
+    page = outs["html"].read_text()
+    assert "<td>viral calls</td><td>min_score 0.9</td>" in page and "original rule" not in page
+    assert "chunks called viral, by min_score 0.9</td><td>1 (25.0%)</td>" in page
+    assert [r.id for r in SeqIO.parse(outs["viral"], "fasta")] == ["a"]
+    with pytest.raises(summary.SummaryError, match=r"'min_score' must be in \[0, 1\].*nan"):
+        _summarize(tmp_path, fasta, pred, high, chunks=4, min_score=float("nan"))
+
+
+def test_viral_fraction_is_the_last_column_and_follows_the_rule(tmp_path):
+    # read "t": 3 chunks at L=500 (1200 bases), 2 viral by the original rule, 1 by min_score
+    fasta = tmp_path / "reads.fa"
+    fasta.write_text(">t\n" + "A" * 1200 + "\n>u\nACGTACGT\n")
+    ids = ["t_chunk_1F1", "t_chunk_1R1", "t_chunk_2F1", "t_chunk_3R2", "u_chunk_1F1"]
+    scores = [[0.2, 0.8], [0.3, 0.7], [0.9, 0.1], [0.4, 0.6], [0.5, 0.5]]
+    pred, high = tmp_path / "p.tsv", tmp_path / "h.tsv"
+    write_predictions(ids, np.array(scores, np.float32), pred, high)
+    for min_score, fractions in ((None, ["0.666667", "1"]), (0.7, ["0.333333", "0"])):
+        got = list(summary.summarize_reads(fasta, 500, pred, high, min_score))
+        summary.write_read_outputs(got, tmp_path / "s.tsv")
+        rows = _tsv(tmp_path / "s.tsv")
+        assert list(rows[0])[-1] == "viral_fraction" and list(rows[0])[:7] == [
+            "read_id", "length", "chunks", "frames", "viral_chunks", "viral", "max_virus_score"
+        ]  # fmt: skip
+        assert [r["viral_fraction"] for r in rows] == fractions
+        for r in rows:  # viral chunks / chunks
+            assert float(r["viral_fraction"]) == pytest.approx(
+                int(r["viral_chunks"]) / int(r["chunks"]), abs=1e-6
+            )
+        # the score histogram still reads max_virus_score, not the last column
+        assert list(summary.read_scores(tmp_path / "s.tsv")) == ["0.8", "0.5"]
 
 
 def test_summary_refuses_predictions_of_other_reads(tmp_path):
@@ -138,11 +241,17 @@ def test_throughput_row_comes_from_the_shard_file_alone(tmp_path):
 
 @pytest.fixture(scope="module")
 def demo_report(tmp_path_factory) -> Path:
-    """One demo run (viral_fasta on, as in config/demo.yaml) and its report.html."""
+    """One demo run (viral_fasta on, as in config/demo.yaml), its console (console.txt), and
+    report.html made by the report command the run's last lines print, as a user would."""
     work = tmp_path_factory.mktemp("report")
     write_config(work, viral_fasta=True)
-    run_snakemake(work)
-    run_snakemake(work, "--report", str(work / "report.html"))
+    proc = run_snakemake(work)
+    (work / "console.txt").write_text(proc.stdout + proc.stderr)
+    said = re.search(r"^The report \(.*?\): (snakemake .*)$", proc.stderr, re.MULTILINE)
+    assert said, f"the run did not print the report command:\n{proc.stderr[-3000:]}"
+    command = [sys.executable, "-m", *shlex.split(said.group(1))]
+    made = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert made.returncode == 0 and (work / "report.html").exists(), made.stderr[-3000:]
     return work
 
 
@@ -162,6 +271,30 @@ def test_summary_tsv_matches_the_prediction_files(demo_report):
     assert sum(int(r[3]) for r in rows) == counts["frames"]
     # The demo has both kinds of reads: scored ones and ones with no kept frame.
     assert any(r[6] == "NA" for r in rows) and any(r[6] != "NA" for r in rows)
+
+
+@pytest.mark.workflow
+def test_the_run_ends_saying_where_the_results_are_and_that_the_demo_means_nothing(demo_report):
+    console = (demo_report / "console.txt").read_text().splitlines()
+    start = [i for i, line in enumerate(console) if line.startswith("virnuc finished.")]
+    assert len(start) == 1, "\n".join(console[-20:])
+    ours, after = console[start[0] : start[0] + 4], console[start[0] + 4 :]
+    assert ours[1] == f"  {demo_report}/{SAMPLE}/summary.tsv"
+    assert ours[2].startswith(f"The report ({demo_report}/report.html, one self-contained")
+    assert f"--configfile {demo_report}/config.yaml" in ours[2]  # the run's own config
+    assert ours[3].startswith("DEMO RUN: models.dnabert, models.esm and classifier are 'tiny'")
+    assert "MEANINGLESS" in ours[3] and ours[3].endswith(f"{SAMPLE}/{NOTICE_NAME}.")
+    assert all(line.startswith(("Complete log", "Elapsed time")) for line in after), after
+    # beside the tables (whose columns stay as they are), and on the report's pages
+    notice = (demo_report / SAMPLE / NOTICE_NAME).read_text()
+    assert notice.startswith("DEMO RUN: models.dnabert, models.esm and classifier are 'tiny'")
+    assert "summary.tsv, prediction_results.tsv" in notice and "MEANINGLESS" in notice
+    front = (demo_report / "report.html").read_text()
+    assert (
+        "DEMO RUN: tiny random models. Every call and score in this report is MEANINGLESS." in front
+    )
+    page = (demo_report / SAMPLE / "report/run_summary.html").read_text()
+    assert "Tiny random models (demo): these predictions are meaningless." in page
 
 
 @pytest.mark.workflow
@@ -267,6 +400,9 @@ def test_report_renders_in_chromium(demo_report, tmp_path):
     dom = _open_in_chromium(report, tmp_path / "front.png", tmp_path / "p0")
     text = re.sub(r"<[^>]+>", " ", dom)
     assert "virnuc run report" in text and "Where to look" in text
+    assert (
+        "DEMO RUN: tiny random models. Every call and score in this report is MEANINGLESS" in text
+    )
     for category in set(REPORT_RESULTS.values()):
         assert category in text, f"category {category!r} missing from the rendered menu"
     _assert_shows(tmp_path / "front.png", "the front page")  # text and rule graph

@@ -43,7 +43,7 @@ def test_every_schema_default_reaches_every_job():
         assert job.gelu_in_matmul is (defaults["gelu_in_matmul"] and model == "esm")
     assert dataclasses.asdict(s.validate) == defaults["validate"]
     for key in ("shards", "dedupe", "reader_workers", "embed_retries", "classifier",
-                "viral_fasta", "models_dir", "dnabert_revision"):  # fmt: skip
+                "viral_fasta", "models_dir", "dnabert_revision", "min_score"):  # fmt: skip
         assert getattr(s, key) == defaults[key], key
     # config/config.yaml restates no default: every key it sets is one a run must set
     config = yaml.safe_load((REPO / "config/config.yaml").read_text())
@@ -110,3 +110,21 @@ def test_the_snakefile_starts_without_importing_torch():
     code = f"import sys; import {', '.join(modules)}; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert out.stdout.strip() == "False", out
+
+
+@pytest.mark.parametrize("value, ok", [
+    (None, True), (0, True), (0.9, True), (1, True),
+    (1.5, False), (-0.1, False), ("0.9", False), (True, False),
+])  # fmt: skip
+def test_min_score_is_null_or_a_number_in_0_1(value, ok):
+    import jsonschema
+
+    from virnuc_core.settings import schema
+
+    config = {**BASE, "min_score": value}
+    if ok:
+        jsonschema.validate(config, schema())
+        assert WorkflowSettings.from_config(config).min_score == value
+    else:
+        with pytest.raises(jsonschema.ValidationError, match="min_score|0.9|True"):
+            jsonschema.validate(config, schema())

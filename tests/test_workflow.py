@@ -76,7 +76,8 @@ def embed_resources(workdir: Path, *args: str) -> dict[str, dict[str, str]]:
     """model_shard -> the resources of its embed job, from a dry run's job listing."""
     out = run_snakemake(workdir, "-n", "--profile", str(REPO / "profiles/local-2gpu"),
                         *args).stdout  # fmt: skip
-    job = r"wildcards: sample=demo, model=(\w+), i=(\d+)\n.*\n\s+resources: (.*)"
+    job = (r"wildcards: sample=demo, model=(\w+), i=(\d+)\n(?:\s+priority: \d+\n)?"
+           r"\s+threads: .*\n\s+resources: (.*)")  # fmt: skip
     jobs = {f"{m}_{i}": dict(kv.split("=", 1) for kv in res.split(", "))
             for m, i, res in re.findall(job, out)}  # fmt: skip
     assert len(jobs) == 4, out
@@ -129,6 +130,33 @@ def test_switching_gpu_sharing_reruns_nothing(demo_run, tmp_path):
     assert planned_jobs(run) == {}
     write_config(run, share_gpu={"dnabert": False, "esm": True})
     assert planned_jobs(run) == {}  # where a job runs is no reason to embed again
+
+
+def test_changing_min_score_reruns_only_the_summary(demo_run, tmp_path):
+    from tests.test_regions import _rows, _same, expected_regions
+    from tests.test_report import expected_summary
+
+    # regions.tsv is one of the run's outputs (all), by the original rule unless min_score
+    s = demo_run / SAMPLE
+    _same(_rows(s / "regions.tsv"), expected_regions(DEMO_READS, 500, s / "prediction_results.tsv"))
+    run = copy_run(demo_run, tmp_path / "run")
+    write_config(run, min_score=0.9)
+    assert planned_jobs(run) == {"summarize_sample": 1, "report_figures": 1, "all": 1}
+    tables = ("prediction_results.tsv", "prediction_results_highestscore.tsv")
+    before = {name: (run / SAMPLE / name).read_bytes() for name in tables}
+    run_snakemake(run)
+    s = run / SAMPLE
+    assert {name: (s / name).read_bytes() for name in tables} == before  # the original's rule
+    rows = [line.split("\t") for line in (s / "summary.tsv").read_text().splitlines()[1:]]
+    pred, high = (s / name for name in tables)
+    assert rows == expected_summary(DEMO_READS, 500, pred, high, 0.9)
+    assert rows != expected_summary(DEMO_READS, 500, pred, high)  # the demo's calls do change
+    got = _rows(s / "regions.tsv")
+    _same(got, expected_regions(DEMO_READS, 500, pred, 0.9))
+    assert got != _rows(demo_run / SAMPLE / "regions.tsv")
+    assert (
+        "<td>viral calls</td><td>min_score 0.9</td>" in (s / "report/run_summary.html").read_text()
+    )
 
 
 def test_demo_produces_every_output(demo_run):

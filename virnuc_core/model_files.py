@@ -28,6 +28,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from virnuc_core import fetch_failure as failure
 from virnuc_core.digests import sha256_file
 from virnuc_core.files import atomic_writer
 
@@ -360,10 +361,26 @@ def fetch_models(
 
     Needs the network. A model whose locked files are all there and match (size, sha256) is
     not fetched again, nor is any single ESM-2 file that matches. The lock is rewritten after
-    each model, so an interrupted ESM-2 download keeps DNABERT-S's entries.
+    each model, so an interrupted ESM-2 download keeps DNABERT-S's entries. A failed fetch
+    leaves no partial download (:mod:`virnuc_core.fetch_failure`); offline, it raises
+    ModelFilesError saying so.
     """
     out = Path(out)
+    created = failure.topmost_missing(out)
+    before = {p.name for p in out.iterdir()} if out.is_dir() else set()
     out.mkdir(parents=True, exist_ok=True)
+    step = ["DNABERT-S from the Hugging Face hub"]  # what was being fetched, for the message
+    try:
+        return _fetch_into(out, dnabert_revision, esm_name, step)
+    except BaseException as e:
+        kept = failure.clean_failed_fetch(out, created, before, LOCK_NAME)
+        reason = failure.cannot_reach(e)
+        if reason is None:
+            raise
+        raise ModelFilesError(failure.unreachable_message(step[0], reason, out, kept)) from None
+
+
+def _fetch_into(out: Path, dnabert_revision: str | None, esm_name: str, step: list[str]) -> Path:
     lock = _previous_lock(out)
     held = lock["models"].get("dnabert", {}).get("revision")
     # Repairing a folder keeps its commit unless another one is asked for.
@@ -383,6 +400,7 @@ def fetch_models(
         if model == "dnabert":
             entries = _fetch_dnabert(out, revision)
         else:
+            step[0] = "ESM-2 from fair-esm's download server"
             entries = _fetch_esm(out, name, good)
         lock["models"][model] = {"name": name, "revision": rev, "path": path}
         lock["files"] = [e for e in lock["files"] if e["model"] != model] + entries

@@ -166,6 +166,7 @@ class WorkflowSettings:
     validate: ValidateSettings
     classifier: str | None
     viral_fasta: bool
+    min_score: float | None  # null: the original rule (summary.py call_rule)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> WorkflowSettings:

@@ -36,9 +36,11 @@ import numpy as np
 from virnuc_core.families import FAMILIES
 from virnuc_core.files import atomic_path, atomic_writer
 from virnuc_core.reads import Read, iter_reads
+from virnuc_core.regions import RegionWriter
 
 SUMMARY_COLUMNS = (
     "read_id", "length", "chunks", "frames", "viral_chunks", "viral", "max_virus_score",
+    "viral_fraction",  # appended last: parsers of the earlier columns keep working
 )  # fmt: skip
 PREDICTION_COLUMNS = ("Sequence_ID", "Prediction", "score1", "score2")
 HIGHEST_COLUMNS = ("Modified_ID", "Is_Virus")
@@ -73,11 +75,16 @@ class ReadSummary:
         """Called viral: at least one chunk called viral."""
         return self.viral_chunks > 0
 
+    @property
+    def viral_fraction(self) -> str:
+        """Chunks called viral / chunks of the read, 6 significant digits (0 without frames)."""
+        return f"{self.viral_chunks / self.chunks:.6g}"
+
     def row(self) -> list[str]:
         """The summary.tsv fields, in :data:`SUMMARY_COLUMNS` order."""
         score = NA if self.max_virus_score is None else self.max_virus_score
         cells = (self.length, self.chunks, self.frames, self.viral_chunks, self.viral, score)
-        return [self.read_id, *map(str, cells)]
+        return [self.read_id, *map(str, cells), self.viral_fraction]
 
 
 def _tsv_rows(path: str | os.PathLike, header: Sequence[str]) -> Iterator[list[str]]:
@@ -109,18 +116,44 @@ def _score(text: str) -> np.float32:
     return np.float32(text)
 
 
+def call_rule(min_score: float | None) -> str:
+    """The rule that called the chunks of summary.tsv, viral.fa and the run summary, in words."""
+    if min_score is None:
+        return "the original rule (best P(virus) >= best P(others))"
+    return f"min_score {min_score}"
+
+
+def check_min_score(min_score: float | None) -> None:
+    """``min_score`` is null or a number in [0, 1] (NaN refused: it would call no chunk)."""
+    if min_score is None:
+        return
+    if isinstance(min_score, bool) or not isinstance(min_score, int | float):
+        raise SummaryError(
+            f"config 'min_score' must be a number in [0, 1] or null, not {min_score!r}"
+        )
+    if not 0 <= min_score <= 1:
+        raise SummaryError(f"config 'min_score' must be in [0, 1] or null, not {min_score!r}")
+
+
 class _ReadRows:
     """One read's prediction rows, taken as they stream by (nothing per row is kept): frames,
-    chunks with a frame, chunks called viral (per chunk, max score2 >= max score1, NaN skipped,
-    the rule of the chunk table) and the row with the highest score2 (the first of equals).
-    A chunk's rows are consecutive (index order), so only the current chunk's maxima are held,
-    whatever the read's length."""
+    chunks with a frame, chunks called viral and the row with the highest score2 (the first of
+    equals). A chunk is viral by the original rule (max score2 >= max score1, NaN skipped, the
+    rule of the chunk table; counted in ``viral_original``) or, when ``min_score`` is set, when
+    its max score2 (the file's text read as a float) is >= ``min_score``; ``viral`` counts the
+    active rule. A chunk's rows are consecutive (index order), so only the current chunk's maxima
+    are held, whatever the read's length."""
 
-    def __init__(self, read_id: str, chunks: int) -> None:
-        self.prefix, self.chunks = f"{read_id}_chunk_", chunks
-        self.frames = self.framed = self.viral = 0
+    def __init__(
+        self, read_id: str, chunks: int, min_score: float | None = None,
+        regions: RegionWriter | None = None,
+    ) -> None:  # fmt: skip
+        self.prefix, self.chunks, self.min_score = f"{read_id}_chunk_", chunks, min_score
+        self.regions = regions  # told each viral chunk
+        self.frames = self.framed = self.viral = self.viral_original = 0
         self.best: list[str] | None = None
         self._chunk, self._m1, self._m2 = 0, np.float32("nan"), np.float32("nan")
+        self._b2, self._b2_text = -math.inf, NA
 
     def chunk_of(self, row: list[str]) -> int:
         """The row's chunk number when the row is one of this read's frames, else 0."""
@@ -143,13 +176,21 @@ class _ReadRows:
             self._chunk, self.framed = k, self.framed + 1
         self.frames += 1
         self._m1, self._m2 = np.fmax(self._m1, _score(row[2])), np.fmax(self._m2, _score(row[3]))
+        if float(row[3]) > self._b2:  # NaN never is
+            self._b2, self._b2_text = float(row[3]), row[3]
         if self.best is None or float(row[3]) > float(self.best[3]):
             self.best = row
 
     def _close(self) -> None:
         if self._chunk:
-            self.viral += bool(self._m2 >= self._m1)
+            original = bool(self._m2 >= self._m1)
+            self.viral_original += original
+            viral = original if self.min_score is None else self._b2 >= self.min_score
+            self.viral += viral
+            if viral and self.regions is not None:
+                self.regions.viral_chunk(self._chunk, self._b2, self._b2_text)
         self._m1, self._m2 = np.float32("nan"), np.float32("nan")
+        self._b2, self._b2_text = -math.inf, NA
 
     def done(self) -> _ReadRows:
         self._close()
@@ -158,10 +199,13 @@ class _ReadRows:
 
 
 def _read_frames(
-    read: Read, chunk_length: int, rows: Iterator[list[str]], pending: list[str] | None
-) -> tuple[_ReadRows, list[str] | None]:
+    read: Read, chunk_length: int, rows: Iterator[list[str]], pending: list[str] | None,
+    min_score: float | None = None, regions: RegionWriter | None = None,
+) -> tuple[_ReadRows, list[str] | None]:  # fmt: skip
     """The read's prediction rows, tallied; returns the first row of a later read."""
-    mine = _ReadRows(read.id, chunk_count(len(read.seq), chunk_length))
+    if regions is not None:
+        regions.read(read.id, len(read.seq))
+    mine = _ReadRows(read.id, chunk_count(len(read.seq), chunk_length), min_score, regions)
     row = pending if pending is not None else next(rows, None)
     while row is not None and (k := mine.chunk_of(row)):
         mine.add(row, k)
@@ -174,8 +218,14 @@ def summarize_reads(
     chunk_length: int,
     predictions_tsv: str | os.PathLike,
     highest_tsv: str | os.PathLike,
+    min_score: float | None = None,
+    regions: RegionWriter | None = None,
 ) -> Iterator[tuple[Read, ReadSummary]]:
     """Each input read with its summary row, in input order (see the module docstring).
+    Chunks are called viral by the original rule, or by ``min_score`` when set (see
+    :func:`call_rule`); the check against the chunk table always uses the original rule.
+    ``regions`` is told each read and its viral chunks as they stream by (regions.tsv); the
+    caller closes it.
 
     Streams the reads and the prediction rows together; holds one read's rows at a time.
     Raises :class:`SummaryError` when a prediction row matches no read, or when the chunk table
@@ -185,10 +235,10 @@ def summarize_reads(
     pending: list[str] | None = None
     framed = viral_total = 0
     for read in _reads(fasta):
-        mine, pending = _read_frames(read, chunk_length, rows, pending)
+        mine, pending = _read_frames(read, chunk_length, rows, pending, min_score, regions)
         score = None if mine.best is None else mine.best[3]
         framed += mine.framed
-        viral_total += mine.viral
+        viral_total += mine.viral_original
         yield read, ReadSummary(read.id, len(read.seq), mine.chunks, mine.frames, mine.viral, score)
     if pending is not None:
         raise SummaryError(
@@ -278,15 +328,30 @@ def summarize_sample(
     inputs: Mapping[str, str],
     outputs: Mapping[str, str],
     classifier_sha256: str = "",
+    min_score: float | None = None,
 ) -> SampleTotals:
     """The summarize_sample step: ``summary.tsv``, ``viral.fa`` (when ``outputs`` has
-    ``viral``) and the run summary page, from the sample's ``reads`` and the prediction tables.
-    ``inputs``: ``predictions``, ``highest``, ``counts``, ``features``."""
-    rows = summarize_reads(reads, chunk_length, inputs["predictions"], inputs["highest"])
-    totals = write_read_outputs(rows, outputs["summary"], outputs.get("viral"))
+    ``viral``), ``regions.tsv`` (when it has ``regions``) and the run summary page, from the
+    sample's ``reads`` and the prediction tables. ``inputs``: ``predictions``, ``highest``,
+    ``counts``, ``features``. ``min_score`` (null: the original rule) calls the chunks of these
+    outputs, never those of the original's two tables."""
+    check_min_score(min_score)
+    with contextlib.ExitStack() as stack:
+        regions = None
+        if outputs.get("regions"):
+            handle = stack.enter_context(atomic_writer(outputs["regions"]))
+            regions = RegionWriter(handle, chunk_length)
+        rows = summarize_reads(
+            reads, chunk_length, inputs["predictions"], inputs["highest"], min_score, regions
+        )
+        totals = write_read_outputs(rows, outputs["summary"], outputs.get("viral"))
+        if regions is not None:
+            regions.close()
     with open(inputs["counts"]) as handle:
         check_counts(totals, json.load(handle), sample)
-    settings = run_settings(inputs["features"], chunk_length, classifier, classifier_sha256)
+    settings = run_settings(
+        inputs["features"], chunk_length, classifier, classifier_sha256, min_score
+    )
     virus_frames = count_virus_frames(inputs["predictions"])
     write_run_summary_html(outputs["html"], sample, totals, virus_frames, settings)
     log.info(
@@ -356,7 +421,10 @@ def write_run_summary_html(
         ("chunks", f"{t.chunks:,}"),
         ("frames kept (stop-free)", f"{t.frames:,}"),
         ("frames called virus", _pct(frames_virus, t.frames)),
-        ("chunks called viral", _pct(t.viral_chunks, t.chunks)),
+        (
+            f"chunks called viral, by {settings.get('viral calls', call_rule(None))}",
+            _pct(t.viral_chunks, t.chunks),
+        ),
         ("reads called viral (any chunk viral)", _pct(t.viral_reads, t.reads)),
         ("reads with no kept frame (not scored)", _pct(t.reads_without_frames, t.reads)),
     ]
@@ -378,12 +446,15 @@ def count_virus_frames(predictions_tsv: str | os.PathLike) -> int:
 
 
 def run_settings(
-    features_h5: str | os.PathLike, chunk_length: int, classifier: str, classifier_sha256: str = ""
-) -> dict:
-    """The settings a reader of the summary needs, from features.h5's attributes."""
+    features_h5: str | os.PathLike, chunk_length: int, classifier: str,
+    classifier_sha256: str = "", min_score: float | None = None,
+) -> dict:  # fmt: skip
+    """The settings a reader of the summary needs, from features.h5's attributes, and the rule
+    that called the chunks (:func:`call_rule`)."""
     with h5py.File(features_h5, "r") as f:
         attrs = dict(f.attrs)
     out: dict[str, object] = {"chunk length": str(chunk_length), "classifier": classifier}
+    out["viral calls"] = call_rule(min_score)
     if classifier_sha256:
         out["classifier sha256"] = classifier_sha256
     for model in FAMILIES:
@@ -426,14 +497,19 @@ def _histogram(values: Iterator[str], bins: int = 50, block: int = 1 << 16) -> n
         counts += np.histogram(part, bins=bins, range=(0, 1))[0]
 
 
+def read_scores(summary_tsv: str | os.PathLike) -> Iterator[str]:
+    """The ``max_virus_score`` of each scored read of summary.tsv (``NA`` skipped), streamed."""
+    col = SUMMARY_COLUMNS.index("max_virus_score")
+    return (row[col] for row in _tsv_rows(summary_tsv, SUMMARY_COLUMNS) if row[col] != NA)
+
+
 def plot_scores(
     predictions_tsv: str | os.PathLike, summary_tsv: str | os.PathLike, path: str | os.PathLike
 ) -> None:
     """Histograms of P(virus): per frame (prediction_results) and per read (summary.tsv max),
     counted while the files stream by."""
     frames = _histogram(row[3] for row in _tsv_rows(predictions_tsv, PREDICTION_COLUMNS))
-    rows = _tsv_rows(summary_tsv, SUMMARY_COLUMNS)
-    reads = _histogram(row[-1] for row in rows if row[-1] != NA)
+    reads = _histogram(read_scores(summary_tsv))
     edges = np.linspace(0, 1, frames.size + 1)
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=100)

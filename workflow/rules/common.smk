@@ -12,6 +12,8 @@ from virnuc_core.digests import sampled_fingerprint  # noqa: E402
 from virnuc_core.families import FAMILIES  # noqa: E402
 from virnuc_core.model_files import ModelFilesError, locked_paths, quick_check  # noqa: E402
 from virnuc_core import resources  # noqa: E402
+from virnuc_core.run_notes import closing_lines, report_command, results_prefix  # noqa: E402
+from virnuc_core.run_notes import NOTICE_NAME, tiny_settings  # noqa: E402
 from virnuc_core.samples import (  # noqa: E402
     SampleError,
     check_config_file,
@@ -58,6 +60,8 @@ with warnings.catch_warnings(record=True) as _caught:
 for _warning in _caught:
     logger.warning(str(_warning.message))
 ENV = "../../envs/virnuc.yaml"
+# The config keys set to "tiny" (the demo's random models): the results say they mean nothing.
+TINY = tiny_settings(SETTINGS.models, SETTINGS.classifier)
 MODELS = list(FAMILIES)
 
 
@@ -147,6 +151,7 @@ def all_outputs(wildcards):
             f"results/{s}/prediction_results.tsv",
             f"results/{s}/prediction_results_highestscore.tsv",
             f"results/{s}/summary.tsv",
+            f"results/{s}/regions.tsv",
             f"results/{s}/report/run_summary.html",
             f"results/{s}/report/scores.png",
             f"results/{s}/report/throughput.png",
@@ -198,3 +203,19 @@ def embed_input(wildcards):
         # embedded again; validate_embeddings computes the rows the jobs did not make
         "validation_sample": ancient(f"results/{wildcards.sample}/validation/sample.npy"),
     }
+
+
+def say_where_results_are():
+    """The console's last lines after a successful run (virnuc_core.run_notes.closing_lines)."""
+    try:
+        targets = {str(f) for f in workflow.dag.derived_targetfiles}
+    except AttributeError:  # not Snakemake's public API: then every output that is there
+        targets = None
+    argv = sys.argv[1:]  # this run's command line: the report's needs the same options
+    prefix = results_prefix(argv)  # results are relative to --directory, as the user typed it
+    command = report_command(argv)
+    notes = closing_lines(
+        SAMPLES, targets, classifier=SETTINGS.classifier, tiny=TINY, command=command, prefix=prefix
+    )
+    for line in notes:
+        logger.info(line)

@@ -2,9 +2,12 @@
 # figures. Outputs marked report(...) make up `snakemake --report report.html`.
 
 
-# summary.tsv and the run summary page; viral.fa only when the config asks for it.
+# summary.tsv, regions.tsv and the run summary page; viral.fa only when the config asks for it;
+# beside them, for a run with tiny random models, DEMO_MODELS_README.txt saying the calls mean
+# nothing.
 SUMMARY_OUTPUTS = {
     "summary": "results/{sample}/summary.tsv",
+    "regions": "results/{sample}/regions.tsv",
     "html": report(
         "results/{sample}/report/run_summary.html",
         caption="../report/run_summary.rst",
@@ -12,6 +15,7 @@ SUMMARY_OUTPUTS = {
         labels={"sample": "{sample}", "table": "counts and top reads"},
     ),
 } | ({"viral": "results/{sample}/viral.fa"} if SETTINGS.viral_fasta else {})
+SUMMARY_OUTPUTS |= {"notice": f"results/{{sample}}/{NOTICE_NAME}"} if TINY else {}
 
 
 rule summarize_sample:
@@ -27,6 +31,9 @@ rule summarize_sample:
         chunk_length=SETTINGS.chunk_length,
         classifier=SETTINGS.classifier or "none",
         classifier_sha256=CLASSIFIER_SHA256,
+        tiny=TINY,
+        # a param: changing it reruns this rule only (not predict, not the embeddings)
+        min_score=SETTINGS.min_score,
         layout=sample_layout,
     log:
         "logs/{sample}/summarize_sample.log",
