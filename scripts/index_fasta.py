@@ -3,11 +3,13 @@
 import _repo  # noqa: F401 - the repository's virnuc_core first on sys.path
 
 from virnuc_core.index import index_sample
+from virnuc_core.pairs import read_sources
 from virnuc_core.step import run_step
 
 
 def main(sm) -> None:
-    index_sample(list(sm.input.reads), sm.params.chunk_length, dict(sm.output.items()))
+    sources = read_sources(list(sm.input.reads), sm.params.layout)  # files, or mate pairs
+    index_sample(sources, sm.params.chunk_length, dict(sm.output.items()))
 
 
 run_step(snakemake, main)  # noqa: F821 - the object Snakemake's script: directive provides

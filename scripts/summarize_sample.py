@@ -4,15 +4,17 @@ from pathlib import Path
 
 import _repo  # noqa: F401 - the repository's virnuc_core first on sys.path
 
+from virnuc_core.pairs import read_sources
 from virnuc_core.run_notes import NOTICE_NAME, write_demo_notice
 from virnuc_core.step import run_step
 from virnuc_core.summary import summarize_sample
 
 
 def main(sm) -> None:
+    reads = read_sources(list(sm.input.reads), sm.params.layout)  # mates as <pair>/1, <pair>/2
     outputs = dict(sm.output.items())
     summarize_sample(
-        sm.wildcards.sample, list(sm.input.reads), sm.params.chunk_length, sm.params.classifier,
+        sm.wildcards.sample, reads, sm.params.chunk_length, sm.params.classifier,
         dict(sm.input.items()), outputs, sm.params.classifier_sha256, sm.params.min_score,
     )  # fmt: skip
     # The demo's notice beside summary.tsv; a real run removes one an earlier demo left there.

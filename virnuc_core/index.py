@@ -23,8 +23,10 @@ from virnuc_core.fasta import FastaWriter
 from virnuc_core.files import atomic_writer
 from virnuc_core.frames import FrameBatch, frame_batches
 from virnuc_core.npyfile import NpyAppender, NpyReader
+from virnuc_core.pairs import is_paired, iter_pair_batches, sample_sources
 from virnuc_core.reads import iter_read_batches
 from virnuc_core.rna import RnaCounts, dna_batches
+from virnuc_core.samples import Sample
 
 log = logging.getLogger("virnuc.index")
 
@@ -121,14 +123,25 @@ def read_ids(frames_fa: str | os.PathLike, index: NpyReader, lo: int, hi: int) -
     return [line[1:].decode("utf-8") for line in lines]
 
 
-def index_sample(read_files: list[str], chunk_length: int, outputs: dict[str, str]) -> FrameCounts:
+def index_sample(
+    read_files: list | Sample, chunk_length: int, outputs: dict[str, str]
+) -> FrameCounts:
     """The index stage for one sample: its read files (FASTA or FASTQ, any compression; read as
     one sample, in order, ids unique over all of them) into ``outputs`` (``frames``,
     ``proteins``, ``index``, ``counts``). Reads written as RNA are read as DNA (U as T,
-    :mod:`virnuc_core.rna`); ``counts`` also records how many reads and files were."""
+    :mod:`virnuc_core.rna`); ``counts`` also records how many reads and files were.
+
+    ``read_files``: the sample (:class:`virnuc_core.samples.Sample`) or its read sources, file
+    paths or mate pairs (:mod:`virnuc_core.pairs`): a paired sample's frames are those of mate 1,
+    mate 2, mate 1, mate 2 ... in input order, reads named ``<pair>/1`` and ``<pair>/2``."""
+    sources = sample_sources(read_files) if isinstance(read_files, Sample) else list(read_files)
     rna = RnaCounts()
+    if is_paired(sources):
+        reads = iter_pair_batches(sources, each_file=lambda batches: dna_batches(batches, rna))
+    else:
+        reads = dna_batches(iter_read_batches(sources), rna)
     counts = write_index(
-        frame_batches(dna_batches(iter_read_batches(read_files), rna), chunk_length),
+        frame_batches(reads, chunk_length),
         outputs["frames"],
         outputs["proteins"],
         outputs["index"],

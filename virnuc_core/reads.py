@@ -766,7 +766,9 @@ def iter_read_batches(
     A batch holds consecutive reads of one file and closes with the read that brings it to
     ``batch_bases`` bases (the last batch of a file can be smaller); a read longer than
     ``batch_bases`` is a batch of its own. ``paths``: the sample's files (a single path is one
-    file). Problems raise :class:`InputError` after the reads before them were yielded.
+    file; :class:`virnuc_core.pairs.MateFiles` or ``InterleavedFile`` among them make it the
+    stream of a paired sample, :func:`virnuc_core.pairs.iter_pair_batches`). Problems raise
+    :class:`InputError` after the reads before them were yielded.
 
     With ``check_duplicates`` every read id must be unique over the sample: ids are remembered
     as 64-bit hashes (8 bytes a read; up to 24 for a moment at the end), sorted when the last
@@ -777,6 +779,13 @@ def iter_read_batches(
     """
     if batch_bases < 1:
         raise ValueError(f"batch_bases must be at least 1, got {batch_bases}")
+    if not isinstance(paths, str | os.PathLike):
+        paths = list(paths)
+        if any(not isinstance(p, str | os.PathLike) for p in paths):  # mate pairs among them
+            from virnuc_core.pairs import iter_pair_batches
+
+            yield from iter_pair_batches(paths, batch_bases, check_duplicates=check_duplicates)
+            return
     files = _as_paths(paths)
     hashes = _IdHashes() if check_duplicates else None
     first = 0

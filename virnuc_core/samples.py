@@ -1,12 +1,21 @@
-"""The samples of a run: name -> the read files processed as that sample, in order.
+"""The samples of a run: name -> the read files processed as that sample, in order, and how
+they pair.
 
-The config's ``samples`` is either a mapping (name -> one path, or a list of paths) or the path of
-a tab-separated sheet with a header ``sample`` and ``reads`` (or ``fasta``, the older name) and
-one row per file; rows of the same sample are its files in row order. Sample names are folder
-names under ``results/``, so they are restricted to letters, digits, ``_``, ``.`` and ``-`` and
-may not start with ``.`` (``..`` would write into the run folder itself). A file listed twice for
-one sample is refused, and so is a config file that gives one key (one sample) twice: YAML would
-keep only the last, silently.
+The config's ``samples`` is either a mapping or the path of a tab-separated sample sheet.
+
+* Mapping: name -> one path or a list of paths (single-end); name -> ``{r1: file, r2: file}``
+  (paired-end; ``r1`` and ``r2`` may be lists of equal length: pairs of files, in order); name
+  -> ``{interleaved: file}`` (or a list: FASTQ whose records alternate mate 1, mate 2).
+* Sheet: a header ``sample`` and ``reads`` (or ``fasta``, the older name), one row per file
+  (single-end); or ``sample``, ``fastq_1``, ``fastq_2`` (nf-core's convention), one row per pair
+  of files. An optional column ``interleaved`` (true/false) marks a row's one file as
+  interleaved. Rows of the same sample are its files in row order, all of one kind.
+
+Interleaving is never guessed from the content: only these settings say a file is interleaved.
+Sample names are folder names under ``results/``, so they are restricted to letters, digits,
+``_``, ``.`` and ``-`` and may not start with ``.`` (``..`` would write into the run folder
+itself). A file listed twice for one sample is refused, and so is a config file that gives one
+key (one sample) twice: YAML would keep only the last, silently.
 """
 
 from __future__ import annotations
@@ -17,12 +26,18 @@ import os
 import re
 import stat
 from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 NAME = re.compile(r"[A-Za-z0-9_.-]+")  # matched whole (fullmatch)
 FILE_COLUMNS = ("reads", "fasta")
+PAIR_COLUMNS = ("fastq_1", "fastq_2")
+# How a sample's files hold its reads.
+SINGLE, PAIRS, INTERLEAVED = "single", "pairs", "interleaved"
+LAYOUT_WORDS = {SINGLE: "single-end", PAIRS: "paired (fastq_1/fastq_2)", INTERLEAVED: "interleaved"}
+_TRUE, _FALSE = ("true", "yes", "1"), ("false", "no", "0", "")
 # What a path that is not a regular file is, by its stat mode.
 KINDS = (
     (stat.S_ISDIR, "a directory"),
@@ -35,6 +50,26 @@ KINDS = (
 
 class SampleError(ValueError):
     """The samples cannot be used; the message names the sheet, the line and the problem."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One sample's read files, in read order, and their ``layout``: :data:`SINGLE` (each
+    file its reads), :data:`PAIRS` (``files`` is mate-1 file, mate-2 file, mate-1 file, ...)
+    or :data:`INTERLEAVED` (each file's records alternate mate 1, mate 2)."""
+
+    layout: str
+    files: tuple[str, ...]
+
+    @property
+    def paired(self) -> bool:
+        """Whether the sample's reads are mate pairs."""
+        return self.layout != SINGLE
+
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        """The (mate-1 file, mate-2 file) pairs of a :data:`PAIRS` sample, in order."""
+        return list(zip(self.files[0::2], self.files[1::2], strict=True))
 
 
 def _check_name(name: object, where: str) -> str:
@@ -55,58 +90,136 @@ def _same_file_key(path: str) -> str:
     return os.path.realpath(path)
 
 
-def _from_sheet(path: Path) -> dict[str, list[str]]:
+def _sheet_columns(path: Path, names: list[str]) -> tuple[str, str | None, str | None]:
+    """The sheet's columns: (first file, second file or None, interleaved or None)."""
+    files = [c for c in (*FILE_COLUMNS, PAIR_COLUMNS[0]) if c in names]
+    if "sample" not in names or not files:
+        raise SampleError(
+            f"sample sheet {str(path)!r}: line 1 must name the columns 'sample' and 'reads' "
+            "(single-end) or 'sample', 'fastq_1' and 'fastq_2' (paired-end), tab-separated; "
+            f"found {names}"
+        )
+    if PAIR_COLUMNS[0] in files and len(files) > 1:
+        raise SampleError(
+            f"sample sheet {str(path)!r}: line 1 names both {files[0]!r} and 'fastq_1': name "
+            "one file column ('reads' for single-end, 'fastq_1' and 'fastq_2' for pairs)"
+        )
+    second = PAIR_COLUMNS[1] if PAIR_COLUMNS[1] in names else None
+    if second and files[0] != PAIR_COLUMNS[0]:
+        raise SampleError(
+            f"sample sheet {str(path)!r}: line 1 names 'fastq_2' with {files[0]!r}: a paired "
+            "sheet names 'fastq_1' and 'fastq_2'"
+        )
+    return files[0], second, "interleaved" if "interleaved" in names else None
+
+
+def _row_layout(row: dict, second: str | None, flag: str | None, where: str) -> str:
+    """The layout one sheet row gives its files."""
+    value = (row.get(flag) or "").strip().lower() if flag else ""
+    if value not in _TRUE + _FALSE:
+        raise SampleError(
+            f"{where}: interleaved is {row.get(flag)!r}; write true or false (or leave it empty)"
+        )
+    if second and row.get(second) and value in _TRUE:
+        raise SampleError(
+            f"{where}: a row with a fastq_2 file is not interleaved: give the pair's two files, "
+            "or one interleaved file with fastq_2 empty"
+        )
+    if second and row.get(second):
+        return PAIRS
+    return INTERLEAVED if value in _TRUE else SINGLE
+
+
+def _from_sheet(path: Path) -> dict[str, Sample]:
     if not path.is_file():
         raise SampleError(f"sample sheet {str(path)!r} does not exist")
     with open(path, newline="") as handle:
         reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        column = next((c for c in FILE_COLUMNS if c in (reader.fieldnames or [])), None)
-        if "sample" not in (reader.fieldnames or []) or column is None:
-            raise SampleError(
-                f"sample sheet {str(path)!r}: line 1 must name the columns 'sample' and 'reads' "
-                f"(tab-separated), found {reader.fieldnames}"
-            )
-        table: dict[str, list[str]] = {}
+        column, second, flag = _sheet_columns(path, list(reader.fieldnames or []))
+        table: dict[str, tuple[str, list[str], int]] = {}  # name -> layout, files, first line
         first_line: dict[tuple[str, str], int] = {}  # (sample, file) -> the line listing it
         for row in reader:
             line = reader.line_num  # the file's line (blank lines are skipped, but counted)
             where = f"sample sheet {str(path)!r}, line {line}"
             name = _check_name(row["sample"], where)
             if not row[column]:
-                raise SampleError(f"{where}: no file for {name!r}")
-            file = str(Path(row[column]).expanduser())  # as before: Path's spelling
-            seen = first_line.setdefault((name, _same_file_key(file)), line)
-            if seen != line:
+                raise SampleError(f"{where}: no file for {name!r} in column {column!r}")
+            layout = _row_layout(row, second, flag, where)
+            files = [row[column]] + ([row[second]] if layout == PAIRS else [])
+            files = [str(Path(f).expanduser()) for f in files]  # as before: Path's spelling
+            kind, listed, since = table.setdefault(name, (layout, [], line))
+            if kind != layout:
                 raise SampleError(
-                    f"{where}: file {file!r} is listed twice for sample {name!r} (also on line "
-                    f"{seen}); list each file of a sample once"
+                    f"{where}: this row of sample {name!r} is {LAYOUT_WORDS[layout]}, its row "
+                    f"on line {since} {LAYOUT_WORDS[kind]}: a sample's rows are all of one "
+                    "kind; give the others another sample name"
                 )
-            table.setdefault(name, []).append(file)
-    return table
+            in_row: set[str] = set()
+            for file in files:
+                key = _same_file_key(file)
+                seen = first_line.setdefault((name, key), line)
+                if seen != line or key in in_row:
+                    raise SampleError(
+                        f"{where}: file {file!r} is listed twice for sample {name!r} (also on "
+                        f"line {seen}); list each file of a sample once"
+                    )
+                in_row.add(key)
+            listed += files
+    return {name: Sample(layout, tuple(files)) for name, (layout, files, _) in table.items()}
 
 
-def _from_mapping(samples: Mapping) -> dict[str, list[str]]:
+def _file_list(files: object, where: str) -> list[str]:
+    """One file or a list of files of a mapping entry, each a non-empty string."""
+    files = [files] if isinstance(files, str) else files
+    if not isinstance(files, list) or not files or not all(isinstance(f, str) and f for f in files):
+        raise SampleError(f"{where} lists no file")
+    return [os.path.expanduser(f) for f in files]
+
+
+def _mapping_sample(name: str, value: object) -> Sample:
+    """One entry of the config's mapping: a file, a list, or {r1, r2} / {interleaved}."""
+    where = f"config 'samples': sample {name!r}"
+    if not isinstance(value, Mapping):
+        return Sample(SINGLE, tuple(_file_list(value, where)))
+    if set(value) == {"interleaved"}:
+        return Sample(
+            INTERLEAVED, tuple(_file_list(value["interleaved"], f"{where}, key 'interleaved'"))
+        )
+    if set(value) != {"r1", "r2"}:
+        raise SampleError(
+            f"{where}: keys {sorted(map(str, value))}: give r1 and r2 (paired-end files, e.g. "
+            f"{name}: {{r1: R1.fastq.gz, r2: R2.fastq.gz}}) or interleaved (one file whose "
+            "records alternate mate 1, mate 2)"
+        )
+    r1 = _file_list(value["r1"], f"{where}, key 'r1'")
+    r2 = _file_list(value["r2"], f"{where}, key 'r2'")
+    if len(r1) != len(r2):
+        raise SampleError(
+            f"{where}: r1 lists {len(r1)} file(s), r2 {len(r2)}: list the files of each pair "
+            "at the same place in r1 and r2"
+        )
+    return Sample(PAIRS, tuple(f for pair in zip(r1, r2, strict=True) for f in pair))
+
+
+def _from_mapping(samples: Mapping) -> dict[str, Sample]:
     table = {}
-    for name, files in samples.items():
+    for name, value in samples.items():
         name = _check_name(name, "config 'samples'")
-        files = [files] if isinstance(files, str) else list(files)
-        if not files or not all(isinstance(f, str) and f for f in files):
-            raise SampleError(f"config 'samples': sample {name!r} lists no file")
-        files = [os.path.expanduser(f) for f in files]
+        sample = _mapping_sample(name, value)
         seen = set()
-        for file in files:
+        for file in sample.files:
             if _same_file_key(file) in seen:
                 raise SampleError(
                     f"config 'samples': file {file!r} is listed twice for sample {name!r}; "
                     "list each file of a sample once"
                 )
             seen.add(_same_file_key(file))
-        table[name] = files
+        table[name] = sample
     return table
 
 
-def read_samples(samples: Mapping[str, str | list[str]] | str) -> dict[str, list[str]]:
-    """Sample name -> its read files (see the module docstring); refuses an empty table."""
+def read_sample_table(samples: Mapping | str) -> dict[str, Sample]:
+    """Sample name -> its :class:`Sample` (see the module docstring); refuses an empty table."""
     if isinstance(samples, Mapping):
         table = _from_mapping(samples)
     else:
@@ -114,6 +227,11 @@ def read_samples(samples: Mapping[str, str | list[str]] | str) -> dict[str, list
     if not table:
         raise SampleError("config 'samples' lists no samples")
     return table
+
+
+def read_samples(samples: Mapping | str) -> dict[str, list[str]]:
+    """Sample name -> its read files, in order (pairs: mate-1 file, mate-2 file, ...)."""
+    return {name: list(sample.files) for name, sample in read_sample_table(samples).items()}
 
 
 def _file_problem(path: str) -> str | None:

@@ -18,7 +18,7 @@ from virnuc_core.samples import (  # noqa: E402
     SampleError,
     check_config_file,
     missing_files,
-    read_samples,
+    read_sample_table,
 )
 from virnuc_core.settings import ENV_SHARDS, WorkflowSettings  # noqa: E402
 from snakemake_interface_executor_plugins.settings import ExecMode  # noqa: E402
@@ -90,10 +90,10 @@ else:
     N_SHARDS = SETTINGS.shards
 SHARDS = list(range(N_SHARDS))
 try:
-    SAMPLES = read_samples(config["samples"])
+    SAMPLES = read_sample_table(config["samples"])  # name -> Sample (files, layout)
 except SampleError as err:
     _refuse(err)
-_unusable = missing_files(SAMPLES)  # each file not there or not a regular file, and what it is
+_unusable = missing_files({name: list(s.files) for name, s in SAMPLES.items()})  # each file not there or not a regular file, and what it is
 if _unusable:
     _refuse("\n".join(_unusable))
 # What each model reads (DNABERT-S the frames' nucleotides, ESM-2 their proteins).
@@ -107,15 +107,28 @@ wildcard_constraints:
 
 
 def sample_reads(wildcards):
-    return SAMPLES[wildcards.sample]
+    """The sample's files, in read order (pairs: mate-1 file, mate-2 file, ...)."""
+    return list(SAMPLES[wildcards.sample].files)
+
+
+def sample_layout(wildcards, input):
+    """How the sample's files hold its reads: single, pairs or interleaved. A function of the
+    input too, so not a params rerun trigger itself (runs made before it existed rerun
+    nothing); reads_fingerprints carries a paired sample's layout instead."""
+    return SAMPLES[wildcards.sample].layout
 
 
 def reads_fingerprints(wildcards):
     """The sample's reads files by content (size and sampled sha256), one per file: reads
     replaced by other content but an older mtime (cp -p, rsync -a, tar x) rerun the index and
     everything after it. A function of the wildcards only, as Snakemake's params rerun trigger
-    leaves out params of functions that take input, output, threads or resources."""
-    return [sampled_fingerprint(path) for path in sample_reads(wildcards)]
+    leaves out params of functions that take input, output, threads or resources. A paired
+    sample's layout is one more item (none for single-end: runs made before pairs rerun
+    nothing)."""
+    prints = [sampled_fingerprint(path) for path in sample_reads(wildcards)]
+    layout = SAMPLES[wildcards.sample].layout
+    # the same files read as pairs give other reads (<pair>/1, <pair>/2): a change reruns
+    return prints if layout == "single" else [*prints, f"layout: {layout}"]
 
 
 def shard_files(sample, model):
@@ -146,6 +159,8 @@ def all_outputs(wildcards):
         ]
         if SETTINGS.viral_fasta:
             outs.append(f"results/{s}/viral.fa")
+        if SAMPLES[s].paired:
+            outs.append(f"results/{s}/pairs.tsv")
     return outs
 
 

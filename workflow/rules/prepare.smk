@@ -10,6 +10,7 @@ rule index_fasta:
     params:
         chunk_length=SETTINGS.chunk_length,
         reads=reads_fingerprints,
+        layout=sample_layout,
     log:
         "logs/{sample}/index_fasta.log",
     benchmark:

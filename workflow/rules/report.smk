@@ -34,6 +34,7 @@ rule summarize_sample:
         tiny=TINY,
         # a param: changing it reruns this rule only (not predict, not the embeddings)
         min_score=SETTINGS.min_score,
+        layout=sample_layout,
     log:
         "logs/{sample}/summarize_sample.log",
     benchmark:
@@ -44,6 +45,24 @@ rule summarize_sample:
         ENV
     script:
         "../../scripts/summarize_sample.py"
+
+
+# One row per pair of a paired sample (mate 1 and mate 2 of summary.tsv taken together).
+rule pairs_table:
+    input:
+        summary="results/{sample}/summary.tsv",
+    output:
+        pairs="results/{sample}/pairs.tsv",
+    log:
+        "logs/{sample}/pairs_table.log",
+    benchmark:
+        "benchmarks/{sample}/pairs_table.tsv"
+    resources:
+        mem_mb=200,  # streams summary.tsv two rows at a time: the interpreter (not measured)
+    conda:
+        ENV
+    script:
+        "../../scripts/pairs_table.py"
 
 
 rule report_figures:
