@@ -58,7 +58,9 @@ rule pairs_table:
     benchmark:
         "benchmarks/{sample}/pairs_table.tsv"
     resources:
-        mem_mb=200,  # streams summary.tsv two rows at a time: the interpreter (not measured)
+        # streams summary.tsv two rows at a time: 26 MB peak RSS at 100,000 and at 1,000,000
+        # pairs (write_pair_table with snakemake.script imported, dev box, 2026-12-06)
+        mem_mb=200,
     conda:
         ENV
     script:
