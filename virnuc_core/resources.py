@@ -2,8 +2,8 @@
 (per read for index_fasta, which runs before any frame exists: :func:`grows_with`).
 
 The constants and slopes are what ``bench/scale.py`` measured (peak RSS per rule at several
-sample sizes, on records of 30 and 300 megabases, and plan_shards alone on indexes of 1 M and
-4 M frames: :data:`SOURCES`) with a margin, so that a SLURM job is never killed for memory it
+sample sizes, on records of 30 and 300 megabases, and plan_shards alone on indexes of 1 M, 4 M
+and 25 M frames: :data:`SOURCES`) with a margin, so that a SLURM job is never killed for memory it
 needs nor reserves ten times too much. The GPU jobs' constant is the model's host memory while it
 loads (ESM-2 3B: the checkpoint and fair-esm's fp32 build), from the GPU run
 (``bench/results/workflow_gpu_h200.json``). The rules pass these as ``mem_mb``; the run plan
@@ -38,7 +38,7 @@ _COMPRESSED = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")
 # job's host peak while fair-esm builds the model (16.8 GB, workflow_gpu_h200.json), rounded up.
 MEASURED = {
     "index_fasta": (100, 32),  # per read (27 then 16 measured); 83 MB on a 300-Mb record
-    "plan_shards": (180, 56),  # the duplicate digests and their sort: 310 MB at 4 M frames
+    "plan_shards": (180, 56),  # the duplicate digests and their sort: 1,492 MB at 25 M frames
     "embed_shard": (20000, 17),
     "finalize_shard": (300, 5),
     "features": (200, 1),
@@ -55,11 +55,13 @@ SOURCES = (
     "bench/results/scale_cpu.json",
     "bench/results/2026-12-06-scale-cpu/scale_cpu.json",
     "bench/results/2026-12-06-scale-cpu/plan_cpu.json",
+    "bench/results/2026-12-06-scale-cpu/plan_25m_cpu.json",
     "bench/results/workflow_gpu_h200.json",
 )
 NOTES = {
     "plan_shards": "grows with the sample: 37 bytes of peak RSS per kept frame between 1 M and "
-    "4 M frames (198 and 310 MB, plan_cpu.json); 443 MB at 6.65 M frames (issue 34), about 60 "
+    "4 M frames (198 and 310 MB, plan_cpu.json), 1,492 MB at 25 M frames (plan_25m_cpu.json: "
+    "60 bytes a frame; it asks 2,370); 443 MB at 6.65 M frames (issue 34), about 60 "
     "bytes a frame over the interpreter: the duplicate digests (16 bytes a frame), their sort "
     "order and sorted copy, the offset and length columns",
     "index_fasta": "grows with the reads, not the frames (the duplicate-id hashes: 16-24 "
