@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.index_helpers import frames_index
 from tests.test_report import expected_summary
 from virnuc_core import long_records, reads, summary
 from virnuc_core.index import index_sample
@@ -138,9 +139,13 @@ def test_summary_of_a_long_record_holds_no_row_per_chunk(tmp_path, small_spill, 
     scores = np.random.default_rng(0).random((len(ids), 2)).astype(np.float32)
     pred, high = tmp_path / "p.tsv", tmp_path / "h.tsv"
     write_predictions(ids, scores, pred, high)
+    index = frames_index(fasta, pred, 500)
+    # the frames index is read a fixed block at a time; a small block here, so that the bound
+    # below still tells a read's rows held (4,000 index rows fit in one block of the default)
+    monkeypatch.setattr(summary, "INDEX_BLOCK", 512)
     tracemalloc.start()
     try:
-        rows = [s.row() for _, s in summary.summarize_reads(fasta, 500, pred, high)]
+        rows = [s.row() for _, s in summary.summarize_reads(fasta, 500, pred, high, index)]
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -155,7 +160,7 @@ def test_summary_refuses_rows_out_of_chunk_order(tmp_path):
     pred, high = tmp_path / "p.tsv", tmp_path / "h.tsv"
     write_predictions(ids, np.array([[0.5, 0.5], [0.4, 0.6]], np.float32), pred, high)
     with pytest.raises(summary.SummaryError, match="'x_chunk_1F1' comes after chunk 2"):
-        list(summary.summarize_reads(fasta, 500, pred, high))
+        list(summary.summarize_reads(fasta, 500, pred, high, frames_index(fasta, pred, 500)))
 
 
 PEAK_SCRIPT = textwrap.dedent(

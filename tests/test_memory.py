@@ -100,6 +100,7 @@ def run_steps(folder: Path, n_reads: int) -> tuple[int, dict[str, int]]:
         predict_sample, features, "tiny", pred, high, block_bytes=1 << 18, run_chunks=256
     )
     ins = {"predictions": pred, "highest": high, "counts": out["counts"], "features": features}
+    ins["index"] = out["index"]
     outs = {"summary": folder / "summary.tsv", "html": folder / "s.html"}
     peaks["summarize_sample"] = peak(summarize_sample, "s", [reads], 300, "tiny", ins, outs)
     peaks["report_figures"] = peak(plot_scores, pred, outs["summary"], folder / "scores.png")
@@ -116,11 +117,12 @@ def run_steps(folder: Path, n_reads: int) -> tuple[int, dict[str, int]]:
 
 @pytest.fixture(scope="module")
 def two_sizes(tmp_path_factory):
-    from virnuc_core import reads
+    from virnuc_core import reads, summary
 
     base = tmp_path_factory.mktemp("memory")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(reads, "_BLOCK_BYTES", 1 << 16)  # the reader's block, full at both sizes
+        mp.setattr(summary, "INDEX_BLOCK", 1 << 12)  # summary's index block, full at both
         return run_steps(base / "small", 2_000), run_steps(base / "large", 20_000)
 
 

@@ -19,6 +19,7 @@ import pytest
 from Bio import SeqIO
 
 from tests.conftest import GOLDEN
+from tests.index_helpers import frames_index
 from virnuc_core import regions, summary
 from virnuc_core.predictions import write_predictions
 
@@ -92,7 +93,9 @@ def _same(got: list, want: list) -> None:
 def _write_regions(fasta, chunk_length, pred, high, min_score=None) -> list:
     out = io.StringIO()
     writer = regions.RegionWriter(out, chunk_length)
-    for _ in summary.summarize_reads(fasta, chunk_length, pred, high, min_score, writer):
+    for _ in summary.summarize_reads(
+        fasta, chunk_length, pred, high, frames_index(fasta, pred, chunk_length), min_score, writer
+    ):
         pass
     writer.close()
     path = Path(pred).with_name(f"regions_{min_score}.tsv")

@@ -25,6 +25,7 @@ import pytest
 from Bio import SeqIO
 from PIL import Image
 
+from tests.index_helpers import frames_index, index_rows, write_index
 from tests.workflow_helpers import DEMO_READS, run_snakemake, write_config
 from virnuc_core import summary, throughput
 from virnuc_core.predictions import write_predictions
@@ -96,7 +97,7 @@ def test_summary_maps_reads_forward_even_with_chunk_in_ids(tmp_path):
     scores = np.array([[0.6, 0.4], [0.7, 0.3], [0.2, 0.8], [0.1, 0.9]], dtype=np.float32)
     pred, high = tmp_path / "p.tsv", tmp_path / "h.tsv"
     write_predictions(ids, scores, pred, high)
-    got = list(summary.summarize_reads(fasta, 500, pred, high))
+    got = list(summary.summarize_reads(fasta, 500, pred, high, frames_index(fasta, pred, 500)))
     rows = [s.row() for _, s in got]
     assert rows == expected_summary(fasta, 500, pred, high)
     assert rows == [
@@ -130,7 +131,9 @@ def _min_score_inputs(tmp_path):
 def test_min_score_calls_a_chunk_viral_by_its_best_virus_score(tmp_path, min_score, viral):
     fasta, pred, high = _min_score_inputs(tmp_path)
     tables = pred.read_bytes(), high.read_bytes()
-    got = list(summary.summarize_reads(fasta, 500, pred, high, min_score))
+    got = list(
+        summary.summarize_reads(fasta, 500, pred, high, frames_index(fasta, pred, 500), min_score)
+    )
     rows = [s.row() for _, s in got]
     assert [r[4] for r in rows] == viral  # 0.4 and 0.9 are written as such: equal is viral
     assert rows == expected_summary(fasta, 500, pred, high, min_score)
@@ -153,6 +156,7 @@ def _summarize(tmp_path, fasta, pred, high, chunks, min_score=None, regions=Fals
     counts = tmp_path / "counts.json"
     counts.write_text(json.dumps({"reads": reads, "chunks": chunks, "frames": frames}))
     ins = {"predictions": pred, "highest": high, "counts": counts, "features": features}
+    ins["index"] = frames_index(fasta, pred, 500)
     names = ("summary", "html", "viral") + (("regions",) if regions else ())
     exts = {"summary": "tsv", "html": "html", "viral": "fa", "regions": "tsv"}
     outs = {k: tmp_path / f"{k}.{exts[k]}" for k in names}
@@ -185,7 +189,11 @@ def test_viral_fraction_is_the_last_column_and_follows_the_rule(tmp_path):
     pred, high = tmp_path / "p.tsv", tmp_path / "h.tsv"
     write_predictions(ids, np.array(scores, np.float32), pred, high)
     for min_score, fractions in ((None, ["0.666667", "1"]), (0.7, ["0.333333", "0"])):
-        got = list(summary.summarize_reads(fasta, 500, pred, high, min_score))
+        got = list(
+            summary.summarize_reads(
+                fasta, 500, pred, high, frames_index(fasta, pred, 500), min_score
+            )
+        )
         summary.write_read_outputs(got, tmp_path / "s.tsv")
         rows = _tsv(tmp_path / "s.tsv")
         assert list(rows[0])[-1] == "viral_fraction" and list(rows[0])[:7] == [
@@ -206,7 +214,40 @@ def test_summary_refuses_predictions_of_other_reads(tmp_path):
     pred, high = tmp_path / "p.tsv", tmp_path / "h.tsv"
     write_predictions(["b_chunk_1F1"], np.array([[0.5, 0.5]], np.float32), pred, high)
     with pytest.raises(summary.SummaryError, match="belongs to no read.*rerun"):
-        list(summary.summarize_reads(fasta, 500, pred, high))
+        list(summary.summarize_reads(fasta, 500, pred, high, frames_index(fasta, pred, 500)))
+    # an index that puts the row at read "a" (the ids say it is a frame of another read)
+    index = write_index(tmp_path / "a.npy", index_rows(fasta, ["a_chunk_1F1"], 500))
+    with pytest.raises(summary.SummaryError, match="'b_chunk_1F1' belongs to no read.*rerun"):
+        list(summary.summarize_reads(fasta, 500, pred, high, index))
+
+
+def test_summary_joins_rows_to_reads_by_the_index_numbers(tmp_path):
+    # Read ids that end like chunk ids, and a read without frames between: each row goes to the
+    # read and chunk the index gives; an index that disagrees with the rows is refused.
+    fasta = tmp_path / "reads.fa"
+    seqs = {"x": "A" * 900, "x_chunk_1": "C" * 120, "y": "GGGG", "x_chunk_2": "T" * 600}
+    fasta.write_text("".join(f">{k}\n{v}\n" for k, v in seqs.items()))
+    ids = ["x_chunk_1F1", "x_chunk_2F3", "x_chunk_1_chunk_1F2", "x_chunk_2_chunk_2R1"]
+    scores = np.array([[0.6, 0.4], [0.2, 0.8], [0.1, 0.9], [0.3, 0.7]], np.float32)
+    pred, high = tmp_path / "p.tsv", tmp_path / "h.tsv"
+    write_predictions(ids, scores, pred, high)
+    rows = index_rows(fasta, ids, 500)
+    assert rows["read"].tolist() == [0, 0, 1, 3] and rows["chunk"].tolist() == [0, 1, 0, 1]
+    got = summary.summarize_reads(fasta, 500, pred, high, write_index(tmp_path / "i.npy", rows))
+    assert [s.row() for _, s in got] == expected_summary(fasta, 500, pred, high)
+    wrong = {
+        "chunk": ([0, 0, 1, 3], [0, 0, 0, 1], "'x_chunk_2F3' belongs to no read"),
+        "read": ([0, 0, 1, 4], [0, 1, 0, 1], "'x_chunk_2_chunk_2R1' belongs to no read"),
+        "order": ([0, 0, 1, 0], [0, 1, 0, 1], "'x_chunk_2_chunk_2R1' comes after read 'x_chun"),
+        "fewer": ([0, 0, 1], [0, 1, 0], "R1' and the rows after it have no frame.*this index"),
+        "more": ([0, 0, 1, 3, 3], [0, 1, 0, 1, 1], "has 4 rows but .* 5 frames.*this index"),
+    }
+    for name, (reads, chunks, message) in wrong.items():
+        bad = np.zeros(len(reads), rows.dtype)
+        bad["read"], bad["chunk"] = reads, chunks
+        index = write_index(tmp_path / f"{name}.npy", bad)
+        with pytest.raises(summary.SummaryError, match=message):
+            list(summary.summarize_reads(fasta, 500, pred, high, index))
 
 
 def test_throughput_row_comes_from_the_shard_file_alone(tmp_path):

@@ -108,6 +108,28 @@ def _check_chunk_length(chunk_length: int) -> None:
         raise ValueError(f"chunk_length must be in 1..{MAX_CHUNK_LENGTH}, got {chunk_length}")
 
 
+def chunks_of(length, chunk_length: int):
+    """Chunks of a record of ``length`` bases (spec §1): ``ceil(length / L)``, at least 1.
+    ``length`` is an int or an array of lengths (then element by element)."""
+    n = -(-length // chunk_length)
+    return np.maximum(n, 1) if isinstance(n, np.ndarray) else max(n, 1)
+
+
+def chunk_window(length, chunk_length: int, k):
+    """The half-open base range ``(start, end)`` of chunk ``k`` (0-based) of a record of
+    ``length`` bases (spec §1); ints, or arrays taken element by element (one entry a chunk).
+
+    The chunks overlap by ``n * L - length`` bases in all (n chunks): the first x boundary
+    steps back are q + 1 bases, the rest q, and chunk k starts after k steps. When x exceeds
+    n - 1 (short records), every step is q + 1 and the last chunk is shorter than L."""
+    n = chunks_of(length, chunk_length)
+    overlap = n * chunk_length - length
+    q = overlap // n
+    x = overlap - (n - 1) * q
+    start = k * chunk_length - k * q - np.minimum(k, x)
+    return start, np.minimum(start + chunk_length, length)
+
+
 def chunk_bounds(
     lengths: np.ndarray, chunk_length: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -120,16 +142,10 @@ def chunk_bounds(
     lengths = np.asarray(lengths, dtype=np.int64)
     if lengths.size and lengths.min() <= 0:
         raise ValueError("every record needs at least one base")
-    n = -(-lengths // chunk_length)
+    n = chunks_of(lengths, chunk_length)
     record = np.repeat(np.arange(lengths.size), n)
     k = np.arange(record.size) - np.repeat(np.cumsum(n) - n, n)
-    overlap = n * chunk_length - lengths
-    q = overlap // np.maximum(n, 1)
-    # The first x boundary steps are q + 1 bases, the rest q; chunk k starts after k steps. When x
-    # exceeds n - 1 (short records), every step is q + 1 and the last chunk is shorter than L.
-    x = overlap - (n - 1) * q
-    start = k * chunk_length - k * q[record] - np.minimum(k, x[record])
-    end = np.minimum(start + chunk_length, lengths[record])
+    start, end = chunk_window(lengths[record], chunk_length, k)
     return record, k, start, end
 
 

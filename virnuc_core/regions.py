@@ -17,6 +17,9 @@ from __future__ import annotations
 import math
 from typing import TextIO
 
+from virnuc_core import frames
+from virnuc_core.frames import chunks_of
+
 REGION_COLUMNS = (
     "read_id", "start", "end", "chunks", "max_virus_score", "mean_virus_score",
 )  # fmt: skip
@@ -24,15 +27,13 @@ REGION_COLUMNS = (
 
 def chunk_window(length: int, chunk_length: int, k: int) -> tuple[int, int]:
     """The half-open base range of chunk ``k`` (0-based) of a read of ``length`` bases (spec §1),
-    computed alone (the same arithmetic as :func:`virnuc_core.frames.chunk_bounds`, one chunk)."""
-    n = max(1, math.ceil(length / chunk_length))
+    computed alone (:func:`virnuc_core.frames.chunk_window`, the arithmetic of
+    :func:`virnuc_core.frames.chunk_bounds`)."""
+    n = chunks_of(length, chunk_length)
     if not 0 <= k < n:
         raise ValueError(f"a read of {length} bases has chunks 0..{n - 1} at L={chunk_length}")
-    overlap = n * chunk_length - length
-    q = overlap // n
-    x = overlap - (n - 1) * q  # the first x steps back are q + 1 bases, the rest q
-    start = k * chunk_length - k * q - min(k, x)
-    return start, min(start + chunk_length, length)
+    start, end = frames.chunk_window(length, chunk_length, k)
+    return int(start), int(end)
 
 
 class RegionWriter:

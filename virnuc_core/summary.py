@@ -2,13 +2,15 @@
 
 Per-read summary
 ----------------
-:func:`summarize_reads` walks the input FASTA and ``prediction_results.tsv`` in lockstep. Reads
-are mapped to chunks forwards, never by parsing chunk ids backwards (a read id may itself hold
-``_chunk_``): read ``r`` of length ``n`` bases has ``max(1, ceil(n / L))`` chunks named
-``r_chunk_1`` ... (spec §1), and a frame belongs to the chunk ``frame_id[:-2]`` (spec §4). The
-frames file lists frames in input order (features and predictions keep the index order), so each
-read's frames are the rows that follow those of the read before it. A read with no kept frame has
-0 viral chunks and the score ``NA``: the classifier never saw it, so there is no score to report.
+:func:`summarize_reads` walks the input FASTA, ``prediction_results.tsv`` and the frames index
+``frames.index.npy`` in lockstep. Prediction row i is the frame of index row i (features and
+predictions keep the index order), so it belongs to read number ``read[i]`` (every input read
+counted, in input order) and to its chunk ``chunk[i] + 1``: frames are joined to reads through
+these integers, never by parsing chunk ids (a read id may itself hold ``_chunk_``). Each row's id
+is still checked against them (``<read id>_chunk_<k>`` and the 2-letter frame label, spec §4), so
+predictions made from other reads are refused. A read of ``n`` bases has
+:func:`virnuc_core.frames.chunks_of` chunks (spec §1). A read with no kept frame has 0 viral
+chunks and the score ``NA``: the classifier never saw it, so there is no score to report.
 
 Report pieces
 -------------
@@ -35,6 +37,8 @@ import numpy as np
 
 from virnuc_core.families import FAMILIES
 from virnuc_core.files import atomic_path, atomic_writer
+from virnuc_core.frames import chunks_of
+from virnuc_core.index import open_index
 from virnuc_core.reads import Read, iter_reads
 from virnuc_core.regions import RegionWriter
 
@@ -48,15 +52,15 @@ NA = "NA"
 FASTA_WIDTH = 60
 log = logging.getLogger("virnuc.summary")
 RERUN_HINT = "rerun with `snakemake --forcerun index_fasta` (or delete the sample's results/)"
+INDEX_BLOCK = 1 << 16  # index rows read at a time beside the prediction rows
 
 
 class SummaryError(ValueError):
     """The prediction files do not fit the input FASTA; the message says what to do next."""
 
 
-def chunk_count(length: int, chunk_length: int) -> int:
-    """Chunks of a read (spec §1): ``ceil(length / L)``, and 1 for a read shorter than L."""
-    return max(1, math.ceil(length / chunk_length))
+class _RowError(SummaryError):
+    """A prediction row that does not fit; :func:`summarize_reads` names the file."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,20 +159,15 @@ class _ReadRows:
         self._chunk, self._m1, self._m2 = 0, np.float32("nan"), np.float32("nan")
         self._b2, self._b2_text = -math.inf, NA
 
-    def chunk_of(self, row: list[str]) -> int:
-        """The row's chunk number when the row is one of this read's frames, else 0."""
-        name = row[0][:-2]
-        if not name.startswith(self.prefix):
-            return 0
-        k = name[len(self.prefix) :]
-        if not k.isdecimal() or not k.isascii() or k[0] == "0" or int(k) > self.chunks:
-            return 0
-        return int(k)
+    def owns(self, row: list[str], k: int) -> bool:
+        """The row's frame id is one of chunk ``k`` (1-based) of this read: the id the index
+        stage wrote for it (``<read>_chunk_<k>`` and a 2-letter frame label)."""
+        return k <= self.chunks and row[0][:-2] == f"{self.prefix}{k}"
 
     def add(self, row: list[str], k: int) -> None:
         if k != self._chunk:
             if k < self._chunk:
-                raise SummaryError(
+                raise _RowError(
                     f"prediction row {row[0]!r} comes after chunk {self._chunk} of its read: "
                     f"the rows are not in index order; {RERUN_HINT}"
                 )
@@ -198,19 +197,58 @@ class _ReadRows:
         return self
 
 
+Indexed = tuple[list[str], int, int]  # a prediction row, its read's number, its chunk (1-based)
+
+
+def _indexed_rows(rows: Iterator[list[str]], predictions_tsv, index_npy) -> Iterator[Indexed]:
+    """Each prediction row with its read's number and its chunk's (1-based) number, from the
+    frames index the predictions were made from (row i is index row i), read a block at a time."""
+    index = open_index(index_npy)
+    for lo in range(0, index.rows, INDEX_BLOCK):
+        part = index.read(lo, lo + INDEX_BLOCK)
+        pairs = zip(part["read"].tolist(), part["chunk"].tolist(), strict=True)
+        for i, (read, chunk) in enumerate(pairs):
+            row = next(rows, None)
+            if row is None:
+                raise SummaryError(
+                    f"{predictions_tsv} has {lo + i} rows but {index_npy} {index.rows} frames: "
+                    f"the predictions were not made from this index; {RERUN_HINT}"
+                )
+            yield row, read, chunk + 1
+    if (row := next(rows, None)) is not None:
+        raise SummaryError(
+            f"{predictions_tsv}: {row[0]!r} and the rows after it have no frame in {index_npy} "
+            f"({index.rows} frames): the predictions were not made from this index; {RERUN_HINT}"
+        )
+
+
 def _read_frames(
-    read: Read, chunk_length: int, rows: Iterator[list[str]], pending: list[str] | None,
-    min_score: float | None = None, regions: RegionWriter | None = None,
-) -> tuple[_ReadRows, list[str] | None]:  # fmt: skip
-    """The read's prediction rows, tallied; returns the first row of a later read."""
+    read: Read, number: int, chunk_length: int, rows: Iterator[Indexed],
+    pending: Indexed | None, min_score: float | None = None, regions: RegionWriter | None = None,
+) -> tuple[_ReadRows, Indexed | None]:  # fmt: skip
+    """The prediction rows of read ``number`` (the index's read column), tallied; returns the
+    first row of a later read."""
     if regions is not None:
         regions.read(read.id, len(read.seq))
-    mine = _ReadRows(read.id, chunk_count(len(read.seq), chunk_length), min_score, regions)
-    row = pending if pending is not None else next(rows, None)
-    while row is not None and (k := mine.chunk_of(row)):
+    mine = _ReadRows(read.id, chunks_of(len(read.seq), chunk_length), min_score, regions)
+    item = pending if pending is not None else next(rows, None)
+    while item is not None and item[1] == number:
+        row, _, k = item
+        if not mine.owns(row, k):
+            raise _RowError(
+                f"prediction row {row[0]!r} belongs to no read of the input: the frames index "
+                f"puts it at chunk {k} of read {read.id!r} (read {number + 1}); the predictions "
+                f"were made from other reads; {RERUN_HINT}"
+            )
         mine.add(row, k)
-        row = next(rows, None)
-    return mine.done(), row
+        item = next(rows, None)
+    if item is not None and item[1] < number:
+        raise _RowError(
+            f"prediction row {item[0][0]!r} comes after read {read.id!r} (read {number + 1}) "
+            f"but the frames index puts it at read {item[1] + 1}: the rows are not in index "
+            f"order; {RERUN_HINT}"
+        )
+    return mine.done(), item
 
 
 def summarize_reads(
@@ -218,6 +256,7 @@ def summarize_reads(
     chunk_length: int,
     predictions_tsv: str | os.PathLike,
     highest_tsv: str | os.PathLike,
+    index_npy: str | os.PathLike,
     min_score: float | None = None,
     regions: RegionWriter | None = None,
 ) -> Iterator[tuple[Read, ReadSummary]]:
@@ -227,23 +266,30 @@ def summarize_reads(
     ``regions`` is told each read and its viral chunks as they stream by (regions.tsv); the
     caller closes it.
 
-    Streams the reads and the prediction rows together; holds one read's rows at a time.
+    Streams the reads, the prediction rows and ``index_npy`` (frames.index.npy, the frames the
+    predictions were made from) together; holds one read's rows and one index block at a time.
     Raises :class:`SummaryError` when a prediction row matches no read, or when the chunk table
     does not agree with the prediction rows.
     """
-    rows = _tsv_rows(predictions_tsv, PREDICTION_COLUMNS)
-    pending: list[str] | None = None
+    rows = _indexed_rows(_tsv_rows(predictions_tsv, PREDICTION_COLUMNS), predictions_tsv, index_npy)
+    pending: Indexed | None = None
     framed = viral_total = 0
-    for read in _reads(fasta):
-        mine, pending = _read_frames(read, chunk_length, rows, pending, min_score, regions)
+    for number, read in enumerate(_reads(fasta)):
+        try:
+            mine, pending = _read_frames(
+                read, number, chunk_length, rows, pending, min_score, regions
+            )
+        except _RowError as err:
+            raise SummaryError(f"{predictions_tsv}: {err}") from None
         score = None if mine.best is None else mine.best[3]
         framed += mine.framed
         viral_total += mine.viral_original
         yield read, ReadSummary(read.id, len(read.seq), mine.chunks, mine.frames, mine.viral, score)
     if pending is not None:
         raise SummaryError(
-            f"{predictions_tsv}: {pending[0]!r} belongs to no read of {fasta} (in input "
-            f"order): the predictions were made from other reads; {RERUN_HINT}"
+            f"{predictions_tsv}: {pending[0][0]!r} belongs to no read of {fasta} (the frames "
+            f"index puts it at read {pending[1] + 1}, after the last): the predictions were made "
+            f"from other reads; {RERUN_HINT}"
         )
     if _chunk_tally(highest_tsv) != (framed, viral_total):
         raise SummaryError(
@@ -333,8 +379,8 @@ def summarize_sample(
     """The summarize_sample step: ``summary.tsv``, ``viral.fa`` (when ``outputs`` has
     ``viral``), ``regions.tsv`` (when it has ``regions``) and the run summary page, from the
     sample's ``reads`` and the prediction tables. ``inputs``: ``predictions``, ``highest``,
-    ``counts``, ``features``. ``min_score`` (null: the original rule) calls the chunks of these
-    outputs, never those of the original's two tables."""
+    ``index`` (frames.index.npy), ``counts``, ``features``. ``min_score`` (null: the original
+    rule) calls the chunks of these outputs, never those of the original's two tables."""
     check_min_score(min_score)
     with contextlib.ExitStack() as stack:
         regions = None
@@ -342,8 +388,9 @@ def summarize_sample(
             handle = stack.enter_context(atomic_writer(outputs["regions"]))
             regions = RegionWriter(handle, chunk_length)
         rows = summarize_reads(
-            reads, chunk_length, inputs["predictions"], inputs["highest"], min_score, regions
-        )
+            reads, chunk_length, inputs["predictions"], inputs["highest"], inputs["index"],
+            min_score, regions,
+        )  # fmt: skip
         totals = write_read_outputs(rows, outputs["summary"], outputs.get("viral"))
         if regions is not None:
             regions.close()

@@ -25,6 +25,8 @@ rule summarize_sample:
         features="results/{sample}/features.h5",
         predictions="results/{sample}/prediction_results.tsv",
         highest="results/{sample}/prediction_results_highestscore.tsv",
+        # the frames the predictions were made from: row i's read and chunk numbers
+        index="results/{sample}/frames.index.npy",
     output:
         **SUMMARY_OUTPUTS,
     params:
