@@ -68,3 +68,18 @@ def test_a_summary_without_a_needed_column_is_refused(tmp_path):
     path.write_text("read_id\tlength\tmax_virus_score\np/1\t5\tNA\n")
     with pytest.raises(PairTableError, match=r"line 1 lacks the column\(s\) \['viral'\]"):
         write_pair_table(path, tmp_path / "pairs.tsv")
+
+
+def test_a_nan_mate_score_is_skipped_as_pandas_max_skips_it(tmp_path):
+    summary = tsv(
+        tmp_path,
+        "nan\tp/1\t101\tFalse\t-",
+        "0.9\tp/2\t101\tTrue\t-",  # the pair's best is mate 2's, whichever mate is NaN
+        "0.4\tq/1\t101\tFalse\t-",
+        "nan\tq/2\t101\tFalse\t-",
+        "nan\tr/1\t101\tFalse\t-",
+        "nan\tr/2\t101\tFalse\t-",  # both NaN: nothing better to say
+    )
+    write_pair_table(summary, tmp_path / "pairs.tsv")
+    rows = [line.split("\t") for line in (tmp_path / "pairs.tsv").read_text().splitlines()[1:]]
+    assert [(r[0], r[3]) for r in rows] == [("p", "0.9"), ("q", "0.4"), ("r", "nan")]

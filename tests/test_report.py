@@ -464,3 +464,25 @@ def test_report_renders_in_chromium(demo_report, tmp_path):
         else:
             assert shown == "html", name
         _assert_shows(shot, name, original)
+
+
+def test_a_nan_frame_score_is_never_a_reads_best_nor_orders_the_top_reads(tmp_path):
+    """A NaN score2 (a damaged table) is skipped as pandas' max skips it: the read's best is its
+    highest finite score, whichever row comes first, and the run summary's top reads are the
+    highest scored ones."""
+    fasta = tmp_path / "reads.fa"
+    ids = [f"r{i}" for i in range(25)] + ["n"]
+    fasta.write_text("".join(f">{r}\n{'A' * 600}\n" for r in ids))
+    rows = [("r0_chunk_1F1", np.nan), ("r0_chunk_1F2", 0.9), ("r0_chunk_2F1", 0.3)]
+    rows += [(f"r{i}_chunk_1F1", i / 100) for i in range(1, 25)] + [("n_chunk_1F1", np.nan)]
+    pred, high = tmp_path / "p.tsv", tmp_path / "h.tsv"
+    scores = np.array([[1 - s, s] for _, s in rows], dtype=np.float32)
+    write_predictions([r for r, _ in rows], scores, pred, high)
+    got = list(summary.summarize_reads(fasta, 500, pred, high, frames_index(fasta, pred, 500)))
+    assert got[0][1].max_virus_score == "0.9"
+    totals = summary.write_read_outputs(got, tmp_path / "s.tsv")
+    # pandas' max over the same column, per read, as the reference for the top 20
+    assert got[-1][1].max_virus_score == "nan"  # read n: every frame NaN, nothing better
+    best = {r: max(s for rid, s in rows if rid.startswith(f"{r}_") and s == s) for r in ids[:-1]}
+    top = sorted(ids[:-1], key=lambda r: best[r], reverse=True)[:20]
+    assert [r.read_id for r in totals.best()] == top

@@ -9,6 +9,7 @@ columns are found by name in its header, so added columns do not move them.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 
@@ -47,10 +48,10 @@ def _rows(path: str | os.PathLike) -> Iterator[tuple[int, str, bool, str]]:
 
 
 def _higher(a: str, b: str) -> str:
-    """The higher of two score texts (NA below any score); the first on a tie."""
-    if b == NA:
+    """The higher of two score texts (NA and NaN below any score); the first on a tie."""
+    if b == NA or math.isnan(float(b)):
         return a
-    if a == NA:
+    if a == NA or math.isnan(float(a)):
         return b
     return b if float(b) > float(a) else a
 

@@ -177,7 +177,10 @@ class _ReadRows:
         self._m1, self._m2 = np.fmax(self._m1, _score(row[2])), np.fmax(self._m2, _score(row[3]))
         if float(row[3]) > self._b2:  # NaN never is
             self._b2, self._b2_text = float(row[3]), row[3]
-        if self.best is None or float(row[3]) > float(self.best[3]):
+        # the highest score2, NaN skipped as pandas' max skips it (a NaN best only while no
+        # other row has come)
+        score2 = float(row[3])
+        if self.best is None or (not math.isnan(score2) and not float(self.best[3]) >= score2):
             self.best = row
 
     def _close(self) -> None:
@@ -326,7 +329,10 @@ class SampleTotals:
         if read.max_virus_score is None:
             self.reads_without_frames += 1
             return
-        item = (float(read.max_virus_score), -self.reads, read)  # ties: earlier read first
+        score = float(read.max_virus_score)
+        if math.isnan(score):  # every frame scored NaN: not among the best (NaN orders nothing)
+            return
+        item = (score, -self.reads, read)  # ties: earlier read first
         (heapq.heappush if len(self.top) < keep else heapq.heappushpop)(self.top, item)
 
     def best(self) -> list[ReadSummary]:
