@@ -241,3 +241,18 @@ def test_a_file_that_cannot_be_opened_is_named_before_any_job(tmp_path, monkeypa
     assert missing_files({"s": [str(locked)]}) == [
         f"sample 's': input file {str(locked)!r} cannot be read (Permission denied)"
     ]
+
+
+def test_a_sample_named_twice_after_a_yaml_merge_key_is_refused(tmp_path):
+    """A mapping that merges an anchor (`<<: *base`) is walked like any other: the check must not
+    stop there and let a sample named twice further down keep only its last file."""
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "base: &b {x: 1}\nother: {<<: *b, y: 2}\nsamples:\n  gut1: a.fq\n  gut1: b.fq\n"
+    )
+    with pytest.raises(
+        SampleError, match=r"line 5: sample 'gut1' is named twice \(also on line 4\)"
+    ):
+        check_config_file(config)
+    config.write_text("base: &b {x: 1}\nother: {<<: *b, y: 2}\nsamples:\n  gut1: a.fq\n")
+    check_config_file(config)  # a merge key alone is no duplicate

@@ -272,6 +272,9 @@ def _duplicate_keys(loader: yaml.SafeLoader, node: yaml.Node, path: tuple, seen_
     if isinstance(node, yaml.MappingNode):
         lines: dict = {}  # key -> the line it is first on
         for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: walk what it merges
+                children.append((value_node, path))
+                continue
             key = loader.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
             if isinstance(key, Hashable) and key in lines:
