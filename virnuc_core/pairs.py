@@ -73,10 +73,13 @@ def is_paired(sources: Iterable) -> bool:
     return any(isinstance(s, MateFiles | InterleavedFile) for s in sources)
 
 
+_MATE_SUFFIXES = ("/1", "/2")
+
+
 def pair_id(id1: str, id2: str) -> str | None:
     """The pair id of mates ``id1`` and ``id2``; None if they are not mates."""
-    if id1 == id2:
-        return id1
+    if id1 == id2:  # the same first word (Casava 1.8), unless it names one mate (a copy)
+        return None if id1[-2:] in _MATE_SUFFIXES else id1
     if id1[-2:] == "/1" and id2[-2:] == "/2" and id1[:-2] == id2[:-2]:
         return id1[:-2]
     return None
@@ -96,8 +99,8 @@ class _Mates:
 def _pair_ids(one: _Mates, two: _Mates) -> list[str]:
     """The pair ids of mates ``one[k]``, ``two[k]``; raises for the first pair that does not
     match, naming both files, lines and ids."""
-    if one.ids == two.ids:  # Casava 1.8: the usual case, one list comparison
-        return one.ids
+    if one.ids == two.ids and not any(i[-2:] in _MATE_SUFFIXES for i in one.ids):
+        return one.ids  # Casava 1.8: the usual case, one list comparison (and a suffix scan)
     pairs = [pair_id(a, b) for a, b in zip(one.ids, two.ids, strict=True)]
     if None not in pairs:
         return pairs  # type: ignore[return-value]
@@ -109,7 +112,10 @@ def _pair_ids(one: _Mates, two: _Mates) -> list[str]:
         line2,
         b,
         f"mate 2 {b!r} does not match mate 1 {a!r} ({where1}): mates share the first word of "
-        "the header (or differ only in a final /1 and /2); " + _SAME_PAIR,
+        "the header (or differ only in a final /1 and /2)"
+        + ("; both name the same mate: is one file a copy of the other?" if a == b else "")
+        + "; "
+        + _SAME_PAIR,
     )
 
 
