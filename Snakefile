@@ -37,8 +37,8 @@ rule all:
 # only then does Snakemake know whether the jobs run here (not on a cluster's GPU nodes).
 onstart:
     if workflow.local_exec and run_gpus() > 0:
-        from virnuc_core.gpu import no_gpu_reason
-        from virnuc_core.run_plan import cpu_note
+        from virnuc_core.jobs.gpu import no_gpu_reason
+        from virnuc_core.jobs.run_plan import cpu_note
 
         if (_why := no_gpu_reason()) is not None:
             _plans = {s: f"results/{s}/plan.json" for s in SAMPLES}

@@ -4,13 +4,13 @@ Benches measure what an embed job runs, through the functions the job calls:
 
 - settings: the config schema's defaults with the bench's changes (:func:`job_settings`, the
   same path as a workflow config: :meth:`WorkflowSettings.embed`);
-- the encoder: :func:`virnuc_core.models.load_encoder`, or for an ESM-2 model built in memory
-  (no checkpoint file to load) the constructor the loader calls, with the same switches
+- the encoder: :func:`virnuc_core.engine.encoder.load_encoder`, or for an ESM-2 model built in
+  memory (no checkpoint file to load) the constructor the loader calls, with the same switches
   (:func:`esm_encoder`);
-- batches: the job's packer (:func:`job_batches`, :func:`virnuc_core.runner.packed_batches`)
-  and its device loop (:func:`run_batches`, :func:`virnuc_core.runner.embed_batches`: copies on
-  a side stream, pooled rows copied back one batch late);
-- cosines: :func:`virnuc_core.validate.cosine_rows`.
+- batches: the job's packer (:func:`job_batches`, :func:`virnuc_core.engine.runner.packed_batches`)
+  and its device loop (:func:`run_batches`, :func:`virnuc_core.engine.runner.embed_batches`: copies
+  on a side stream, pooled rows copied back one batch late);
+- cosines: :func:`virnuc_core.jobs.validate.cosine_rows`.
 
 Also the matmul rate MFU figures divide by, timing, machine facts and the result JSON. Run the
 benches from the repository root as ``python -m bench.NAME``.
@@ -35,9 +35,9 @@ import numpy as np
 import torch
 import yaml
 
-from virnuc_core import attention
-from virnuc_core.packing import PackedBatch
-from virnuc_core.runner import embed_batches, packed_batches
+from virnuc_core.engine import attention
+from virnuc_core.engine.packing import PackedBatch
+from virnuc_core.engine.runner import embed_batches, packed_batches
 from virnuc_core.settings import MODELS, EmbedSettings, WorkflowSettings
 
 CUDA = torch.cuda.is_available()
@@ -80,7 +80,7 @@ def job_settings(
 
 def random_esm(size: str, seed: int = 0, device: torch.device = DEVICE):
     """A random ESM-2 of a published size (fair-esm's model and init): (model, alphabet)."""
-    from virnuc_core.models.esm2_load import ESM2_ARCH, random_model
+    from virnuc_core.engine.models.esm2_load import ESM2_ARCH, random_model
 
     fair, alphabet = random_model(seed, device, **ESM2_ARCH[size][1])
     # what esm2_load records for a file and ESMEncoder.describe() reports (no hash of 3B here)
@@ -94,10 +94,10 @@ def _no_reference():
 
 def esm_encoder(fair, alphabet, settings: EmbedSettings, device=DEVICE, reference=None, **levers):
     """The encoder an ESM-2 job with ``settings`` runs (the constructor and switches of
-    ``virnuc_core.families``' loader, precision resolved as :func:`load_encoder` does), on a
+    ``virnuc_core.registry``' loader, precision resolved as :func:`load_encoder` does), on a
     model built in memory. ``levers``: constructor options that are not settings (fp8_layers,
     gelu_epilogue). ``reference``: builds the fp32 reference model (default: none)."""
-    from virnuc_core.models.esm2 import ESMEncoder
+    from virnuc_core.engine.models.esm2 import ESMEncoder
 
     device = torch.device(device)
     return ESMEncoder(

@@ -24,8 +24,8 @@ from pathlib import Path  # noqa: E402
 
 from bench._harness import cpu_info  # noqa: E402
 from bench.make_reads import make_reads  # noqa: E402
-from virnuc_core.frames import DEFAULT_BATCH_BASES, iter_frame_batches  # noqa: E402
-from virnuc_core.reads import Read  # noqa: E402
+from virnuc_core.data.frames import DEFAULT_BATCH_BASES, iter_frame_batches  # noqa: E402
+from virnuc_core.data.reads import Read  # noqa: E402
 
 OUT_NAME = "chunk_translate_cpu.json"
 
@@ -151,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         "methods": {
             "original": "VirNucPro's per-codon dict translation, re-implemented in plain Python "
             "(no Biopython, no file I/O: faster than the original tool itself)",
-            "ours": f"virnuc_core.frames.iter_frame_batches ({DEFAULT_BATCH_BASES} bases a batch)",
+            "ours": "virnuc_core.data.frames.iter_frame_batches "
+            f"({DEFAULT_BATCH_BASES} bases a batch)",
         },
         "reads_timed": counts,
         "repeats": args.repeats,

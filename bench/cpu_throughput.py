@@ -33,7 +33,7 @@ def _cpu_name() -> str:
 
 
 def seconds_per_batch(layers: int, batch: int, residues: int, repeats: int) -> float:
-    from virnuc_core.models.esm2_load import random_model
+    from virnuc_core.engine.models.esm2_load import random_model
 
     model, alphabet = random_model(seed=0, num_layers=layers, embed_dim=WIDTH_3B,
                                    attention_heads=HEADS_3B)  # fmt: skip

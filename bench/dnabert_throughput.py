@@ -47,16 +47,16 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from bench import _harness as h
-from virnuc_core.attention import alibi_slopes
-from virnuc_core.models import load_encoder
-from virnuc_core.models.dnabert_tiny import (
+from virnuc_core.engine.attention import alibi_slopes
+from virnuc_core.engine.models.dnabert_tiny import (
     FULL_CONFIG,
     TINY_CONFIG,
     random_dna,
     train_dna_bpe,
     write_folder,
 )
-from virnuc_core.validate import cosine_rows
+from virnuc_core.jobs.validate import cosine_rows
+from virnuc_core.registry import load_encoder
 
 COLUMNS = ["mode", "backend", "frames", "tokens", "seconds", "tokens_per_s", "frames_per_s",
            "tflops", "mfu", "speedup_vs_a", "cos_vs_a_min", "pass"]  # fmt: skip

@@ -2,14 +2,14 @@
 
 1. Generates 500-base reads (``open`` kind: all six frames kept; ``--duplicates``: the share of
    them that repeat another under a new id), runs the index stage
-   (:func:`virnuc_core.index.index_sample`) and the shard plan
-   (:func:`virnuc_core.plan.plan_shards`, one shard, with and without duplicate removal), and
+   (:func:`virnuc_core.data.index.index_sample`) and the shard plan
+   (:func:`virnuc_core.jobs.plan.plan_shards`, one shard, with and without duplicate removal), and
    writes random-weight models (``bench/make_models.py``'s formats; ``tiny``: the built-in tiny
    models).
 2. Per model and ``--backends`` label (default: the settings' own): the bare model, the job's
    encoder, packer and device loop over the shard's sequences, already tokenised and packed,
    two passes (the first meets every batch shape for the first time, as a job does).
-3. The embed job itself (:func:`virnuc_core.embed_job.run_embed_job`) on that shard, once per
+3. The embed job itself (:func:`virnuc_core.jobs.embed_job.run_embed_job`) on that shard, once per
    ``--workers`` value (reader processes): reading by offset, tokenising in readers, packing,
    copies, checkpoint commits. Its metrics are the ones it records (``meta.json``), plus the
    steady rate between its first and last progress lines; with ``--duplicates``, once more
@@ -35,13 +35,12 @@ from pathlib import Path
 from bench import _harness as h
 from bench.make_models import save_esm_checkpoint
 from bench.make_reads import make_reads, with_duplicates, write_reads
-from virnuc_core.embed_job import ShardInput, run_embed_job
-from virnuc_core.families import family
-from virnuc_core.fasta import read_sequences
-from virnuc_core.index import index_sample
-from virnuc_core.models import load_encoder
-from virnuc_core.models.dnabert_tiny import FULL_CONFIG, write_folder
-from virnuc_core.plan import plan_shards
+from virnuc_core.data.index import index_sample
+from virnuc_core.engine.models.dnabert_tiny import FULL_CONFIG, write_folder
+from virnuc_core.jobs.embed_job import ShardInput, run_embed_job
+from virnuc_core.jobs.plan import plan_shards
+from virnuc_core.registry import family, load_encoder
+from virnuc_core.util.fasta import read_sequences
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -6,14 +6,15 @@ built directly on the GPU) embeds proteins shaped like 500-base chunks (2/3 of 1
 ``ESM2.forward`` in fp32 (TF32 off) on padded 2048-token batches, mean-pooled over residues
 1..min(len, 1024): the v1 path. Each run is what an embed job computes (the job's encoder with
 its settings, its packer and device loop), compared with the reference by the cosine of every
-protein (:func:`virnuc_core.validate.cosine_rows`).
+protein (:func:`virnuc_core.jobs.validate.cosine_rows`).
 
 Default: the job's engine at every precision (bf16, fp16, fp32 on a GPU) and available attention
 backend, and the bf16 backends with each other. ``--runs``: named runs
 ``precision:engine:backend`` instead (engine ``job`` = the job's settings, ``eager``,
 ``compiled`` or ``fused``; precision ``fp8-ffn`` = fp8 for fc1 and fc2 only), with the fp8 gates
 (mean >= 0.999, min >= 0.995 against the fp32 reference); with ``--agreement-n N``, also the
-verdicts of a fixed seeded classifier (virnuc_core.classify.tiny_classifier over [DNABERT-S part
+verdicts of a fixed seeded classifier (virnuc_core.engine.models.classify.tiny_classifier over
+[DNABERT-S part
 | ESM-2 part]; the DNABERT-S part is the same seeded random block for both, so only the ESM-2
 features differ) on fp8 vs bf16 (the first bf16 run) features of N further proteins: agreement
 as the workflow's validation computes it, with the classifier as seeded (the gate, >= 99.9%)
@@ -38,8 +39,8 @@ import numpy as np
 import torch
 
 from bench import _harness as h
-from virnuc_core.models.esm2_load import ESM2_ARCH
-from virnuc_core.validate import cosine_rows
+from virnuc_core.engine.models.esm2_load import ESM2_ARCH
+from virnuc_core.jobs.validate import cosine_rows
 
 THRESHOLDS = {  # kind of comparison -> (mean cosine >=, min cosine >=)
     "bf16 vs fp32 reference": (0.999, 0.99),
@@ -159,7 +160,7 @@ def agreement(runs: Runs, n: int, seed: int, fasts: list, base: str, yard: str) 
     """Verdicts of a fixed seeded classifier on each of ``fasts`` vs ``base`` features of n
     proteins; and, as the yardstick of how many verdicts that classifier flips for rounding
     noise alone, on ``yard`` (another bf16 run) vs ``base``."""
-    from virnuc_core.classify import predict_scores, tiny_classifier
+    from virnuc_core.engine.models.classify import predict_scores, tiny_classifier
 
     seqs = h.chunk_proteins(n, seed + 1)
     feats = {spec: runs.embed(spec, seqs)[0] for spec in dict.fromkeys((base, yard, *fasts))}

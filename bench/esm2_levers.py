@@ -40,8 +40,8 @@ import numpy as np
 import torch
 
 from bench import _harness as h
-from virnuc_core.models.esm2 import REFERENCE_TOKENS_PER_BATCH, Tokenizer
-from virnuc_core.models.esm2_load import ESM2_ARCH
+from virnuc_core.engine.models.esm2 import REFERENCE_TOKENS_PER_BATCH, Tokenizer
+from virnuc_core.engine.models.esm2_load import ESM2_ARCH
 
 EAGER = {"compile.esm": False, "fused_kernels": False, "attention_backend": "varlen"}
 COMPILED = {**EAGER, "compile.esm": True}
@@ -300,7 +300,7 @@ def dynamo_seconds() -> float:
 
 def fp8_peak() -> float | None:
     """The fp8 row-wise-scaled 8192^3 matmul rate here (None without a Hopper/Ada GPU)."""
-    from virnuc_core.fp8 import measure_fp8_tflops
+    from virnuc_core.engine.fp8 import measure_fp8_tflops
 
     try:
         return measure_fp8_tflops() if h.CUDA else None

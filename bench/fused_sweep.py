@@ -1,8 +1,8 @@
 """Launch settings of the fused engine's memory-bound kernels, swept at ESM-2 3B sizes (GPU).
 
 A tuning experiment, not a speed claim: it launches the Triton kernels of
-:mod:`virnuc_core.fused` directly with each (block, warps) setting and times them, so that the
-library's fixed settings can be chosen from measurements; bench/esm2_levers.py then measures
+:mod:`virnuc_core.engine.fused` directly with each (block, warps) setting and times them, so that
+the library's fixed settings can be chosen from measurements; bench/esm2_levers.py then measures
 the engine through the public API. Also times the residual-adding matmul (``x.addmm_``)
 against ``F.linear`` for out and fc2 in alternating rounds, to see the spread between rounds.
 
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from bench import _harness as h
-from virnuc_core import fused
+from virnuc_core.engine import fused
 
 DEV = h.DEVICE
 ROWS: list[dict] = []

@@ -18,7 +18,7 @@
 #   fidelity  bench/esm2_fidelity_gpu.py --runs: 500 proteins vs the fp32 reference (bf16 and fp8
 #             gates) and fp8 vs bf16 verdicts of a fixed seeded classifier
 #   dnabert   bench/dnabert_throughput.py: DNABERT-S per backend, first pass vs later passes
-#   job       bench/embed_e2e.py --models dnabert: the DNABERT-S embed job (virnuc_core.embed_job)
+#   job       bench/embed_e2e.py --models dnabert: the DNABERT-S embed job (virnuc_core.jobs.embed_job)
 #             per backend, its steady rate, and the bare model's first vs second pass
 #
 # Wheels: fair-esm (not on the GPU machines) is installed from $WHEELS (default: .whl here or

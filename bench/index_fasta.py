@@ -1,6 +1,6 @@
 """The index stage (rule index_fasta) on one CPU core: reads per CPU second, and where it goes.
 
-Runs the rule's own function (:func:`virnuc_core.index.index_sample`: read + chunk + six-frame
+Runs the rule's own function (:func:`virnuc_core.data.index.index_sample`: read + chunk + six-frame
 selection + its outputs) on generated 500-base reads, and profiles it (cProfile) to say where
 the time goes. CPU time (``time.process_time``), so other load on the machine counts less; the
 median of ``--repeats`` runs (this shared machine's speed varies by up to 20% between runs).
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(reads: Path, work: Path) -> tuple[float, dict]:
-    from virnuc_core.index import index_sample
+    from virnuc_core.data.index import index_sample
 
     out = {k: str(work / v) for k, v in {
         "frames": "frames.fa", "proteins": "proteins.faa", "index": "frames.index.npy",

@@ -31,9 +31,9 @@ import json, sys, time, os
 import torch
 torch.set_num_threads(1)
 from pathlib import Path
-from virnuc_core.finalize import finalize_shard
-from virnuc_core.features import write_features
-from virnuc_core.predictions import predict_sample
+from virnuc_core.jobs.finalize import finalize_shard
+from virnuc_core.jobs.merge import write_features
+from virnuc_core.report.predictions import predict_sample
 step, data, out = sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])
 setup = json.loads((data / "setup.json").read_text())
 out.mkdir(parents=True, exist_ok=True)
@@ -53,11 +53,11 @@ print(json.dumps({"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time
 
 def make_data(folder: Path, frames: int, shards: int) -> None:
     """Rows directories (as the embed jobs leave them), the index, frames.fa, a classifier."""
-    from virnuc_core.classify import MLPClassifier, save_state
-    from virnuc_core.frames import FrameBatch
-    from virnuc_core.index import write_index
-    from virnuc_core.npyfile import write_npy
-    from virnuc_core.store import ShardCheckpoint
+    from virnuc_core.data.frames import FrameBatch
+    from virnuc_core.data.index import write_index
+    from virnuc_core.engine.models.classify import MLPClassifier, save_state
+    from virnuc_core.jobs.store import ShardCheckpoint
+    from virnuc_core.util.npyfile import write_npy
 
     folder.mkdir(parents=True, exist_ok=True)
     ids = [f"read{i // 6}_chunk_1F{1 + i % 6}" for i in range(frames)]

@@ -1,6 +1,7 @@
 """The fused kernels at ESM-2 3B / DNABERT-S sizes: right (vs references) and fast (vs ceilings).
 
-For each kernel of virnuc_core.fused / triton_attention and each fp8 matmul shape: the largest
+For each kernel of virnuc_core.engine.fused / triton_attention and each fp8 matmul shape: the
+largest
 difference from its PyTorch reference on fresh random data, its median time (CUDA events), the
 bytes it must move or the FLOPs it must do, and the rate that gives, next to what it replaces
 (eager PyTorch, torch.compile, cuBLAS, PyTorch's varlen flash attention, SDPA). Also the two
@@ -23,9 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from bench import _harness as h
-from virnuc_core import attention, fp8, fused
-from virnuc_core.packing import make_batch
-from virnuc_core.triton_attention import varlen_attention_triton
+from virnuc_core.engine import attention, fp8, fused
+from virnuc_core.engine.packing import make_batch
+from virnuc_core.engine.triton_attention import varlen_attention_triton
 
 CUDA, DEV = h.CUDA, h.DEVICE
 ROWS: list[dict] = []

@@ -2,8 +2,8 @@
 
 The steps an ESM-2 embed job runs before its loop reaches its steady rate, through the library's
 API with the job's settings, in the order of a job that makes its reference rows before the
-loop (``virnuc_core.embed_job``; where the GPU has room it makes them beside the loop instead,
-``virnuc_core.reference_task``): load the encoder keeping the reference
+loop (``virnuc_core.jobs.embed_job``; where the GPU has room it makes them beside the loop instead,
+``virnuc_core.jobs.reference_task``): load the encoder keeping the reference
 (``load_encoder(..., keep_reference=True)``), the reference rows of ``--reference`` proteins,
 ``release_reference`` (packing the fast model), then the first packed batch (the kernels'
 compilation and autotuning) and a second, identical batch. Each step
@@ -28,8 +28,8 @@ import torch
 import yaml
 from Bio import SeqIO
 
-from virnuc_core.models import load_encoder
-from virnuc_core.packing import make_batch, pack_ffd
+from virnuc_core.engine.packing import make_batch, pack_ffd
+from virnuc_core.registry import load_encoder
 from virnuc_core.settings import WorkflowSettings
 
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from virnuc_core.models.dnabert_tiny import FULL_CONFIG, TINY_CONFIG, write_folder
-from virnuc_core.models.esm2_load import ESM2_ARCH, random_model
+from virnuc_core.engine.models.dnabert_tiny import FULL_CONFIG, TINY_CONFIG, write_folder
+from virnuc_core.engine.models.esm2_load import ESM2_ARCH, random_model
 
 
 def save_esm_checkpoint(size: str, out_dir: Path, device: str) -> Path:

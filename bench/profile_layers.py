@@ -49,7 +49,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from bench import _harness as h
-from virnuc_core.models.esm2_load import ESM2_ARCH
+from virnuc_core.engine.models.esm2_load import ESM2_ARCH
 
 GEMM = (
     r"gemm|gemv|nvjet|xmma|cutlass|cublas|splitkreduce|wgmma|triton_tem_.*mm"

@@ -1,4 +1,5 @@
-"""Reading a sample's reads on one CPU core: virnuc_core.reads on FASTA and FASTQ, plain and gzip.
+"""Reading a sample's reads on one CPU core: virnuc_core.data.reads on FASTA and FASTQ, plain and
+gzip.
 
 Writes 1,000,000 seeded random reads of 500 bases (by default) with a generator, in four files
 (plain FASTA with one sequence line per read, gzip FASTA, plain FASTQ, gzip FASTQ) plus plain
@@ -41,8 +42,8 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench._harness import cpu_info  # noqa: E402
-from virnuc_core import reads  # noqa: E402
-from virnuc_core.frames import DEFAULT_BATCH_BASES, select_frames  # noqa: E402
+from virnuc_core.data import reads  # noqa: E402
+from virnuc_core.data.frames import DEFAULT_BATCH_BASES, select_frames  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "read_inputs_cpu.json"
 BASES = np.frombuffer(b"ACGT", np.uint8)

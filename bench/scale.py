@@ -3,7 +3,8 @@
 Each size is a fresh run of the real Snakefile (every rule, through predict, the summary and
 the report figures) on 500-base reads with a realistic frame mix (``bench/make_reads.py``,
 kind ``realistic``, 10% of the reads repeated under new ids). The embedding models are the
-documented stand-in (``models: standin``, :mod:`virnuc_core.models.standin`): rows of the real
+documented stand-in (``models: standin``, :mod:`virnuc_core.engine.models.standin`): rows of the
+real
 widths (768 DNABERT-S, 2560 ESM-2 3B) written through the real reader, packer, checkpoint store,
 finalize and features code; everything else is the real rule. Per rule, Snakemake's own
 benchmark files give CPU seconds and a sampled RSS; the exact peaks come from the kernel
@@ -35,7 +36,7 @@ import numpy as np
 import yaml
 
 from bench.make_reads import make_reads
-from virnuc_core.resources import MEASURED, mem_mb
+from virnuc_core.jobs.resources import MEASURED, mem_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -215,8 +216,8 @@ def slopes(runs: list[dict]) -> dict[str, dict]:
 
 PLAN_JOB = """
 import json, os, sys
-from virnuc_core.plan import plan_shards, read_plan
-from virnuc_core.run_plan import run_plan
+from virnuc_core.jobs.plan import plan_shards, read_plan
+from virnuc_core.jobs.run_plan import run_plan
 def hwm():
     with open("/proc/self/status") as status:
         return next(int(x.split()[1]) for x in status if x.startswith("VmHWM:")) / 1024
@@ -233,7 +234,7 @@ def plan_alone(frames: int, base: Path) -> dict:
     """plan_shards' own function (dedupe on, 4 shards, then the run plan) in a fresh process,
     on an index of ``frames`` frames: 60-base reads with all six frames open (short sequences:
     the plan's memory is per frame; the sequences are read in fixed blocks), 10% repeated."""
-    from virnuc_core.index import index_sample
+    from virnuc_core.data.index import index_sample
 
     work = base / f"plan{frames}"
     shutil.rmtree(work, ignore_errors=True)
@@ -326,7 +327,8 @@ def main(argv=None) -> int:
         doc = {
             "machine": {"command": " ".join(["python", *sys.argv]), "cpu": platform.processor(),
                         "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d")},
-            "embedding": "stand-in (virnuc_core.models.standin): random rows of the real widths "
+            "embedding": "stand-in (virnuc_core.engine.models.standin): random rows of the real "
+            "widths "
             "through the real store code; every other rule is the real one",
             "runs": runs,
             "long_records": long_runs,

@@ -260,15 +260,15 @@ def bare_tokens_per_s(work: Path, config: dict, n: int = 8000) -> dict:
     import numpy as np
     import torch
 
-    from virnuc_core.fasta import read_sequences
-    from virnuc_core.index import open_index, sequence_spans
-    from virnuc_core.models import load_encoder
-    from virnuc_core.packing import make_batch, pack_ffd
+    from virnuc_core.data.index import open_index
+    from virnuc_core.engine.packing import make_batch, pack_ffd
+    from virnuc_core.registry import family, load_encoder
     from virnuc_core.settings import WorkflowSettings
+    from virnuc_core.util.fasta import read_sequences
 
     settings = WorkflowSettings.from_config(config).embed("esm")
     rows = open_index(work / "results/gpu/frames.index.npy").read(0, n)
-    seqs = read_sequences(work / "results/gpu/proteins.faa", *sequence_spans(rows, "esm"))
+    seqs = read_sequences(work / "results/gpu/proteins.faa", *family("esm").spans(rows))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     encoder = load_encoder(settings, device)
     tokens = encoder.tokenize(seqs)

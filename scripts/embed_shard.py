@@ -2,19 +2,18 @@
 
 import logging
 
-import _repo  # noqa: F401 - the repository's virnuc_core first on sys.path
 import torch
 
-from virnuc_core.embed_job import (
+from virnuc_core.jobs.embed_job import (
     EXIT_INTERRUPTED,
     Interrupted,
     ReferenceOutput,
     ShardInput,
     run_embed_job,
 )
-from virnuc_core.references import read_sample
+from virnuc_core.jobs.references import read_sample
+from virnuc_core.jobs.step import run_step
 from virnuc_core.settings import EmbedSettings
-from virnuc_core.step import run_step
 
 
 def main(sm) -> int:

@@ -1,9 +1,7 @@
 """Rule features: features.h5, both models' shard files mapped in record order (no copy)."""
 
-import _repo  # noqa: F401 - the repository's virnuc_core first on sys.path
-
-from virnuc_core.features import write_features
-from virnuc_core.step import run_step
+from virnuc_core.jobs.merge import write_features
+from virnuc_core.jobs.step import run_step
 
 
 def main(sm) -> None:

@@ -1,10 +1,8 @@
 """Rule finalize_shard: a shard's HDF5 file from its embed job's rows (and earlier shards)."""
 
-import _repo  # noqa: F401 - the repository's virnuc_core first on sys.path
-
-from virnuc_core.finalize import finalize_shard
-from virnuc_core.plan import model_plan, read_plan
-from virnuc_core.step import run_step
+from virnuc_core.jobs.finalize import finalize_shard
+from virnuc_core.jobs.plan import model_plan, read_plan
+from virnuc_core.jobs.step import run_step
 
 
 def main(sm) -> None:

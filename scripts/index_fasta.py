@@ -1,10 +1,8 @@
 """Rule index_fasta: chunk + six-frame selection of one sample's reads."""
 
-import _repo  # noqa: F401 - the repository's virnuc_core first on sys.path
-
-from virnuc_core.index import index_sample
-from virnuc_core.pairs import read_sources
-from virnuc_core.step import run_step
+from virnuc_core.data.index import index_sample
+from virnuc_core.data.pairs import read_sources
+from virnuc_core.jobs.step import run_step
 
 
 def main(sm) -> None:

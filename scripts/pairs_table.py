@@ -1,9 +1,7 @@
 """Rule pairs_table: one row per pair of a paired sample, from its summary.tsv."""
 
-import _repo  # noqa: F401 - the repository's virnuc_core first on sys.path
-
-from virnuc_core.pair_table import write_pair_table
-from virnuc_core.step import run_step
+from virnuc_core.jobs.step import run_step
+from virnuc_core.report.pair_table import write_pair_table
 
 
 def main(sm) -> None:

@@ -2,11 +2,9 @@
 
 import os
 
-import _repo  # noqa: F401 - the repository's virnuc_core first on sys.path
-
-from virnuc_core.plan import plan_shards, read_plan
-from virnuc_core.run_plan import run_plan, write_run_plan
-from virnuc_core.step import run_step
+from virnuc_core.jobs.plan import plan_shards, read_plan
+from virnuc_core.jobs.run_plan import run_plan, write_run_plan
+from virnuc_core.jobs.step import run_step
 
 
 def main(sm) -> None:

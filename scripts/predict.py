@@ -2,10 +2,8 @@
 
 import logging
 
-import _repo  # noqa: F401 - the repository's virnuc_core first on sys.path
-
-from virnuc_core.predictions import predict_sample
-from virnuc_core.step import run_step
+from virnuc_core.jobs.step import run_step
+from virnuc_core.report.predictions import predict_sample
 
 
 def main(sm) -> None:

@@ -2,10 +2,8 @@
 
 import json
 
-import _repo  # noqa: F401 - the repository's virnuc_core first on sys.path
-
-from virnuc_core import summary, throughput
-from virnuc_core.step import run_step
+from virnuc_core.jobs.step import run_step
+from virnuc_core.report import summary, throughput
 
 
 def main(sm) -> None:

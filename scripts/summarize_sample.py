@@ -2,12 +2,10 @@
 
 from pathlib import Path
 
-import _repo  # noqa: F401 - the repository's virnuc_core first on sys.path
-
-from virnuc_core.pairs import read_sources
-from virnuc_core.run_notes import NOTICE_NAME, write_demo_notice
-from virnuc_core.step import run_step
-from virnuc_core.summary import summarize_sample
+from virnuc_core.data.pairs import read_sources
+from virnuc_core.jobs.step import run_step
+from virnuc_core.report.run_notes import NOTICE_NAME, write_demo_notice
+from virnuc_core.report.summary import summarize_sample
 
 
 def main(sm) -> None:

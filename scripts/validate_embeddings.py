@@ -1,10 +1,8 @@
 """Rule validate_embeddings: check a sample of fast embeddings against the reference path."""
 
-import _repo  # noqa: F401 - the repository's virnuc_core first on sys.path
-
+from virnuc_core.jobs.step import run_step
+from virnuc_core.jobs.validate_job import validate_model
 from virnuc_core.settings import EmbedSettings, ValidateSettings
-from virnuc_core.step import run_step
-from virnuc_core.validate_job import validate_model
 
 
 def main(sm) -> None:

@@ -1,10 +1,8 @@
 """Rule validation_sample: draw the frames both models' validation recomputes."""
 
-import _repo  # noqa: F401 - the repository's virnuc_core first on sys.path
-
-from virnuc_core.references import write_sample
+from virnuc_core.jobs.references import write_sample
+from virnuc_core.jobs.step import run_step
 from virnuc_core.settings import ValidateSettings
-from virnuc_core.step import run_step
 
 
 def main(sm) -> None:

@@ -2,10 +2,8 @@
 
 import logging
 
-import _repo  # noqa: F401 - the repository's virnuc_core first on sys.path
-
-from virnuc_core.step import run_step
-from virnuc_core.validate_job import summarize
+from virnuc_core.jobs.step import run_step
+from virnuc_core.jobs.validate_job import summarize
 
 
 def main(sm) -> None:

@@ -2,11 +2,9 @@
 
 import json
 
-import _repo  # noqa: F401 - the repository's virnuc_core first on sys.path
-
-from virnuc_core.files import atomic_writer
-from virnuc_core.model_files import verify_models
-from virnuc_core.step import run_step
+from virnuc_core.engine.model_files import verify_models
+from virnuc_core.jobs.step import run_step
+from virnuc_core.util.files import atomic_writer
 
 
 def main(sm) -> None:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# The workflow's step scripts import the installed virnuc_core; the Snakemake runs the tests
+# start (and their jobs) import this checkout's, whichever copy is installed.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
 
 GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "golden" / "chunk_translate"
 

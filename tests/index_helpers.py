@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from Bio import SeqIO
 
-from virnuc_core.index import INDEX_DTYPE
+from virnuc_core.data.index import INDEX_DTYPE
 
 
 def index_rows(fasta, ids, chunk_length: int) -> np.ndarray:

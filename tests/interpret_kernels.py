@@ -1,5 +1,5 @@
-"""The Triton kernels of virnuc_core.fused / triton_attention vs their PyTorch references, run
-on the CPU by Triton's interpreter (TRITON_INTERPRET=1). A script, run in its own process by
+"""The Triton kernels of virnuc_core.engine.fused / triton_attention vs their PyTorch references,
+run on the CPU by Triton's interpreter (TRITON_INTERPRET=1). A script, run in its own process by
 tests/test_fused.py (the interpreter must be switched on before Triton is imported); exits 0
 when every check holds, prints what failed otherwise.
 
@@ -34,10 +34,10 @@ interpreter._patch_lang_tensor = _patch_index
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from virnuc_core import fused  # noqa: E402
-from virnuc_core.attention import _loop, alibi_slopes  # noqa: E402
-from virnuc_core.packing import make_batch  # noqa: E402
-from virnuc_core.triton_attention import varlen_attention_triton  # noqa: E402
+from virnuc_core.engine import fused  # noqa: E402
+from virnuc_core.engine.attention import _loop, alibi_slopes  # noqa: E402
+from virnuc_core.engine.packing import make_batch  # noqa: E402
+from virnuc_core.engine.triton_attention import varlen_attention_triton  # noqa: E402
 
 FAILED: list[str] = []
 
@@ -143,8 +143,8 @@ def check_attention() -> None:
 def check_fused_esm2() -> None:
     """The fused engine with both kernels' options (fp32: the interpreter's bf16 products are
     wrong) against fair-esm's own forward."""
-    from virnuc_core.models.esm2 import ESMEncoder
-    from virnuc_core.models.esm2_load import random_model
+    from virnuc_core.engine.models.esm2 import ESMEncoder
+    from virnuc_core.engine.models.esm2_load import random_model
 
     # head dimension 32: the smallest the kernel's rotated half-width products take
     fair, alphabet = random_model(seed=5, num_layers=2, embed_dim=128, attention_heads=4)

@@ -51,8 +51,8 @@ def test_job_settings_take_config_keys():
 def test_esm_encoder_is_the_loaders(changes):
     """The bench's in-memory ESM-2 encoder describes itself as the job's loaded one does."""
     from bench._harness import esm_encoder, job_settings
-    from virnuc_core.models import load_encoder
-    from virnuc_core.models.esm2_load import build_fair_model
+    from virnuc_core.engine.models.esm2_load import build_fair_model
+    from virnuc_core.registry import load_encoder
 
     settings = job_settings("esm", "tiny", changes)
     fair, alphabet = build_fair_model("tiny")
@@ -68,9 +68,9 @@ def test_esm_encoder_is_the_loaders(changes):
 def test_run_batches_is_the_job_loop():
     """Rows by record from the job's packer and loop match the reference path."""
     from bench._harness import job_batches, job_settings, run_batches
-    from virnuc_core.models import load_encoder
-    from virnuc_core.models.dnabert_tiny import random_dna
-    from virnuc_core.validate import cosine_rows
+    from virnuc_core.engine.models.dnabert_tiny import random_dna
+    from virnuc_core.jobs.validate import cosine_rows
+    from virnuc_core.registry import load_encoder
 
     enc = load_encoder(job_settings("dnabert", "tiny"), "cpu")
     seqs = random_dna(np.random.default_rng(0), 40, 50, 300)

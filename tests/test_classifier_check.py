@@ -11,7 +11,7 @@ import warnings
 
 import pytest
 
-from virnuc_core.classifier_check import (
+from virnuc_core.engine.models.classifier_check import (
     KNOWN_CLASSIFIERS,
     ClassifierMismatchError,
     KnownClassifier,
@@ -107,15 +107,15 @@ def _safetensors_classifier(path):
     """A classifier saved as safetensors, as the tiny models' features are wide (96 + 64)."""
     from safetensors.torch import save_file
 
-    from virnuc_core.classify import tiny_classifier
+    from virnuc_core.engine.models.classify import tiny_classifier
 
     save_file(tiny_classifier(96 + 64, hidden=8).state_dict(), str(path))
     return path.read_bytes()
 
 
 def test_safetensors_classifier_with_trailing_bytes_is_refused_naming_it(tmp_path):
-    from virnuc_core.classifier_check import check_readable
-    from virnuc_core.corrupt import UnreadableModelFileError
+    from virnuc_core.engine.models.classifier_check import check_readable
+    from virnuc_core.util.corrupt import UnreadableModelFileError
 
     path = tmp_path / "my classifier.safetensors"
     raw = _safetensors_classifier(path)

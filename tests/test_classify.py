@@ -1,4 +1,5 @@
-"""Tests of virnuc_core.classify: safe loading of the users' pickled MLP, scores, verdict files."""
+"""Tests of virnuc_core.engine.models.classify: safe loading of the users' pickled MLP, scores,
+verdict files."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from virnuc_core.classify import (
+from virnuc_core.engine.models.classify import (
     ClassifierFormatError,
     UnreadableModelFileError,
     UnsafeClassifierError,
@@ -25,7 +26,7 @@ from virnuc_core.classify import (
     save_state,
     tiny_classifier,
 )
-from virnuc_core.predictions import ChunkMaxima, PredictionWriter, write_predictions
+from virnuc_core.report.predictions import ChunkMaxima, PredictionWriter, write_predictions
 
 # A training script in the original's style, run as __main__, so that the pickles name
 # __main__.MLPClassifier exactly as the users' 300_model.pth / 500_model.pth do.
@@ -309,7 +310,7 @@ def test_refused_global_is_never_imported(made, monkeypatch, tmp_path):
 
 
 def test_pickle_cannot_mutate_torch_through_allowed_globals():
-    from virnuc_core.safe_pickle import safe_pickle_load
+    from virnuc_core.util.safe_pickle import safe_pickle_load
 
     before = torch._utils._rebuild_tensor_v2.__defaults__
     # GLOBAL torch._utils._rebuild_tensor_v2, then BUILD (None, {"__defaults__": (1, 2)})
@@ -440,7 +441,7 @@ def test_chunk_table_sorted_on_disk_in_runs_matches_one_sort(tmp_path):
     chunks = ChunkMaxima(tmp_path, run_chunks=7)
     for lo in range(0, 400, 13):  # blocks split chunks anywhere
         block = slice(lo, lo + 13)
-        from virnuc_core.predictions import chunk_maxima
+        from virnuc_core.report.predictions import chunk_maxima
 
         chunks.add(*chunk_maxima(ids[block], scores[block]))
     want = []

@@ -7,8 +7,8 @@ import logging
 import pytest
 import torch
 
-from virnuc_core.compiling import TokenwiseCompiled
-from virnuc_core.models.esm2 import post_attention
+from virnuc_core.engine.compiling import TokenwiseCompiled
+from virnuc_core.engine.models.esm2 import post_attention
 
 
 def dynamo_frames() -> int:

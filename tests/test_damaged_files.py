@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from tests.test_finalize import emb_of, rows_dir, sources_file
-from virnuc_core.features import FeaturesError, shard_rows, write_features
-from virnuc_core.finalize import finalize_shard
-from virnuc_core.predictions import predict_sample
-from virnuc_core.step import run_step
+from virnuc_core.jobs.finalize import finalize_shard
+from virnuc_core.jobs.merge import FeaturesError, shard_rows, write_features
+from virnuc_core.jobs.step import run_step
+from virnuc_core.report.predictions import predict_sample
 
 DIMS = {"dnabert": 768, "esm": 2560}
 N, BOUNDS = 500, [(0, 200), (200, 500)]
@@ -27,8 +27,8 @@ COPY = (201, 2)  # frame 201 holds the same sequence as frame 2 (shard 0): its r
 def sample(tmp_path: Path) -> SimpleNamespace:
     """frames.fa + index of N frames; per model, shard files made by finalize_shard; and
     features.h5 mapping them."""
-    from virnuc_core.frames import FrameBatch
-    from virnuc_core.index import write_index
+    from virnuc_core.data.frames import FrameBatch
+    from virnuc_core.data.index import write_index
 
     ids = [f"r{i // 6}_chunk_1F{1 + i % 6}" for i in range(N)]
     batch = FrameBatch(ids, ["ACGT"] * N, ["M"] * N, N, N, np.arange(N), np.zeros(N, np.int32),
@@ -132,7 +132,7 @@ def test_a_copy_is_never_taken_from_a_damaged_earlier_shard(tmp_path):
 
 
 def test_an_embed_jobs_nan_row_never_reaches_a_shard_file(tmp_path):
-    from virnuc_core.store import ShardCheckpoint
+    from virnuc_core.jobs.store import ShardCheckpoint
 
     records = np.arange(10, 20)
     rows = emb_of(records, 4)

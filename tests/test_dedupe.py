@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.workflow_helpers import DEMO_READS, run_snakemake, write_config
-from virnuc_core.dedupe import first_occurrences
+from virnuc_core.data.dedupe import first_occurrences
 
 SAMPLE = "results/demo"
 

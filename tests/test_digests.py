@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from virnuc_core.digests import (
+from virnuc_core.util.digests import (
     BLOCK,
     SAMPLED_BLOCK,
     SAMPLED_BLOCKS,

@@ -13,19 +13,19 @@ import pytest
 import torch
 
 from tests.model_fixtures import offline
-from virnuc_core.attention import alibi_slopes
-from virnuc_core.corrupt import UnreadableModelFileError
-from virnuc_core.model_files import ModelFilesError
-from virnuc_core.models import dnabert
-from virnuc_core.models.dnabert_load import DnaTokenizer, expected_shapes, resolve_folder
-from virnuc_core.models.dnabert_tiny import (
+from virnuc_core.engine.attention import alibi_slopes
+from virnuc_core.engine.model_files import ModelFilesError
+from virnuc_core.engine.models import dnabert
+from virnuc_core.engine.models.dnabert_load import DnaTokenizer, expected_shapes, resolve_folder
+from virnuc_core.engine.models.dnabert_tiny import (
     FULL_CONFIG,
     TINY_CONFIG,
     random_dna,
     random_state_dict,
     write_folder,
 )
-from virnuc_core.packing import make_batch
+from virnuc_core.engine.packing import make_batch
+from virnuc_core.util.corrupt import UnreadableModelFileError
 
 FORMATS = [("safetensors", "model.safetensors"), ("bin", "pytorch_model.bin")]
 

@@ -14,12 +14,12 @@ import torch
 esm = pytest.importorskip("esm")
 
 from tests.model_fixtures import offline, save_fair_checkpoint  # noqa: E402
-from virnuc_core.corrupt import UnreadableModelFileError  # noqa: E402
-from virnuc_core.model_files import ModelFilesError  # noqa: E402
-from virnuc_core.models import esm2  # noqa: E402
-from virnuc_core.models.building import RANDOM_INITS, no_weight_init  # noqa: E402
-from virnuc_core.models.esm2_load import random_model  # noqa: E402
-from virnuc_core.packing import make_batch  # noqa: E402
+from virnuc_core.engine.model_files import ModelFilesError  # noqa: E402
+from virnuc_core.engine.models import esm2  # noqa: E402
+from virnuc_core.engine.models.building import RANDOM_INITS, no_weight_init  # noqa: E402
+from virnuc_core.engine.models.esm2_load import random_model  # noqa: E402
+from virnuc_core.engine.packing import make_batch  # noqa: E402
+from virnuc_core.util.corrupt import UnreadableModelFileError  # noqa: E402
 
 AMINO = list("LAGVSERTIDPKQNFYMHWC")
 UNUSUAL = list("XBZUO")
@@ -225,7 +225,7 @@ def test_building_from_a_checkpoint_runs_no_random_initialiser(tmp_path, monkeyp
 
 UNCOMPILED_JOB = """
 import sys
-from virnuc_core.models import load_encoder
+from virnuc_core.registry import load_encoder
 from virnuc_core.settings import WorkflowSettings
 config = {"samples": {"s": "x"}, "chunk_length": 500, "models": {"dnabert": "tiny", "esm": "tiny"},
           "fused_kernels": FUSED}
@@ -394,7 +394,8 @@ def test_gpu_compiled_matches_eager():
 def test_validation_reads_the_checkpoint_once_and_embed_jobs_do_not_keep_it(tmp_path, monkeypatch):
     """A validation job (the reference path only) builds the fair-esm model from the file once;
     an embed job drops it after packing and would rebuild it only for the reference path."""
-    from virnuc_core.models import esm2_load, load_encoder
+    from virnuc_core.engine.models import esm2_load
+    from virnuc_core.registry import load_encoder
     from virnuc_core.settings import WorkflowSettings
 
     model, _ = random_model(seed=3, num_layers=2, embed_dim=32, attention_heads=2)

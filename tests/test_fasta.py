@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from Bio import SeqIO
 
-from virnuc_core.fasta import FastaWriter, read_sequences, write_fasta
+from virnuc_core.util.fasta import FastaWriter, read_sequences, write_fasta
 
 
 def test_write_fasta_round_trip(tmp_path):

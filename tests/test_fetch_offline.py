@@ -1,4 +1,4 @@
-"""scripts/fetch_models.py where the model hub cannot be reached: one sentence, exit 1, no
+"""virnuc-fetch-models where the model hub cannot be reached: one sentence, exit 1, no
 traceback, and no empty or half-fetched folder left behind.
 
 No network: the download functions are replaced by ones that raise what the hub client
@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import errno
 import json
-import runpy
 import socket
-import sys
 import urllib.error
 from pathlib import Path
 
@@ -23,12 +21,12 @@ huggingface_hub = pytest.importorskip("huggingface_hub")
 
 from tests import test_model_files  # noqa: E402
 from tests.model_fixtures import FakeHub  # noqa: E402
-from virnuc_core.fetch_failure import cannot_reach  # noqa: E402
-from virnuc_core.model_files import LOCK_NAME, ModelFilesError, fetch_models  # noqa: E402
+from virnuc_core.commands import fetch_models_main  # noqa: E402
+from virnuc_core.engine.fetch_failure import cannot_reach  # noqa: E402
+from virnuc_core.engine.model_files import LOCK_NAME, ModelFilesError, fetch_models  # noqa: E402
 
 REV = test_model_files.REV
 remote = test_model_files.remote  # the fixture: what the fake hub serves
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "fetch_models.py"
 SENTENCE = "run this where the machine is online, then copy the folder"
 NO_NAME = "[Errno -2] Name or service not known"
 
@@ -96,11 +94,10 @@ OFFLINE = {
 
 
 def _run_script(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["fetch_models.py", *args])
-    with pytest.raises(SystemExit) as done:  # any other exception: a traceback, fails the test
-        runpy.run_path(str(SCRIPT), run_name="__main__")
+    del monkeypatch  # the command's entry point takes its arguments
+    code = fetch_models_main(list(args))  # any exception: a traceback, fails the test
     out = capsys.readouterr()
-    return done.value.code, out.out, out.err
+    return code, out.out, out.err
 
 
 def _tree(folder: Path) -> dict[str, bytes]:

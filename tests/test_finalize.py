@@ -8,10 +8,10 @@ import h5py
 import numpy as np
 import pytest
 
-from virnuc_core.features import FeaturesError, feature_blocks, open_features, write_features
-from virnuc_core.finalize import finalize_shard
-from virnuc_core.npyfile import write_npy
-from virnuc_core.store import CorruptRows, ShardCheckpoint
+from virnuc_core.jobs.finalize import finalize_shard
+from virnuc_core.jobs.merge import FeaturesError, feature_blocks, open_features, write_features
+from virnuc_core.jobs.store import CorruptRows, ShardCheckpoint
+from virnuc_core.util.npyfile import write_npy
 
 
 def emb_of(records, dim):
@@ -85,8 +85,8 @@ def test_a_corrupt_row_never_reaches_the_shard_file(tmp_path):
 
 def _sample(tmp_path, n, dims, bounds):
     """frames.fa + index for ``n`` frames, and shard files per model cut at ``bounds``."""
-    from virnuc_core.frames import FrameBatch
-    from virnuc_core.index import write_index
+    from virnuc_core.data.frames import FrameBatch
+    from virnuc_core.data.index import write_index
 
     ids = [f"r{i}_chunk_1F{1 + i % 3}" for i in range(n)]
     batch = FrameBatch(ids, ["ACGT"] * n, ["M"] * n, n, n, np.arange(n), np.zeros(n, np.int32),

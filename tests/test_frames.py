@@ -13,14 +13,14 @@ from Bio.Data import CodonTable
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from virnuc_core.frames import (
+from virnuc_core.data.frames import (
     CODON_TABLE,
     chunk_bounds,
     chunk_sequence,
     iter_frame_batches,
     select_frames,
 )
-from virnuc_core.reads import iter_reads
+from virnuc_core.data.reads import iter_reads
 
 DEMO_READS = Path(__file__).resolve().parents[1] / "config" / "demo" / "reads.fa"
 

@@ -13,10 +13,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from virnuc_core import fused
-from virnuc_core.attention import alibi_slopes, varlen_attention
-from virnuc_core.fp8 import ScaledMM, dequantize, quantize_weight
-from virnuc_core.packing import make_batch
+from virnuc_core.engine import fused
+from virnuc_core.engine.attention import alibi_slopes, varlen_attention
+from virnuc_core.engine.fp8 import ScaledMM, dequantize, quantize_weight
+from virnuc_core.engine.packing import make_batch
 from virnuc_core.settings import EmbedSettings, WorkflowSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +75,7 @@ def test_scaled_mm_emulation_is_the_dequantised_product():
 
 
 def test_rotary_reference_matches_esm2_formula():
-    from virnuc_core.models.esm2 import rotate_half
+    from virnuc_core.engine.models.esm2 import rotate_half
 
     g = torch.Generator().manual_seed(3)
     tokens, heads, hd = 21, 2, 8
@@ -119,8 +119,8 @@ SEQS = ["MKV", "A" * 40, "LAGVSERTIDPKQNFYMHWC" * 3, "M", "<mask>KLV" * 5]
 
 @pytest.mark.parametrize("residual_in_matmul", [("out", "fc2"), ("out",), ("fc2",), ()])
 def test_fused_engine_matches_fair_esm(residual_in_matmul):
-    from virnuc_core.models.esm2 import ESMEncoder
-    from virnuc_core.models.esm2_load import random_model
+    from virnuc_core.engine.models.esm2 import ESMEncoder
+    from virnuc_core.engine.models.esm2_load import random_model
 
     fair, alphabet = random_model(seed=2, num_layers=3, embed_dim=64, attention_heads=4)
     with torch.no_grad():  # biases large enough that leaving one out would show
@@ -137,8 +137,8 @@ def test_fused_engine_matches_fair_esm(residual_in_matmul):
 
 
 def test_pending_biases_are_the_out_and_fc2_biases_of_earlier_layers():
-    from virnuc_core.models.esm2 import PackedESM2
-    from virnuc_core.models.esm2_load import random_model
+    from virnuc_core.engine.models.esm2 import PackedESM2
+    from virnuc_core.engine.models.esm2_load import random_model
 
     fair, _ = random_model(seed=4, num_layers=3, embed_dim=32, attention_heads=4)
     model = PackedESM2.from_fair(fair, "cpu", torch.float32)
@@ -159,7 +159,7 @@ def test_pending_biases_are_the_out_and_fc2_biases_of_earlier_layers():
 def test_cublaslt_gelu_epilogue_on_the_cpu_is_the_erf_form():
     """On the CPU PyTorch computes it as matmul then erf GELU; on a GPU the epilogue's form is
     what bench/kernels_check.py measures (its error against both forms)."""
-    from virnuc_core.models.esm2_matmuls import LinearOps
+    from virnuc_core.engine.models.esm2_matmuls import LinearOps
 
     g = torch.Generator().manual_seed(7)
     lin = torch.nn.Linear(48, 96)
@@ -175,7 +175,7 @@ def test_cublaslt_gelu_epilogue_on_the_cpu_is_the_erf_form():
 
 
 def test_fp8_out_or_fc2_keeps_the_residual_out_of_the_matmul():
-    from virnuc_core.models.esm2_matmuls import LinearOps
+    from virnuc_core.engine.models.esm2_matmuls import LinearOps
 
     assert LinearOps().residual_in_matmul == ("out", "fc2")
     assert LinearOps(fp8=True).residual_in_matmul == ()  # torch._scaled_mm cannot accumulate
@@ -187,9 +187,9 @@ def test_fp8_out_or_fc2_keeps_the_residual_out_of_the_matmul():
 
 @pytest.mark.parametrize("layers", [("qkv", "out", "fc1", "fc2"), ("fc1", "fc2")])
 def test_fp8_maths_close_to_fp32_reference(layers):
-    from virnuc_core.models.esm2 import ESMEncoder, PackedESM2
-    from virnuc_core.models.esm2_load import random_model
-    from virnuc_core.models.esm2_matmuls import LinearOps
+    from virnuc_core.engine.models.esm2 import ESMEncoder, PackedESM2
+    from virnuc_core.engine.models.esm2_load import random_model
+    from virnuc_core.engine.models.esm2_matmuls import LinearOps
 
     fair, alphabet = random_model(seed=3, num_layers=3, embed_dim=64, attention_heads=4)
     model = PackedESM2.from_fair(fair, "cpu", torch.float32, fp8=True, fp8_layers=layers)
@@ -205,7 +205,7 @@ def test_fp8_maths_close_to_fp32_reference(layers):
     assert ops.describe().startswith("fused kernels; fp8") and "/".join(layers) in ops.describe()
     with torch.inference_mode():
         hidden = model(batch, 3, "loop", None, ops)
-    from virnuc_core.packing import segment_mean
+    from virnuc_core.engine.packing import segment_mean
 
     got = segment_mean(hidden, batch.seq_ids, ref.pool_weight(batch), batch.num_seqs)
     cos = cosines(got.numpy(), ref.reference_embed(SEQS))
@@ -275,7 +275,7 @@ def test_gpu_kernels_match_references():
 @gpu
 @pytest.mark.parametrize("precision", ["bf16", "fp8"])
 def test_gpu_fused_engine_close_to_reference(precision):
-    from virnuc_core.models import esm2
+    from virnuc_core.engine.models import esm2
 
     enc = esm2.load("tiny", device="cuda", precision=precision, fused=True, backend="triton")
     seqs = SEQS * 20
@@ -289,8 +289,8 @@ def test_gpu_rotary_and_residual_options_match_the_engine_without_them():
     """The residual added by cuBLAS (bf16), with rotary inside the Triton kernel or the
     cuBLASLt GELU epilogue, against the round-2 engine (rotary pass, residual+LayerNorm) and
     fair-esm's fp32 forward."""
-    from virnuc_core.models.esm2 import ESMEncoder
-    from virnuc_core.models.esm2_load import random_model
+    from virnuc_core.engine.models.esm2 import ESMEncoder
+    from virnuc_core.engine.models.esm2_load import random_model
 
     fair, alphabet = random_model(seed=6, num_layers=4, embed_dim=256, attention_heads=4)
     seqs = SEQS * 20
@@ -313,9 +313,9 @@ def test_gpu_rotary_and_residual_options_match_the_engine_without_them():
 def test_heads_too_small_for_the_triton_kernel_take_the_per_sequence_path(monkeypatch):
     """The tiny DNABERT-S has 8-value heads: tl.dot needs 16, so the kernel would not compile
     (seen on an H200); the triton backend then runs the same maths one sequence at a time."""
-    from virnuc_core import attention, fused
-    from virnuc_core.packing import make_batch
-    from virnuc_core.triton_attention import head_dim_fits, varlen_attention_triton
+    from virnuc_core.engine import attention, fused
+    from virnuc_core.engine.packing import make_batch
+    from virnuc_core.engine.triton_attention import head_dim_fits, varlen_attention_triton
 
     assert [head_dim_fits(n) for n in (8, 16, 24, 64, 256, 512)] == [
         False, True, False, True, True, False]  # fmt: skip

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from virnuc_core.gpu import DeviceClaim, GpuClaimTimeout, claim_device, no_gpu_reason
+from virnuc_core.jobs.gpu import DeviceClaim, GpuClaimTimeout, claim_device, no_gpu_reason
 
 CTX = mp.get_context("fork")
 NO_SCHEDULER: dict[str, str] = {}
@@ -208,9 +208,9 @@ def test_default_count_uses_torch(tmp_path):
 HOLDER_WITH_READERS = """
 import sys, time, numpy as np
 from torch.utils.data import IterableDataset
-from virnuc_core.gpu import claim_device
-from virnuc_core.runner import read_tokens
-from virnuc_core.store import ShardCheckpoint
+from virnuc_core.jobs.gpu import claim_device
+from virnuc_core.engine.runner import read_tokens
+from virnuc_core.jobs.store import ShardCheckpoint
 
 class Slow(IterableDataset):  # a reader that outlives its job by far
     def __iter__(self):
@@ -236,7 +236,7 @@ def test_a_killed_job_frees_its_slot_and_work_although_its_readers_live_on(tmp_p
 
     import psutil
 
-    from virnuc_core.store import ShardCheckpoint
+    from virnuc_core.jobs.store import ShardCheckpoint
 
     repo = Path(__file__).resolve().parents[1]
     work = tmp_path / "work"

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 from Bio import SeqIO
 
-from virnuc_core.fasta import read_sequences
-from virnuc_core.frames import FRAME_LABELS, iter_frame_batches, select_frames
-from virnuc_core.index import (
+from virnuc_core.data.frames import FRAME_LABELS, iter_frame_batches, select_frames
+from virnuc_core.data.index import (
     INDEX_DTYPE,
     index_sample,
     open_index,
@@ -19,8 +18,9 @@ from virnuc_core.index import (
     sequence_spans,
     write_index,
 )
-from virnuc_core.npyfile import NpyAppender, NpyReader
-from virnuc_core.reads import InputError, iter_reads
+from virnuc_core.data.reads import InputError, iter_reads
+from virnuc_core.util.fasta import read_sequences
+from virnuc_core.util.npyfile import NpyAppender, NpyReader
 
 
 def pairs(path):
@@ -65,9 +65,9 @@ def test_outputs_match_the_golden_files_and_each_other(golden_dir, tmp_path, bat
     assert rebuilt == want.ids
     # A shard job reads only its own records, in any order.
     pick = np.sort(np.random.default_rng(0).permutation(len(index))[: len(index) // 3])
-    offsets, lengths = sequence_spans(binary[pick], "dnabert")
+    offsets, lengths = sequence_spans(binary[pick], ("nt_offset", "nt_length"))
     assert read_sequences(frames_fa, offsets, lengths) == [want.nucleotides[i] for i in pick]
-    offsets, lengths = sequence_spans(binary[pick], "esm")
+    offsets, lengths = sequence_spans(binary[pick], ("aa_offset", "aa_length"))
     assert read_sequences(proteins_faa, offsets, lengths) == [want.proteins[i] for i in pick]
 
 

@@ -19,10 +19,11 @@ import pytest
 
 from tests.index_helpers import frames_index
 from tests.test_report import expected_summary
-from virnuc_core import long_records, reads, summary
-from virnuc_core.index import index_sample
-from virnuc_core.predictions import write_predictions
-from virnuc_core.reads import InputError, iter_reads
+from virnuc_core.data import long_records, reads
+from virnuc_core.data.index import index_sample
+from virnuc_core.data.reads import InputError, iter_reads
+from virnuc_core.report import summary
+from virnuc_core.report.predictions import write_predictions
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -166,7 +167,7 @@ def test_summary_refuses_rows_out_of_chunk_order(tmp_path):
 PEAK_SCRIPT = textwrap.dedent(
     """
     import sys
-    from virnuc_core.index import index_sample
+    from virnuc_core.data.index import index_sample
     with open("/proc/self/status") as status:
         before = next(int(l.split()[1]) for l in status if l.startswith("VmHWM:"))
     path, out = sys.argv[1], sys.argv[2]

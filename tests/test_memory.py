@@ -15,16 +15,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from virnuc_core.embed_job import ReferenceOutput, ShardInput, run_embed_job
-from virnuc_core.features import write_features
-from virnuc_core.finalize import finalize_shard
-from virnuc_core.index import index_sample
-from virnuc_core.plan import model_plan, plan_shards, read_plan
-from virnuc_core.predictions import predict_sample
-from virnuc_core.references import read_sample, write_sample
+from virnuc_core.data.index import index_sample
+from virnuc_core.jobs.embed_job import ReferenceOutput, ShardInput, run_embed_job
+from virnuc_core.jobs.finalize import finalize_shard
+from virnuc_core.jobs.merge import write_features
+from virnuc_core.jobs.plan import model_plan, plan_shards, read_plan
+from virnuc_core.jobs.references import read_sample, write_sample
+from virnuc_core.jobs.validate_job import validate_model
+from virnuc_core.report.predictions import predict_sample
+from virnuc_core.report.summary import plot_scores, summarize_sample
 from virnuc_core.settings import WorkflowSettings
-from virnuc_core.summary import plot_scores, summarize_sample
-from virnuc_core.validate_job import validate_model
 
 BUDGET = 50  # bytes of peak memory per added kept frame
 SENSE = [a + b + c for a in "ACGT" for b in "ACGT" for c in "ACGT"]
@@ -117,7 +117,8 @@ def run_steps(folder: Path, n_reads: int) -> tuple[int, dict[str, int]]:
 
 @pytest.fixture(scope="module")
 def two_sizes(tmp_path_factory):
-    from virnuc_core import reads, summary
+    from virnuc_core.data import reads
+    from virnuc_core.report import summary
 
     base = tmp_path_factory.mktemp("memory")
     with pytest.MonkeyPatch.context() as mp:

@@ -20,9 +20,11 @@ import pytest
 pytest.importorskip("esm")
 
 from tests.model_fixtures import FakeHub, offline, save_fair_checkpoint  # noqa: E402
-from virnuc_core import model_files  # noqa: E402
-from virnuc_core.model_files import (  # noqa: E402
+from virnuc_core.engine import model_files  # noqa: E402
+from virnuc_core.engine.model_files import (  # noqa: E402  # noqa: E402
     DNABERT_S_REPO,
+    HUB_MODEL_URL,
+    HUB_REGRESSION_URL,
     LOCK_NAME,
     ModelFilesError,
     fetch_models,
@@ -30,9 +32,12 @@ from virnuc_core.model_files import (  # noqa: E402
     resolve_model_spec,
     verify_models,
 )
-from virnuc_core.models import dnabert, esm2  # noqa: E402
-from virnuc_core.models.dnabert_tiny import write_folder  # noqa: E402
-from virnuc_core.models.esm2_load import HUB_MODEL_URL, HUB_REGRESSION_URL, random_model  # noqa: E402
+from virnuc_core.engine.models import (
+    dnabert,
+    esm2,  # noqa: E402
+)
+from virnuc_core.engine.models.dnabert_tiny import write_folder  # noqa: E402
+from virnuc_core.engine.models.esm2_load import random_model  # noqa: E402
 
 REV = "0123456789abcdef0123456789abcdef01234567"
 ESM = "esm2_t36_3B_UR50D"

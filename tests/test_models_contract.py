@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from virnuc_core.families import FAMILIES, family
-from virnuc_core.index import sequence_spans
-from virnuc_core.models import Encoder, load_encoder
-from virnuc_core.packing import make_batch
+from virnuc_core.engine.encoder import Encoder
+from virnuc_core.engine.packing import make_batch
+from virnuc_core.registry import FAMILIES, family, load_encoder
 from virnuc_core.settings import WorkflowSettings
 
 CONFIG = {"samples": {"s": "x"}, "chunk_length": 500, "models": {"dnabert": "tiny", "esm": "tiny"}}
@@ -37,8 +36,8 @@ def test_the_registry_says_what_each_model_reads():
     rows = np.zeros(2, [("nt_offset", "<i8"), ("nt_length", "<i4"), ("aa_offset", "<i8"),
                         ("aa_length", "<i4")])  # fmt: skip
     rows["nt_offset"], rows["nt_length"], rows["aa_offset"], rows["aa_length"] = 1, 2, 3, 4
-    assert [x.tolist() for x in sequence_spans(rows, "dnabert")] == [[1, 1], [2, 2]]
-    assert [x.tolist() for x in sequence_spans(rows, "esm")] == [[3, 3], [4, 4]]
+    assert [x.tolist() for x in family("dnabert").spans(rows)] == [[1, 1], [2, 2]]
+    assert [x.tolist() for x in family("esm").spans(rows)] == [[3, 3], [4, 4]]
     assert family("esm").sequences == "proteins.faa" and family("dnabert").sequences == "frames.fa"
     assert family("esm").token_cost(np.array([5, 2000])).tolist() == [7, 1026]  # BOS, EOS, 1024
     assert family("esm").architecture("/m/esm2_t36_3B_UR50D.pt") == "ESM-2 3B"

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from virnuc_core.packing import make_batch, pack_ffd, pack_stream, segment_mean
+from virnuc_core.engine.packing import make_batch, pack_ffd, pack_stream, segment_mean
 
 FAST = settings(max_examples=60, deadline=None)
 lengths_st = st.lists(st.integers(1, 300), min_size=0, max_size=120)

@@ -1,11 +1,11 @@
-"""pairs.tsv of a paired sample (virnuc_core.pair_table): one row per pair of summary.tsv's
+"""pairs.tsv of a paired sample (virnuc_core.report.pair_table): one row per pair of summary.tsv's
 ``<pair>/1``, ``<pair>/2`` rows; columns found by name; a summary that is not of pairs refused."""
 
 from __future__ import annotations
 
 import pytest
 
-from virnuc_core.pair_table import PairTableError, write_pair_table
+from virnuc_core.report.pair_table import PairTableError, write_pair_table
 
 # summary.tsv columns in another order, with one more column: found by name
 HEADER = "max_virus_score\tread_id\tlength\tviral\tregions"

@@ -1,6 +1,6 @@
 """Paired-end reads (issue 35): mates read in lockstep, checked pairwise (Casava 1.8: the same
 first word; older: ``/1`` and ``/2``), renamed ``<pair>/1`` and ``<pair>/2`` and interleaved
-(virnuc_core.pairs); mismatched mates and mate files of unequal length refused naming the file,
+(virnuc_core.data.pairs); mismatched mates and mate files of unequal length refused naming the file,
 the line and both ids; interleaved files; a paired sample's frames in mate order (index_sample).
 References are the FASTQ text cut by hand (4 lines a record), not the reader under test."""
 
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from virnuc_core.index import index_sample
-from virnuc_core.pairs import InterleavedFile, MateFiles, iter_pair_batches
-from virnuc_core.reads import InputError, iter_read_batches, iter_reads
+from virnuc_core.data.index import index_sample
+from virnuc_core.data.pairs import InterleavedFile, MateFiles, iter_pair_batches
+from virnuc_core.data.reads import InputError, iter_read_batches, iter_reads
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 

@@ -7,11 +7,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from virnuc_core.frames import FrameBatch, iter_frame_batches
-from virnuc_core.index import write_index
-from virnuc_core.npyfile import NpyReader
-from virnuc_core.plan import model_plan, plan_model, plan_shards, read_plan, shard_bounds
-from virnuc_core.reads import iter_reads
+from virnuc_core.data.frames import FrameBatch, iter_frame_batches
+from virnuc_core.data.index import write_index
+from virnuc_core.data.reads import iter_reads
+from virnuc_core.jobs.plan import model_plan, plan_model, plan_shards, read_plan, shard_bounds
+from virnuc_core.util.npyfile import NpyReader
 
 
 @settings(max_examples=60, deadline=None)

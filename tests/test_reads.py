@@ -1,4 +1,4 @@
-"""Reading a sample's reads (virnuc_core.reads): formats, compression, several files, errors,
+"""Reading a sample's reads (virnuc_core.data.reads): formats, compression, several files, errors,
 duplicate ids, batches; checked against Biopython on generated files."""
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from Bio.SeqIO.QualityIO import FastqGeneralIterator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from virnuc_core import reads
-from virnuc_core.frames import select_frames
-from virnuc_core.reads import InputError, iter_read_batches, iter_reads, sniff
+from virnuc_core.data import reads
+from virnuc_core.data.frames import select_frames
+from virnuc_core.data.reads import InputError, iter_read_batches, iter_reads, sniff
 
 COMPRESS = {
     "plain": lambda data: data,

@@ -1,5 +1,5 @@
 """A reads file that changes while it is read (still being written, or replaced) is refused,
-never indexed up to wherever it ended (virnuc_core.reads, ChangedWhileReadError)."""
+never indexed up to wherever it ended (virnuc_core.data.reads, ChangedWhileReadError)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import threading
 
 import pytest
 
-from virnuc_core import reads
-from virnuc_core.index import index_sample
-from virnuc_core.reads import ChangedWhileReadError, InputError, iter_read_batches, iter_reads
+from virnuc_core.data import reads
+from virnuc_core.data.index import index_sample
+from virnuc_core.data.reads import ChangedWhileReadError, InputError, iter_read_batches, iter_reads
 
 SEQ = "ACGTTGCAAGGCATCCATAATGAAACCCGGGTTTAGCTAGCTAAGG" * 11  # 506 bases
 TAIL = "(no program still writing it) and run again"

@@ -13,14 +13,14 @@ import psutil
 import pytest
 import torch
 
-from virnuc_core import embed_job, reference_task
-from virnuc_core.embed_job import ReferenceOutput, ShardInput, run_embed_job
-from virnuc_core.index import index_sample
-from virnuc_core.plan import plan_shards
-from virnuc_core.references import read_sample, write_sample
-from virnuc_core.runner import RecordReader, read_tokens
+from virnuc_core.data.index import index_sample
+from virnuc_core.engine.runner import RecordReader, read_tokens
+from virnuc_core.jobs import embed_job, reference_task
+from virnuc_core.jobs.embed_job import ReferenceOutput, ShardInput, run_embed_job
+from virnuc_core.jobs.plan import plan_shards
+from virnuc_core.jobs.references import read_sample, write_sample
+from virnuc_core.jobs.store import ShardRows
 from virnuc_core.settings import WorkflowSettings
-from virnuc_core.store import ShardRows
 
 SENSE = [a + b + c for a in "ACGT" for b in "ACGT" for c in "ACGT"]
 SENSE = [c for c in SENSE if c not in ("TAA", "TAG", "TGA")]
@@ -169,7 +169,7 @@ def test_gpu_rows_beside_the_loop_on_their_own_stream_equal_rows_before_it(
 def test_a_resumed_job_whose_rows_are_kept_does_not_ready_them_beside(monkeypatch, kept, beside):
     """Where the device has room, rows still to make go beside the loop; a resumed job's kept
     rows need no fp32 copy on the device (2.7 s of ESM-2 3B's job on an H200)."""
-    from virnuc_core.models.standin import StandInEncoder
+    from virnuc_core.engine.models.standin import StandInEncoder
 
     made = []
     monkeypatch.setattr(reference_task, "fits_beside", lambda encoder, device: True)

@@ -15,9 +15,9 @@ import h5py
 import numpy as np
 import pytest
 
-from virnuc_core.models import esm2
-from virnuc_core.references import gather, shard_reference
-from virnuc_core.validate import cosine_rows
+from virnuc_core.engine.models import esm2
+from virnuc_core.jobs.references import gather, shard_reference
+from virnuc_core.jobs.validate import cosine_rows
 
 SEQS = ["MKTAYIAKQRQISFVKSHFSRQ", "MLSDEDFKAVFGMTRSAFANLPLWKQQNLKKEKGLF", "MA", "MKVLAAGIVG"]
 
@@ -29,7 +29,7 @@ class Shard(types.SimpleNamespace):
 @pytest.fixture
 def tiny_shard(tmp_path, monkeypatch):
     """A shard of records 10..14 whose sampled records are 11 and 13 (SEQS[1], SEQS[3])."""
-    from virnuc_core import references
+    from virnuc_core.jobs import references
 
     by_record = {10 + i: s for i, s in enumerate(SEQS)}
     monkeypatch.setattr(

@@ -20,8 +20,8 @@ from Bio import SeqIO
 
 from tests.conftest import GOLDEN
 from tests.index_helpers import frames_index
-from virnuc_core import regions, summary
-from virnuc_core.predictions import write_predictions
+from virnuc_core.report import regions, summary
+from virnuc_core.report.predictions import write_predictions
 
 REAL = GOLDEN.parents[1] / "data" / "real"  # ../shared/data/real beside the repository
 COLUMNS = ["read_id", "start", "end", "chunks", "max_virus_score", "mean_virus_score"]

@@ -27,9 +27,9 @@ from PIL import Image
 
 from tests.index_helpers import frames_index, index_rows, write_index
 from tests.workflow_helpers import DEMO_READS, run_snakemake, write_config
-from virnuc_core import summary, throughput
-from virnuc_core.predictions import write_predictions
-from virnuc_core.run_notes import NOTICE_NAME
+from virnuc_core.report import summary, throughput
+from virnuc_core.report.predictions import write_predictions
+from virnuc_core.report.run_notes import NOTICE_NAME
 
 SAMPLE = "results/demo"
 REPORT_RESULTS = {

@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from tests.workflow_helpers import REPO, run_snakemake, write_config
-from virnuc_core import resources
-from virnuc_core.index import INDEX_DTYPE
-from virnuc_core.npyfile import write_npy
+from virnuc_core.data.index import INDEX_DTYPE
+from virnuc_core.jobs import resources
+from virnuc_core.util.npyfile import write_npy
 
 FRAMES = 2_345_678
-# rule -> (MB, bytes per kept frame) as measured (see virnuc_core/resources.py), margin 1.5
+# rule -> (MB, bytes per kept frame) as measured (see virnuc_core/jobs/resources.py), margin 1.5
 MEASURED = {
     "index_fasta": (100, 32),
     "plan_shards": (180, 56),

@@ -8,12 +8,12 @@ import hashlib
 import numpy as np
 import pytest
 
-from virnuc_core.embed_job import ShardInput, settings_fingerprint
-from virnuc_core.frames import FrameBatch
-from virnuc_core.index import write_index
-from virnuc_core.plan import plan_shards
+from virnuc_core.data.frames import FrameBatch
+from virnuc_core.data.index import write_index
+from virnuc_core.jobs.embed_job import ShardInput, settings_fingerprint
+from virnuc_core.jobs.plan import plan_shards
+from virnuc_core.jobs.store import ShardCheckpoint
 from virnuc_core.settings import EmbedSettings
-from virnuc_core.store import ShardCheckpoint
 
 MODELS = ("dnabert", "esm")
 # six records, each sequence unique, and unique still with its last letter changed
@@ -79,8 +79,8 @@ def _esm_settings(spec: str) -> EmbedSettings:
 def test_other_weights_at_the_same_path_are_not_resumed(tmp_path):
     pytest.importorskip("esm")
     from tests.model_fixtures import save_fair_checkpoint
-    from virnuc_core.models import load_encoder
-    from virnuc_core.models.esm2_load import random_model
+    from virnuc_core.engine.models.esm2_load import random_model
+    from virnuc_core.registry import load_encoder
 
     path = tmp_path / "esm2_t2_test_UR50D.pt"
     settings = _esm_settings(str(path))

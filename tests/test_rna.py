@@ -1,4 +1,4 @@
-"""Reads written as RNA (U for T) give the frames of their DNA spelling (virnuc_core.rna)."""
+"""Reads written as RNA (U for T) give the frames of their DNA spelling (virnuc_core.data.rna)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from Bio import SeqIO
 from Bio.Seq import Seq
 
 from tests.workflow_helpers import DEMO_READS
-from virnuc_core.index import index_sample
-from virnuc_core.reads import InputError
+from virnuc_core.data.index import index_sample
+from virnuc_core.data.reads import InputError
 
 NAMES = ("frames", "proteins", "index", "counts")
 

@@ -1,11 +1,11 @@
-"""What a finished run tells its user (virnuc_core.run_notes): the console's last lines, the
+"""What a finished run tells its user (virnuc_core.report.run_notes): the console's last lines, the
 report command, and the demo's notice. The workflow's own run is checked in test_report.py."""
 
 from __future__ import annotations
 
 import pytest
 
-from virnuc_core.run_notes import (
+from virnuc_core.report.run_notes import (
     NOTICE_NAME,
     closing_lines,
     directory,
@@ -129,7 +129,7 @@ def test_demo_notice_is_written_and_a_real_run_removes_an_old_one(tmp_path):
     text = notice.read_text()
     assert text.startswith("DEMO RUN: models.dnabert, models.esm and classifier are 'tiny'")
     assert "MEANINGLESS" in text and "300_model.pth or 500_model.pth" in text
-    assert "python scripts/fetch_models.py --out models" in text
+    assert "virnuc-fetch-models --out models" in text
     write_demo_notice(notice, [])  # the same sample run again with real models
     assert not notice.exists()
     write_demo_notice(notice, [])  # and again: nothing to remove, no error

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from virnuc_core.run_plan import DISK_MARGIN, cpu_note, measured, measured_cpu, run_plan
+from virnuc_core.jobs.run_plan import DISK_MARGIN, cpu_note, measured, measured_cpu, run_plan
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,12 +1,12 @@
 """Paired-end and interleaved samples (issue 35): the config mapping's ``{r1, r2}`` and
 ``{interleaved}`` forms and the nf-core sample sheet (``sample``, ``fastq_1``, ``fastq_2``), as
-read by virnuc_core.samples; mistakes named by config key or sheet line."""
+read by virnuc_core.data.samples; mistakes named by config key or sheet line."""
 
 from __future__ import annotations
 
 import pytest
 
-from virnuc_core.samples import (
+from virnuc_core.data.samples import (
     INTERLEAVED,
     PAIRS,
     SINGLE,

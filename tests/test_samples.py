@@ -1,4 +1,5 @@
-"""The samples of a run (virnuc_core.samples): names that are safe folder names, a sample's files
+"""The samples of a run (virnuc_core.data.samples): names that are safe folder names, a sample's
+files
 in order, a file or config key given twice refused, inputs that are not files named for what they
 are (issues 33 and 34). Two dry runs show the refusals reach the user before any job."""
 
@@ -11,7 +12,7 @@ import shutil
 import pytest
 
 from tests.workflow_helpers import DEMO_READS, run_snakemake, write_config
-from virnuc_core.samples import SampleError, check_config_file, missing_files, read_samples
+from virnuc_core.data.samples import SampleError, check_config_file, missing_files, read_samples
 
 
 def sheet(tmp_path, *rows: str):

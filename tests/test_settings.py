@@ -106,7 +106,10 @@ def test_the_snakefile_starts_without_importing_torch():
     modules += [
         f"virnuc_core.{m}" for m in re.findall(r"^from virnuc_core import (\w+)", common, re.M)
     ]
-    assert "virnuc_core.settings" in modules and "virnuc_core.classifier_check" in modules
+    assert (
+        "virnuc_core.settings" in modules
+        and "virnuc_core.engine.models.classifier_check" in modules
+    )
     code = f"import sys; import {', '.join(modules)}; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert out.stdout.strip() == "False", out

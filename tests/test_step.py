@@ -1,4 +1,4 @@
-"""What a failed step tells the user (virnuc_core.step.run_step): a full disk is not a bug."""
+"""What a failed step tells the user (virnuc_core.jobs.step.run_step): a full disk is not a bug."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import h5py
 import numpy as np
 import pytest
 
-import virnuc_core.files
-from virnuc_core.predictions import write_predictions
-from virnuc_core.step import run_step
+import virnuc_core.util.files
+from virnuc_core.jobs.step import run_step
+from virnuc_core.report.predictions import write_predictions
 
 
 def run(tmp_path: Path, main, capsys) -> tuple[int, str, str]:
@@ -35,7 +35,7 @@ class FullDisk(io.StringIO):
 def test_full_disk_names_the_output_and_says_what_to_do(tmp_path, capsys, monkeypatch):
     real_open = open
     monkeypatch.setattr(
-        virnuc_core.files, "open",
+        virnuc_core.util.files, "open",
         lambda path, mode="r": FullDisk() if "w" in mode else real_open(path, mode),
         raising=False,
     )  # fmt: skip
@@ -97,9 +97,9 @@ def test_a_full_disk_writing_another_file_keeps_that_files_name(tmp_path):
     """Inside an atomic_path block, a disk-full error that names another file (a log, say) is
     not renamed to the block's output."""
     log = tmp_path / "job.log"
-    with pytest.raises(OSError) as caught, virnuc_core.files.atomic_path(tmp_path / "out.tsv"):
+    with pytest.raises(OSError) as caught, virnuc_core.util.files.atomic_path(tmp_path / "out.tsv"):
         raise OSError(errno.ENOSPC, "No space left on device", str(log))
     assert caught.value.filename == str(log)
-    with pytest.raises(OSError) as caught, virnuc_core.files.atomic_path(tmp_path / "out.tsv"):
+    with pytest.raises(OSError) as caught, virnuc_core.util.files.atomic_path(tmp_path / "out.tsv"):
         raise OSError(errno.ENOSPC, "No space left on device")  # a plain write names no file
     assert caught.value.filename == str(tmp_path / "out.tsv")

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from virnuc_core import store
-from virnuc_core.store import (
+from virnuc_core.jobs import store
+from virnuc_core.jobs.store import (
     BLOCKS_NAME,
     META_NAME,
     PROGRESS_NAME,
@@ -293,7 +293,7 @@ def test_commit_costs_only_its_own_rows(tmp_path, monkeypatch):
 WRITER = textwrap.dedent(
     """
     import sys, numpy as np
-    from virnuc_core.store import ShardCheckpoint
+    from virnuc_core.jobs.store import ShardCheckpoint
     work, n, dim, seed, every = sys.argv[1], *map(int, sys.argv[2:6])
     order = np.random.default_rng(seed).permutation(n)
     sizes = np.random.default_rng(seed + 1).integers(1, 14, size=n)

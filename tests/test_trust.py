@@ -42,9 +42,9 @@ from tests.workflow_helpers import (
     snakemake_cmd,
     write_config,
 )
-from virnuc_core.classify import save_state, tiny_classifier
-from virnuc_core.index import index_sample, open_index
-from virnuc_core.store import ROWS_NAME, row_dtype
+from virnuc_core.data.index import index_sample, open_index
+from virnuc_core.engine.models.classify import save_state, tiny_classifier
+from virnuc_core.jobs.store import ROWS_NAME, row_dtype
 
 pytestmark = pytest.mark.workflow
 SAMPLE = "results/demo"
@@ -324,8 +324,8 @@ def test_corrupt_classifier_is_refused_before_any_job_naming_the_file(tmp_path, 
 def test_corrupt_model_files_are_named_by_the_embed_jobs(tmp_path):
     pytest.importorskip("esm")
     from tests.model_fixtures import save_fair_checkpoint
-    from virnuc_core.models.dnabert_tiny import write_folder
-    from virnuc_core.models.esm2_load import random_model
+    from virnuc_core.engine.models.dnabert_tiny import write_folder
+    from virnuc_core.engine.models.esm2_load import random_model
 
     folder = write_folder(tmp_path / "dnabert-s", fmt="bin")
     weights = folder / "pytorch_model.bin"

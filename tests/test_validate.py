@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from virnuc_core.validate import Comparison, cosine_rows, verdict_agreement
+from virnuc_core.jobs.validate import Comparison, cosine_rows, verdict_agreement
 
 
 def comparison(cosines, mean=0.999, low=0.99) -> Comparison:

@@ -141,7 +141,7 @@ def embed_job(
 ) -> Path:
     """Writes ``work``.json, the embed_shard job for ``STEP_DRIVER``: shard ``i`` of a finished
     run's ``sample``, writing ``work`` and ``out``; ``config`` overrides the demo config."""
-    from virnuc_core.families import FAMILIES
+    from virnuc_core.registry import FAMILIES
     from virnuc_core.settings import WorkflowSettings
 
     demo = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())

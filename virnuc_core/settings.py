@@ -21,12 +21,9 @@ from typing import Any
 
 import yaml
 
-from virnuc_core.families import FAMILIES
-
 SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
 PRECISIONS = ("fp32", "bf16", "fp16", "fp8")  # fp8: ESM-2's matmuls only (DNABERT-S: bf16)
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
-MODELS = tuple(FAMILIES)
 
 # Environment variables: test hooks and a lock-directory override, never tuning knobs.
 ENV_LOCK_DIR = "VIRNUC_GPU_LOCK_DIR"
@@ -57,6 +54,9 @@ def with_defaults(config: Mapping[str, Any]) -> dict:
     return out
 
 
+MODELS = tuple(schema()["properties"]["models"]["properties"])  # registry.FAMILIES has each
+
+
 @dataclass(frozen=True)
 class EmbedSettings:
     """Settings of one embedding job (one model, one shard); see the schema for each key."""
@@ -66,9 +66,11 @@ class EmbedSettings:
     precision: str  # on CPU, fp32 is always used (see resolved_precision)
     token_budget: int
     attention_backend: str
-    compile: bool  # CUDA only; see virnuc_core/compiling.py
+    compile: bool  # CUDA only; see virnuc_core/engine/compiling.py
     compile_mode: str
-    fused_kernels: bool  # ESM-2 only: Triton kernels instead of compile (virnuc_core/fused.py)
+    fused_kernels: (
+        bool  # ESM-2 only: Triton kernels instead of compile (virnuc_core/engine/fused.py)
+    )
     gelu_in_matmul: bool  # ESM-2 fused engine: cuBLASLt's GELU epilogue (tanh form) for fc1
     repr_layer: int | None  # ESM-2 only; None = the model's last layer
     checkpoint_every: int  # records between commits
@@ -208,7 +210,7 @@ class WorkflowSettings:
     def with_local_models(self) -> WorkflowSettings:
         """The same settings with hub names in ``models`` replaced by their files in the locked
         ``models_dir`` (runs never download); raises ModelFilesError saying what to fetch."""
-        from virnuc_core.model_files import resolve_model_spec
+        from virnuc_core.engine.model_files import resolve_model_spec
 
         local = {
             m: resolve_model_spec(m, spec, self.models_dir, dnabert_revision=self.dnabert_revision)

@@ -7,14 +7,14 @@ import sys
 sys.path.insert(0, workflow.basedir)
 import warnings  # noqa: E402
 
-from virnuc_core.classifier_check import check_classifier, check_readable  # noqa: E402
-from virnuc_core.digests import sampled_fingerprint  # noqa: E402
-from virnuc_core.families import FAMILIES  # noqa: E402
-from virnuc_core.model_files import ModelFilesError, locked_paths, quick_check  # noqa: E402
-from virnuc_core import resources  # noqa: E402
-from virnuc_core.run_notes import closing_lines, report_command, results_prefix  # noqa: E402
-from virnuc_core.run_notes import NOTICE_NAME, tiny_settings  # noqa: E402
-from virnuc_core.samples import (  # noqa: E402
+from virnuc_core.engine.models.classifier_check import check_classifier, check_readable  # noqa: E402
+from virnuc_core.util.digests import sampled_fingerprint  # noqa: E402
+from virnuc_core.registry import FAMILIES  # noqa: E402
+from virnuc_core.engine.model_files import ModelFilesError, locked_paths, quick_check  # noqa: E402
+from virnuc_core.jobs import resources  # noqa: E402
+from virnuc_core.report.run_notes import closing_lines, report_command, results_prefix  # noqa: E402
+from virnuc_core.report.run_notes import NOTICE_NAME, tiny_settings  # noqa: E402
+from virnuc_core.data.samples import (  # noqa: E402
     SampleError,
     check_config_file,
     missing_files,
@@ -184,7 +184,7 @@ MODELS_VERIFIED = {"verified": "results/models.verified.json"} if LOCKED else {}
 
 
 def mem(rule):
-    """A rule's mem_mb, from what bench/scale.py measured (virnuc_core.resources)."""
+    """A rule's mem_mb, from what bench/scale.py measured (virnuc_core.jobs.resources)."""
     return lambda wc, input: resources.mem_mb(rule, resources.grows_with(rule, input))
 
 
@@ -206,7 +206,7 @@ def embed_input(wildcards):
 
 
 def say_where_results_are():
-    """The console's last lines after a successful run (virnuc_core.run_notes.closing_lines)."""
+    """The console's last lines after a successful run (virnuc_core.report.run_notes.closing_lines)."""
     try:
         targets = {str(f) for f in workflow.dag.derived_targetfiles}
     except AttributeError:  # not Snakemake's public API: then every output that is there

@@ -17,7 +17,7 @@ rule embed_shard:
         work="results/{sample}/work/{model}/shard_{i}",
     # one thread runs the GPU loop, the others read and tokenize
     threads: SETTINGS.reader_workers + 1
-    # ESM-2's jobs first: its loop is the run's critical path (virnuc_core.families)
+    # ESM-2's jobs first: its loop is the run's critical path (virnuc_core.registry)
     priority: lambda wc: FAMILIES[wc.model].embed_priority
     resources:
         mem_mb=mem("embed_shard"),

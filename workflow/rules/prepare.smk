@@ -31,7 +31,7 @@ rule plan_shards:
     output:
         plan="results/{sample}/shards/plan.json",
         sources=expand("results/{{sample}}/shards/{model}.sources.npy", model=MODELS),
-        # what the run will cost, before any GPU job starts (virnuc_core.run_plan)
+        # what the run will cost, before any GPU job starts (virnuc_core.jobs.run_plan)
         run_plan="results/{sample}/plan.json",
     params:
         models=MODELS,

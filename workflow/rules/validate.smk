@@ -1,5 +1,5 @@
 # Recompute a sample of frames with the slow reference (v1) path and compare with the fast one.
-# The embed jobs compute the sample's reference rows (virnuc_core.references); the validation
+# The embed jobs compute the sample's reference rows (virnuc_core.jobs.references); the validation
 # job compares, and loads the model only for rows they did not make.
 
 

@@ -1,0 +1,2 @@
+"""The model definitions (ESM-2, DNABERT-S, the classifier, the tiny and stand-in models) and
+their loaders."""

@@ -1,0 +1,150 @@
+"""The model families the workflow knows, in one registry: what each reads and costs.
+
+A :class:`Family` says everything the workflow needs to know about a model besides its encoder
+(:mod:`virnuc_core.engine.encoder`): which file of the index stage it reads (nucleotides or
+proteins)
+and which index columns point into it, how many tokens a sequence costs (for the shard plan),
+its published name, architecture and width (for the run plan), and how it loads. Nothing
+outside this module tests a model's name to decide what to do. Light: no torch at import.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from virnuc_core.data.index import sequence_spans
+from virnuc_core.settings import EmbedSettings
+
+if TYPE_CHECKING:
+    import torch
+
+    from virnuc_core.engine.encoder import Encoder
+
+
+def _esm_cost(lengths: np.ndarray) -> np.ndarray:
+    return np.minimum(lengths, 1024) + 2  # fair-esm's truncation, + BOS and EOS
+
+
+def _dnabert_cost(lengths: np.ndarray) -> np.ndarray:
+    # BPE tokens are not known before tokenizing: about a quarter of the bases, + [CLS] [SEP]
+    # (the published tokenizer gives at most 142 tokens for 501 bases)
+    return -(-lengths // 4) + 2
+
+
+def _load_esm(
+    settings: EmbedSettings, device: torch.device, precision: str, reference: bool
+) -> Encoder:
+    from virnuc_core.engine.models import esm2
+
+    return esm2.load(
+        settings.model_spec, device=device, precision=precision,
+        backend=settings.attention_backend, repr_layer=settings.repr_layer,
+        compile=settings.compile, compile_mode=settings.compile_mode,
+        fused=settings.fused_kernels, keep_reference=reference,
+        gelu_epilogue="cublaslt" if settings.gelu_in_matmul else "",
+    )  # fmt: skip
+
+
+def _load_dnabert(
+    settings: EmbedSettings, device: torch.device, precision: str, reference: bool
+) -> Encoder:
+    from virnuc_core.engine.models import dnabert
+
+    del reference  # its reference path reads the weights the encoder already holds
+
+    return dnabert.load(
+        settings.model_spec, device=device, precision=precision,
+        backend=settings.attention_backend, compile=settings.compile,
+        compile_mode=settings.compile_mode,
+    )  # fmt: skip
+
+
+def _is_3b(spec: str) -> bool:
+    return "t36_3B" in Path(spec).name
+
+
+def _is_dnabert_s(spec: str) -> bool:
+    config = Path(spec) / "config.json"
+    if spec == "zhihan1996/DNABERT-S":
+        return True
+    if not config.is_file():
+        return False
+    c = json.loads(config.read_text())
+    return (c.get("hidden_size"), c.get("num_hidden_layers")) == (768, 12)
+
+
+@dataclass(frozen=True)
+class Family:
+    """One model family and everything the workflow needs to know about it."""
+
+    name: str  # config key, file and dataset names
+    title: str  # for people
+    sequences: str  # the index stage's file it reads
+    columns: tuple[str, str]  # index columns: byte offset and length of its sequence
+    published: str  # the published model (hub or fair-esm name)
+    published_arch: str  # its architecture, as the run plan names it
+    published_width: int
+    tokens_estimated: bool  # whether token_cost is an estimate
+    token_cost: Callable[[np.ndarray], np.ndarray]  # tokens per sequence, from its length
+    is_published_arch: Callable[[str], bool]  # does a spec (name or path) have that arch?
+    load: Callable[[EmbedSettings, torch.device, str, bool], Encoder]  # ..., reference path?
+    # Snakemake priority of its embed jobs: the long job (ESM-2, ~95% of the GPU time) starts
+    # first, before the short jobs that share its GPU take the cores it needs
+    embed_priority: int = 0
+
+    def spans(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Byte offsets and lengths of this family's sequences for frames-index ``rows``."""
+        return sequence_spans(rows, self.columns)
+
+    def architecture(self, spec: str) -> str | None:
+        """The published architecture's name when ``spec`` has it, else None."""
+        return self.published_arch if self.is_published_arch(spec) else None
+
+
+FAMILIES: dict[str, Family] = {
+    "dnabert": Family(
+        "dnabert", "DNABERT-S", "frames.fa", ("nt_offset", "nt_length"),
+        "zhihan1996/DNABERT-S", "DNABERT-S", 768, True, _dnabert_cost, _is_dnabert_s,
+        _load_dnabert,
+    ),
+    "esm": Family(
+        "esm", "ESM-2", "proteins.faa", ("aa_offset", "aa_length"), "esm2_t36_3B_UR50D",
+        "ESM-2 3B", 2560, False, _esm_cost, _is_3b, _load_esm, embed_priority=10,
+    ),
+}  # fmt: skip
+
+
+def family(name: str) -> Family:
+    """The family of model ``name``; ValueError naming the known ones otherwise."""
+    if name not in FAMILIES:
+        raise ValueError(f"unknown model {name!r}: the models are {sorted(FAMILIES)}")
+    return FAMILIES[name]
+
+
+def load_encoder(
+    settings: EmbedSettings,
+    device: torch.device | str,
+    reference: bool = False,
+    keep_reference: bool = False,
+) -> Encoder:
+    """The encoder ``settings`` names, on ``device``, with its precision decided here once:
+    the settings' (``fp32`` off CUDA), or fp32 for the reference path (``reference=True``).
+
+    ``keep_reference``: the settings' precision, and keep what the reference path needs from
+    this load (an embed job making its shard's validation references first; then
+    :meth:`Encoder.release_reference`)."""
+    import torch
+
+    device = torch.device(device)
+    precision = "fp32" if reference else settings.resolved_precision(device.type)
+    if settings.model_spec == "standin":  # bench/scale.py only: random rows, not a model
+        from virnuc_core.engine.models.standin import StandInEncoder
+
+        return StandInEncoder(settings.model, device)
+    return family(settings.model).load(settings, device, precision, reference or keep_reference)
