@@ -4,7 +4,8 @@ Both consume the same in-memory records (100,000 seeded random 500-base reads by
 produce the kept frames as (id, nucleotides, protein); the outputs must be identical. Runs
 alternate (original, ours, original, ...) and the best time of each counts.
 
-    python -m bench.chunk_translate [--out bench/results/chunk_translate_cpu.json]
+    python -m bench.chunk_translate \
+        [--out bench/results/2026-11-25-chunk-translate-cpu/chunk_translate_cpu.json]
 """
 
 from __future__ import annotations

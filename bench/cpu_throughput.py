@@ -7,7 +7,8 @@ counts the 3B as 36 / ``--many`` times the ``--many``-layer model (the few-layer
 per-layer time, to see the fixed part this scaling overcounts). fp32, inference mode, one thread.
 Run from the repository root:
 
-    python -m bench.cpu_throughput --out bench/results/cpu_throughput.json
+    python -m bench.cpu_throughput \
+        --out bench/results/2026-12-06-cpu-throughput-cpu/cpu_throughput.json
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ the library's fixed settings can be chosen from measurements; bench/esm2_levers.
 the engine through the public API. Also times the residual-adding matmul (``x.addmm_``)
 against ``F.linear`` for out and fc2 in alternating rounds, to see the spread between rounds.
 
-    python -m bench.fused_sweep --out bench/results/fused_sweep_h200.json
+    python -m bench.fused_sweep --out bench/results/2026-12-03-round3-h200/fused_sweep_h200.json
     python -m bench.fused_sweep --quick        # CPU crash check (nothing is timed usefully)
 """
 

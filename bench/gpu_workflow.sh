@@ -10,7 +10,7 @@
 #              installs: the GPU machines' PyTorch has none (torch/__pycache__ empty) and the
 #              processes there wrote none, so every job's Python compiled the modules it
 #              imported again (4.9 s of compile() in one ESM-2 load, 1,422 modules:
-#              bench/results/load_profile_shared_h200.json). PYTHONPYCACHEPREFIX points every
+#              bench/results/archive/2026-12-04-workflow-shared-h200/load_profile_shared_h200.json). PYTHONPYCACHEPREFIX points every
 #              process of the run at the compiled files.
 #   tests      the tests marked gpu in tests/test_fused.py (the fused ESM-2 engine against
 #              fair-esm's forward) and tests/test_reference_task.py (reference rows beside

@@ -5,7 +5,8 @@ selection + its outputs) on generated 500-base reads, and profiles it (cProfile)
 the time goes. CPU time (``time.process_time``), so other load on the machine counts less; the
 median of ``--repeats`` runs (this shared machine's speed varies by up to 20% between runs).
 
-    python bench/index_fasta.py --reads 1000000 --out bench/results/index_fasta_cpu.json
+    python bench/index_fasta.py --reads 1000000 \
+        --out bench/results/2026-12-02-index-fasta-cpu/index_fasta_cpu.json
 """
 
 from __future__ import annotations

@@ -12,10 +12,12 @@ process pinned to one core):
   + frames   the same, each batch through frames.select_frames(ids, seqs, chunk_length)
 
 and, for scale on the same machine and moment: select_frames alone over in-memory batches, and
-the previous reader (recorded in bench/results/read_inputs_cpu.json; since removed) on the
+the previous reader (recorded in
+bench/results/2026-12-02-read-inputs-cpu/read_inputs_cpu.json; since removed) on the
 plain FASTA. Runs of a file alternate with the others; the best of ``--repeats`` counts.
 
-    python -m bench.read_inputs [--reads 1000000] [--out bench/results/read_inputs_cpu.json]
+    python -m bench.read_inputs [--reads 1000000] \
+        [--out bench/results/2026-12-02-read-inputs-cpu/read_inputs_cpu.json]
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Packed batches differ only in their token count. Compiling with ``dynamic=True`` makes every
 size symbolic (heads and head size too), and Inductor's kernels for the rotary and LayerNorm
-work then run up to 3x slower than with static sizes (bench/results/esm2_layer_micro_h100.json:
+work then run up to 3x slower than with static sizes
+(bench/results/2026-11-25-round1-h100/esm2_layer_micro_h100.json:
 20.6 vs 18.5 ms per ESM-2 3B layer). Compiling per shape (``dynamic=False``) is as fast but
 compiles again for every new token count. So the token dimension alone is marked dynamic:
 one graph serves every batch, and every other size stays a constant.

@@ -124,7 +124,7 @@ def add_layer_norm(x, y, weight, bias, eps: float, fp8: bool = False, shift=None
         x, x if y is None else y, weight, bias, bias if shift is None else shift, h, scale, cols,
         x.stride(0), x.stride(0) if y is None else y.stride(0), eps, HAS_Y=y is not None,
         HAS_SHIFT=shift is not None, FP8=fp8, BLOCK=block, num_warps=4 if block <= 4096 else 8,
-    )  # fmt: skip  # warps: bench/results/fused_sweep_h200.json (4 fastest for 2,560 columns)
+    )  # fmt: skip  # warps: round 3 fused_sweep_h200.json (4 fastest for 2,560 columns)
     return x, ((h, scale) if fp8 else h)
 
 
@@ -152,7 +152,8 @@ def gelu(u: torch.Tensor) -> torch.Tensor:
         return gelu_reference(u)
     assert u.is_contiguous()
     n = u.numel()
-    # 4,096 a program, 4 warps: the fastest in bench/results/fused_sweep_h200.json
+    # 4,096 a program, 4 warps: the fastest in
+    # bench/results/2026-12-03-round3-h200/fused_sweep_h200.json
     _gelu_kernel[(triton.cdiv(n, 4096),)](u, n, BLOCK=4096, num_warps=4)
     return u
 
