@@ -244,9 +244,9 @@ def test_incomplete_folder_fails(tmp_path, folder):
 
 def test_hub_name_is_refused_with_the_fetch_command(monkeypatch):
     offline(monkeypatch)  # runs never download
-    with pytest.raises(ModelFilesError, match=r"never download.*fetch_models\.py"):
+    with pytest.raises(ModelFilesError, match=r"never download.*virnuc-fetch-models"):
         resolve_folder("zhihan1996/DNABERT-S")
-    with pytest.raises(ModelFilesError, match="fetch_models.py"):
+    with pytest.raises(ModelFilesError, match="virnuc-fetch-models"):
         dnabert.load("zhihan1996/DNABERT-S")
 
 
@@ -272,7 +272,7 @@ def test_corrupt_weights_say_corrupt_and_name_the_file(tmp_path, how, fmt, name)
     msg = str(err.value)
     assert str(folder / name) in msg and "corrupt or truncated" in msg and "not a readable" in msg
     assert "weights_only" not in msg  # never suggests unsafe loading
-    assert "fetch_models.py" in msg
+    assert "virnuc-fetch-models" in msg
 
 
 def test_refused_global_in_bin_names_it_and_never_suggests_unsafe_loading(tmp_path):

@@ -320,7 +320,7 @@ def test_corrupt_checkpoint_says_corrupt_and_names_the_file(tmp_path, how, which
     msg = str(err.value)
     assert str(bad) in msg and "corrupt or truncated" in msg and "not a readable" in msg
     assert "weights_only" not in msg and "other than tensors" not in msg
-    assert "fetch_models.py" in msg  # what to do
+    assert "virnuc-fetch-models" in msg  # what to do
 
 
 def test_describe_has_the_sha256_of_the_checkpoint_file(tmp_path):
@@ -339,7 +339,7 @@ def test_describe_has_the_sha256_of_the_checkpoint_file(tmp_path):
 
 def test_hub_name_is_refused_with_the_fetch_command(monkeypatch):
     offline(monkeypatch)
-    with pytest.raises(ModelFilesError, match=r"never download.*fetch_models\.py"):
+    with pytest.raises(ModelFilesError, match=r"never download.*virnuc-fetch-models"):
         esm2.load("esm2_t36_3B_UR50D")
 
 

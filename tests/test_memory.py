@@ -92,7 +92,7 @@ def run_steps(folder: Path, n_reads: int) -> tuple[int, dict[str, int]]:
             peaks["finalize_shard"] = max(peaks.get("finalize_shard", 0), fin)
             shards[model].append(h5)
     features = folder / "features.h5"
-    peaks["features"] = peak(
+    peaks["merge_shards"] = peak(
         write_features, shards, out["index"], out["frames"], features, ids_block=256
     )
     pred, high = folder / "p.tsv", folder / "h.tsv"
@@ -134,7 +134,7 @@ def two_sizes(tmp_path_factory):
         ("plan_shards", 120),
         ("embed_shard", BUDGET),
         ("finalize_shard", BUDGET),
-        ("features", BUDGET),
+        ("merge_shards", BUDGET),
         ("predict", BUDGET),
         ("summarize_sample", BUDGET),
         ("report_figures", BUDGET),

@@ -27,7 +27,7 @@ MEASURED = {
     "plan_shards": (180, 56),
     "embed_shard": (20000, 17),
     "finalize_shard": (300, 5),
-    "features": (200, 1),
+    "merge_shards": (200, 1),
     "validation_sample": (120, 32),
     "validate_embeddings": (20000, 0),
     "validation_summary": (320, 0),
@@ -42,7 +42,7 @@ AT_FRAMES = {
     "plan_shards": 468,  # 1.5 * (180 + 131.36) = 467.04
     "embed_shard": 30060,  # 1.5 * (20000 + 39.88) = 30059.82
     "finalize_shard": 468,  # 1.5 * (300 + 11.73) = 467.59
-    "features": 304,  # 1.5 * (200 + 2.35) = 303.52
+    "merge_shards": 304,  # 1.5 * (200 + 2.35) = 303.52
     "validation_sample": 293,  # 1.5 * (120 + 75.06) = 292.59
     "validate_embeddings": 30000,
     "validation_summary": 480,

@@ -18,7 +18,7 @@ DEMO_READS = REPO / "config" / "demo" / "reads.fa"
 DOWNSTREAM_OF_ONE_SHARD = {
     "embed_shard": 1,
     "finalize_shard": 2,
-    "features": 1,
+    "merge_shards": 1,
     "validate_embeddings": 1,
     "validation_summary": 1,
     "predict": 1,

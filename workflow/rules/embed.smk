@@ -63,7 +63,7 @@ rule finalize_shard:
         "../../scripts/finalize_shard.py"
 
 
-rule features:
+rule merge_shards:
     input:
         unpack(lambda wc: {m: shard_files(wc.sample, m) for m in MODELS}),
         index="results/{sample}/frames.index.npy",
@@ -73,12 +73,12 @@ rule features:
     params:
         models=MODELS,
     log:
-        "logs/{sample}/features.log",
+        "logs/{sample}/merge_shards.log",
     benchmark:
-        "benchmarks/{sample}/features.tsv"
+        "benchmarks/{sample}/merge_shards.tsv"
     resources:
-        mem_mb=mem("features"),
+        mem_mb=mem("merge_shards"),
     conda:
         ENV
     script:
-        "../../scripts/features.py"
+        "../../scripts/merge_shards.py"

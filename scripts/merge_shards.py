@@ -1,4 +1,4 @@
-"""Rule features: features.h5, both models' shard files mapped in record order (no copy)."""
+"""Rule merge_shards: features.h5, both models' shard files mapped in record order (no copy)."""
 
 from virnuc_core.jobs.merge import write_features
 from virnuc_core.jobs.step import run_step
