@@ -23,7 +23,8 @@ from tests import test_model_files  # noqa: E402
 from tests.model_fixtures import FakeHub  # noqa: E402
 from virnuc_core.commands import fetch_models_main  # noqa: E402
 from virnuc_core.engine.fetch_failure import cannot_reach  # noqa: E402
-from virnuc_core.engine.model_files import LOCK_NAME, ModelFilesError, fetch_models  # noqa: E402
+from virnuc_core.engine.model_files import LOCK_NAME, ModelFilesError  # noqa: E402
+from virnuc_core.registry import fetch_models  # noqa: E402
 
 REV = test_model_files.REV
 remote = test_model_files.remote  # the fixture: what the fake hub serves
@@ -162,7 +163,7 @@ def test_offline_fetch_leaves_a_folder_that_was_there_as_it_was(tmp_path, monkey
 def test_offline_repair_of_a_fetched_folder_changes_nothing(tmp_path, monkeypatch, capsys, remote):
     FakeHub(*remote).install(monkeypatch)
     out = tmp_path / "models"
-    fetch_models(out, dnabert_revision=REV)
+    fetch_models(out, revisions={"dnabert": REV})
     regression = next(out.glob("esm2/*-contact-regression.pt"))
     regression.unlink()  # the repair fetches this one file again
     before = _tree(out)
@@ -202,7 +203,7 @@ def test_other_failures_keep_their_own_error_and_still_clean_up(tmp_path, monkey
     monkeypatch.setattr(huggingface_hub, "snapshot_download", _failing_snapshot(exc))
     out = tmp_path / "models"
     with pytest.raises(type(exc)) as raised:
-        fetch_models(out, dnabert_revision=REV)
+        fetch_models(out, revisions={"dnabert": REV})
     assert raised.value is exc and not isinstance(raised.value, ModelFilesError)
     assert not out.exists()
 

@@ -10,9 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import runpy
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,26 +18,28 @@ import pytest
 pytest.importorskip("esm")
 
 from tests.model_fixtures import FakeHub, offline, save_fair_checkpoint  # noqa: E402
-from virnuc_core.engine import model_files  # noqa: E402
-from virnuc_core.engine.model_files import (  # noqa: E402  # noqa: E402
-    DNABERT_S_REPO,
-    HUB_MODEL_URL,
-    HUB_REGRESSION_URL,
+from virnuc_core.commands import fetch_models_main  # noqa: E402
+from virnuc_core.engine.model_files import (  # noqa: E402
     LOCK_NAME,
     ModelFilesError,
-    fetch_models,
     locked_paths,
-    resolve_model_spec,
     verify_models,
 )
 from virnuc_core.engine.models import (
     dnabert,
     esm2,  # noqa: E402
 )
+from virnuc_core.engine.models.dnabert_load import DNABERT_PATTERNS  # noqa: E402
 from virnuc_core.engine.models.dnabert_tiny import write_folder  # noqa: E402
-from virnuc_core.engine.models.esm2_load import random_model  # noqa: E402
+from virnuc_core.engine.models.esm2_load import (  # noqa: E402
+    HUB_MODEL_URL,
+    HUB_REGRESSION_URL,
+    random_model,  # noqa: E402
+)
+from virnuc_core.registry import FAMILIES, fetch_models, resolve_model_spec  # noqa: E402
 
 REV = "0123456789abcdef0123456789abcdef01234567"
+DNABERT_S_REPO = "zhihan1996/DNABERT-S"
 ESM = "esm2_t36_3B_UR50D"
 PT, REG = f"esm2/{ESM}.pt", f"esm2/{ESM}-contact-regression.pt"
 BIN = "dnabert-s/pytorch_model.bin"
@@ -66,7 +66,7 @@ def remote(tmp_path_factory):
 def fetched(tmp_path, monkeypatch, remote):
     hub = FakeHub(*remote).install(monkeypatch)
     out = tmp_path / "models"
-    assert fetch_models(out, dnabert_revision=REV) == out / LOCK_NAME
+    assert fetch_models(out, revisions={"dnabert": REV}) == out / LOCK_NAME
     return out, hub
 
 
@@ -102,7 +102,7 @@ def test_fetch_locks_every_file_with_size_and_sha256(fetched, remote):
     assert entries[PT]["source"] == HUB_MODEL_URL.format(name=ESM)
     assert (out / PT).read_bytes() == remote[1][HUB_MODEL_URL.format(name=ESM)].read_bytes()
     assert hub.snapshots == [
-        {"repo_id": DNABERT_S_REPO, "revision": REV, "allow": model_files.DNABERT_PATTERNS}
+        {"repo_id": DNABERT_S_REPO, "revision": REV, "allow": DNABERT_PATTERNS}
     ]
     assert sorted(hub.downloads) == sorted(remote[1])
     assert lock["models"]["dnabert"] == {
@@ -117,7 +117,7 @@ def test_fetch_is_skipped_when_every_file_is_there_and_matches(fetched, monkeypa
     out, _ = fetched
     before = (out / LOCK_NAME).read_bytes()
     offline(monkeypatch)  # any download call fails the test
-    fetch_models(out, dnabert_revision=REV)
+    fetch_models(out, revisions={"dnabert": REV})
     assert (out / LOCK_NAME).read_bytes() == before
 
 
@@ -126,11 +126,11 @@ def test_fetch_again_fetches_only_what_is_missing_or_changed(fetched):
     hub.snapshots.clear()
     hub.downloads.clear()
     (out / REG).unlink()
-    fetch_models(out, dnabert_revision=REV)
+    fetch_models(out, revisions={"dnabert": REV})
     assert hub.downloads == [HUB_REGRESSION_URL.format(name=ESM)] and hub.snapshots == []
     _flip_byte(out / "dnabert-s" / "config.json", 0.0)
     hub.downloads.clear()
-    fetch_models(out, dnabert_revision=REV)
+    fetch_models(out, revisions={"dnabert": REV})
     assert len(hub.snapshots) == 1 and hub.downloads == []
     verify_models(out)
 
@@ -138,7 +138,7 @@ def test_fetch_again_fetches_only_what_is_missing_or_changed(fetched):
 def test_another_revision_is_fetched_again(fetched):
     out, hub = fetched
     other = "f" * 40
-    fetch_models(out, dnabert_revision=other)
+    fetch_models(out, revisions={"dnabert": other})
     assert hub.snapshots[-1]["revision"] == other
     assert json.loads((out / LOCK_NAME).read_text())["models"]["dnabert"]["revision"] == other
 
@@ -147,7 +147,7 @@ def test_another_revision_is_fetched_again(fetched):
 def test_fetch_needs_a_full_commit_id(tmp_path, monkeypatch, revision):
     offline(monkeypatch)
     with pytest.raises(ModelFilesError, match="40-hex commit"):
-        fetch_models(tmp_path / "models", dnabert_revision=revision)
+        fetch_models(tmp_path / "models", revisions={"dnabert": revision})
 
 
 def test_no_revision_takes_the_newest_commit_and_locks_it(tmp_path, monkeypatch, remote):
@@ -163,19 +163,19 @@ def test_no_revision_takes_the_newest_commit_and_locks_it(tmp_path, monkeypatch,
     assert len(hub.snapshots) == before
 
 
-def test_fetch_script(tmp_path, monkeypatch, remote, capsys):
+def test_fetch_command(tmp_path, monkeypatch, remote, capsys):
     FakeHub(*remote).install(monkeypatch)
-    script = Path(__file__).resolve().parents[1] / "scripts" / "fetch_models.py"
     out = tmp_path / "m"
-    monkeypatch.setattr(sys, "argv", ["x", "--out", str(out), "--dnabert-revision", "main"])
-    with pytest.raises(SystemExit) as done:
-        runpy.run_path(str(script), run_name="__main__")
-    assert done.value.code == 1 and "40-hex commit" in capsys.readouterr().err
-    monkeypatch.setattr(sys, "argv", ["x", "--out", str(out), "--dnabert-revision", REV])
-    with pytest.raises(SystemExit) as done:
-        runpy.run_path(str(script), run_name="__main__")
-    assert done.value.code == 0 and PT in capsys.readouterr().out
+    assert fetch_models_main(["--out", str(out), "--dnabert-revision", "main"]) == 1
+    assert "40-hex commit" in capsys.readouterr().err
+    assert fetch_models_main(["--out", str(out), "--dnabert-revision", REV]) == 0
+    assert PT in capsys.readouterr().out
     verify_models(out)
+
+
+def test_the_published_names_are_the_hub_names_fetched():
+    """The registry's published names are what the fetch takes and the lock records."""
+    assert FAMILIES["dnabert"].published == DNABERT_S_REPO and FAMILIES["esm"].published == ESM
 
 
 # -------------------------------------------------------------------------------------- verify
@@ -212,7 +212,7 @@ def test_verify_fails_naming_the_damaged_file(fetched, rel, damage, words):
         verify_models(out)
     msg = str(err.value)
     assert f"{rel}: {words}" in msg and "1 of the 5" in msg
-    assert "fetch_models.py --out" in msg and "restore" in msg
+    assert "virnuc-fetch-models --out" in msg and "restore" in msg
     others = _files_under(out) - {rel}
     assert not any(f"{o}:" in msg for o in others)
 
@@ -230,7 +230,7 @@ def test_verify_names_every_damaged_file_at_once(fetched):
 
 
 def test_verify_without_or_with_a_broken_lock(tmp_path):
-    with pytest.raises(ModelFilesError, match=r"no models\.lock\.json.*fetch_models\.py"):
+    with pytest.raises(ModelFilesError, match=r"no models\.lock\.json.*virnuc-fetch-models"):
         verify_models(tmp_path)
     (tmp_path / LOCK_NAME).write_text("{not json")
     with pytest.raises(ModelFilesError, match="not a readable lock file"):
@@ -243,7 +243,7 @@ def test_verify_without_or_with_a_broken_lock(tmp_path):
 def test_resolve_maps_hub_names_to_the_locked_copies(fetched, monkeypatch):
     out, _ = fetched
     offline(monkeypatch)
-    d = resolve_model_spec("dnabert", DNABERT_S_REPO, out, dnabert_revision=REV)
+    d = resolve_model_spec("dnabert", DNABERT_S_REPO, out, revision=REV)
     e = resolve_model_spec("esm", ESM, out)
     assert Path(d) == out / "dnabert-s" and Path(e) == out / PT
     assert resolve_model_spec("dnabert", "tiny", out) == "tiny"
@@ -267,9 +267,9 @@ def test_loaded_models_record_the_sha256_of_their_weights_files(fetched, monkeyp
 @pytest.mark.parametrize(
     "model,spec,dir_kind,words",
     [
-        ("dnabert", DNABERT_S_REPO, None, r"never download.*fetch_models\.py"),
-        ("esm", ESM, None, r"never download.*fetch_models\.py"),
-        ("esm", ESM, "empty", r"no models\.lock\.json.*fetch_models\.py"),
+        ("dnabert", DNABERT_S_REPO, None, r"never download.*virnuc-fetch-models"),
+        ("esm", ESM, None, r"never download.*virnuc-fetch-models"),
+        ("esm", ESM, "empty", r"no models\.lock\.json.*virnuc-fetch-models"),
         ("esm", "esm2_t33_650M_UR50D", "fetched", r"holds 'esm2_t36_3B_UR50D'.*--esm"),
     ],
 )
@@ -286,7 +286,7 @@ def test_resolve_refuses_what_it_cannot_map(fetched, monkeypatch, model, spec, d
 def test_resolve_refuses_another_dnabert_revision(fetched):
     out, _ = fetched
     with pytest.raises(ModelFilesError, match=f"holds revision {REV}.*--dnabert-revision"):
-        resolve_model_spec("dnabert", DNABERT_S_REPO, out, dnabert_revision="e" * 40)
+        resolve_model_spec("dnabert", DNABERT_S_REPO, out, revision="e" * 40)
 
 
 def test_loading_a_locked_file_that_changed_fails_naming_it(fetched, tmp_path):
@@ -351,5 +351,5 @@ def test_a_truncated_model_file_is_refused_at_start_before_any_job(tmp_path):
     assert proc.returncode != 0, out
     assert f"{PT}: size changed (truncated or replaced)" in out
     assert f"{REG}:" not in out  # the intact file is not named
-    assert "fetch_models.py --out" in out
+    assert "virnuc-fetch-models --out" in out
     assert "Job stats" not in out and not (tmp_path / "results").exists()

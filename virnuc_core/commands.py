@@ -21,7 +21,26 @@ import argparse
 import logging
 import sys
 
-from virnuc_core.engine.model_files import ESM2_NAME, ModelFilesError, fetch_models, read_lock
+from virnuc_core.engine.model_files import ModelFilesError, read_lock
+from virnuc_core.registry import FAMILIES, fetch_models
+
+
+def _model_options(p: argparse.ArgumentParser) -> None:
+    """Each family's options (the registry says which): --<model>-revision for a model a
+    commit pins, --<model> NAME for one that may be fetched under another name."""
+    for model, fam in FAMILIES.items():
+        if fam.files.pinned:
+            p.add_argument(
+                f"--{model}-revision",
+                help=f"{fam.title} commit id on the hub (default: the commit the folder's lock "
+                "holds, or for a new folder the hub's newest; the lock records it)",
+            )
+        if fam.files.other_names:
+            p.add_argument(
+                f"--{model}",
+                default=fam.published,
+                help=f"{fam.files.other_names} (default: {fam.published})",
+            )
 
 
 def fetch_models_main(argv: list[str] | None = None) -> int:
@@ -32,16 +51,16 @@ def fetch_models_main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawTextHelpFormatter,
     )
     p.add_argument("--out", default="models", help="the models folder (default: models)")
-    p.add_argument(
-        "--dnabert-revision",
-        help="DNABERT-S commit id on the hub (default: the commit the folder's lock holds, or "
-        "for a new folder the hub's newest; the lock records it)",
-    )
-    p.add_argument("--esm", default=ESM2_NAME, help=f"fair-esm model name (default: {ESM2_NAME})")
+    _model_options(p)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        lock_path = fetch_models(a.out, dnabert_revision=a.dnabert_revision, esm_name=a.esm)
+        options = vars(a)
+        lock_path = fetch_models(
+            a.out,
+            names={m: options[m] for m in FAMILIES if m in options},
+            revisions={m: options.get(f"{m}_revision") for m in FAMILIES},
+        )
     except ModelFilesError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

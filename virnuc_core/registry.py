@@ -4,22 +4,29 @@ A :class:`Family` says everything the workflow needs to know about a model besid
 (:mod:`virnuc_core.engine.encoder`): which file of the index stage it reads (nucleotides or
 proteins)
 and which index columns point into it, how many tokens a sequence costs (for the shard plan),
-its published name, architecture and width (for the run plan), and how it loads. Nothing
-outside this module tests a model's name to decide what to do. Light: no torch at import.
+its published name, architecture and width (for the run plan), how it loads, where its files
+come from and go in the models folder (:class:`~virnuc_core.engine.model_files.ModelSource`),
+and its colour in the figures. The order of :data:`FAMILIES` is the order of the models
+everywhere: features.h5's columns (the classifier's input), tables and figures. Nothing
+outside this module and the model files (``engine/models/``) tests a model's name to decide
+what to do (tests/test_model_facts.py). Light: no torch at import.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from virnuc_core.data.index import sequence_spans
-from virnuc_core.settings import EmbedSettings
+from virnuc_core.engine import model_files
+from virnuc_core.engine.model_files import ModelSource
+from virnuc_core.settings import EmbedSettings, WorkflowSettings
 
 if TYPE_CHECKING:
     import torch
@@ -79,6 +86,33 @@ def _is_dnabert_s(spec: str) -> bool:
     return (c.get("hidden_size"), c.get("num_hidden_layers")) == (768, 12)
 
 
+def _is_esm_hub_name(spec: str) -> bool:
+    return spec.startswith("esm2_") and "/" not in spec and not spec.endswith(".pt")
+
+
+def _is_hf_hub_name(spec: str) -> bool:
+    return spec.count("/") == 1 and not spec.startswith((".", "/", "~"))
+
+
+# The fetchers live beside each model's loader, imported when a fetch runs (they need torch).
+def _fetch_esm(dest: Path, name: str, revision: str | None, good) -> model_files.Fetched:
+    from virnuc_core.engine.models import esm2_load
+
+    return esm2_load.fetch(dest, name, revision, good)
+
+
+def _fetch_dnabert(dest: Path, name: str, revision: str | None, good) -> model_files.Fetched:
+    from virnuc_core.engine.models import dnabert_load
+
+    return dnabert_load.fetch(dest, name, revision, good)
+
+
+def _newest_dnabert(repo: str) -> str:
+    from virnuc_core.engine.models import dnabert_load
+
+    return dnabert_load.newest_commit(repo)
+
+
 @dataclass(frozen=True)
 class Family:
     """One model family and everything the workflow needs to know about it."""
@@ -94,6 +128,9 @@ class Family:
     token_cost: Callable[[np.ndarray], np.ndarray]  # tokens per sequence, from its length
     is_published_arch: Callable[[str], bool]  # does a spec (name or path) have that arch?
     load: Callable[[EmbedSettings, torch.device, str, bool], Encoder]  # ..., reference path?
+    files: ModelSource  # where its files come from and go in the models folder
+    colour: str  # in the figures
+    revision_key: str | None = None  # the config key pinning its commit (files.pinned)
     # Snakemake priority of its embed jobs: the long job (ESM-2, ~95% of the GPU time) starts
     # first, before the short jobs that share its GPU take the cores it needs
     embed_priority: int = 0
@@ -107,15 +144,26 @@ class Family:
         return self.published_arch if self.is_published_arch(spec) else None
 
 
+DNABERT_S_FILES = ModelSource(
+    "DNABERT-S", "the Hugging Face hub", "dnabert-s", _is_hf_hub_name, _fetch_dnabert,
+    newest_revision=_newest_dnabert,
+)  # fmt: skip
+ESM2_FILES = ModelSource(
+    "ESM-2", "fair-esm's download server", "esm2", _is_esm_hub_name, _fetch_esm,
+    weights=lambda name: f"{name}.pt", other_names="fair-esm model name",
+)  # fmt: skip
+
+# In the order of features.h5's columns (the classifier's input) and of every table and figure.
 FAMILIES: dict[str, Family] = {
     "dnabert": Family(
         "dnabert", "DNABERT-S", "frames.fa", ("nt_offset", "nt_length"),
         "zhihan1996/DNABERT-S", "DNABERT-S", 768, True, _dnabert_cost, _is_dnabert_s,
-        _load_dnabert,
+        _load_dnabert, DNABERT_S_FILES, "#4C72B0", revision_key="dnabert_revision",
     ),
     "esm": Family(
         "esm", "ESM-2", "proteins.faa", ("aa_offset", "aa_length"), "esm2_t36_3B_UR50D",
-        "ESM-2 3B", 2560, False, _esm_cost, _is_3b, _load_esm, embed_priority=10,
+        "ESM-2 3B", 2560, False, _esm_cost, _is_3b, _load_esm, ESM2_FILES, "#55A868",
+        embed_priority=10,
     ),
 }  # fmt: skip
 
@@ -148,3 +196,45 @@ def load_encoder(
 
         return StandInEncoder(settings.model, device)
     return family(settings.model).load(settings, device, precision, reference or keep_reference)
+
+
+# ------------------------------------------------------------------ the models folder
+
+
+def resolve_model_spec(
+    model: str,
+    spec: str,
+    models_dir: str | os.PathLike | None = None,
+    *,
+    revision: str | None = None,
+) -> str:
+    """The local spec model ``model``'s loader gets for the config's ``models.<model>``: a hub
+    name -> its copy in the locked ``models_dir`` (at ``revision``, for a model a commit pins),
+    anything else -> itself (:func:`virnuc_core.engine.model_files.resolve_model_spec`)."""
+    source = family(model).files
+    return model_files.resolve_model_spec(model, spec, models_dir, source, revision=revision)
+
+
+def local_models(settings: WorkflowSettings) -> WorkflowSettings:
+    """The same settings with hub names in ``models`` replaced by their files in the locked
+    ``models_dir`` (runs never download); raises ModelFilesError saying what to fetch."""
+    local = {}
+    for model, spec in settings.models.items():
+        key = family(model).revision_key
+        revision = getattr(settings, key) if key else None
+        local[model] = resolve_model_spec(model, spec, settings.models_dir, revision=revision)
+    return replace(settings, models=local)
+
+
+def fetch_models(
+    out: str | os.PathLike,
+    *,
+    names: Mapping[str, str] | None = None,
+    revisions: Mapping[str, str | None] | None = None,
+) -> Path:
+    """Fetch every family's model into the models folder ``out`` and lock it
+    (:func:`virnuc_core.engine.model_files.fetch_models`): the published one unless ``names``
+    says another, at ``revisions[model]`` for a model a commit pins; the lock's path."""
+    names = {m: (names or {}).get(m) or f.published for m, f in FAMILIES.items()}
+    sources = {m: f.files for m, f in FAMILIES.items()}
+    return model_files.fetch_models(out, sources, names, revisions)

@@ -1,9 +1,10 @@
 """The models folder: fetched once where the machine is online, locked, verified before runs.
 
-Runs never download. ``virnuc-fetch-models --out models`` (:func:`fetch_models`)
-fetches DNABERT-S from the Hugging Face hub at a pinned commit and ESM-2's checkpoint and
-contact-regression file from fair-esm's URLs into one folder, and writes ``models.lock.json``
-there: every file's path (relative to the folder), model, source, revision, size and sha256.
+Runs never download. ``virnuc-fetch-models --out models`` (:func:`fetch_models`) fetches each
+model into its own subfolder of one folder (DNABERT-S from the Hugging Face hub at a pinned
+commit, ESM-2's checkpoint and contact-regression file from fair-esm's URLs) and writes
+``models.lock.json`` there: every file's path (relative to the folder), model, source, revision,
+size and sha256.
 
 ::
 
@@ -14,8 +15,12 @@ there: every file's path (relative to the folder), model, source, revision, size
 
 :func:`verify_models` checks every locked file (present, size, sha256, never online) and raises
 one :class:`ModelFilesError` naming each missing or changed file. :func:`resolve_model_spec`
-maps the config's model specs to local paths: a hub name to the locked copy, a local path to
+maps a config's model spec to local paths: a hub name to the locked copy, a local path to
 itself, ``tiny`` to ``tiny``.
+
+This module knows no model by name: what differs between models (their folder, how a hub name
+looks, how it is fetched, whether a commit pins it) comes in as a :class:`ModelSource`, one per
+model, which the registry (:mod:`virnuc_core.registry`) holds.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,32 +43,43 @@ log = logging.getLogger("virnuc.models")
 
 LOCK_NAME = "models.lock.json"
 LOCK_FORMAT = 1
-DNABERT_S_REPO = "zhihan1996/DNABERT-S"
-# Which DNABERT-S commit the fetch takes when none is given: the hub's newest ("main"), resolved
-# to its 40-hex commit id at fetch time and recorded in the lock, which pins it from then on.
-DEFAULT_BRANCH = "main"
-ESM2_NAME = "esm2_t36_3B_UR50D"
-DNABERT_DIR, ESM_DIR = "dnabert-s", "esm2"
-# What DNABERT-S needs from the hub (no remote code, no tokenizer_config: see dnabert_load)
-DNABERT_PATTERNS = [
-    "config.json",
-    "tokenizer.json",
-    "model.safetensors",
-    "model-*.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model-*.bin",
-    "pytorch_model.bin.index.json",
-]
 FETCH = "virnuc-fetch-models --out {folder}"
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
+# A fetcher's answer: each file of the model it holds now (fetched, or kept) and its source.
+Fetched = list[tuple[Path, str]]
 
-# fair-esm's download locations (the fetch command reads them; runs never download)
-HUB_MODEL_URL = "https://dl.fbaipublicfiles.com/fair-esm/models/{name}.pt"
-HUB_REGRESSION_URL = (
-    "https://dl.fbaipublicfiles.com/fair-esm/regression/{name}-contact-regression.pt"
-)
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where one model's files come from and where they go in the models folder.
+
+    ``fetch(dest, name, revision, good)`` puts model ``name`` (at ``revision``, for a model a
+    commit pins) into the folder ``dest`` and returns every file of it with its source (URL);
+    ``good(path, source)`` says a file is there already and matches its lock entry from that
+    source (it need not be fetched again). Files are downloaded aside (``.part``) and renamed.
+    """
+
+    title: str  # for people: "DNABERT-S"
+    where: str  # where it is fetched from, for the message when that cannot be reached
+    folder: str  # its subfolder of the models folder
+    is_hub_name: Callable[[str], bool]  # does a spec (not a local file) name a published model?
+    fetch: Callable[[Path, str, str | None, Callable[[Path, str], bool]], Fetched]
+    # the file of the folder a hub name resolves to (name -> file name); None: the folder itself
+    weights: Callable[[str], str] | None = None
+    # a model a commit pins: the hub's newest commit of model ``name`` (None: not pinned)
+    newest_revision: Callable[[str], str] | None = None
+    # the fetch command's --<model> NAME option takes another name: its help ("": no option)
+    other_names: str = ""
+
+    @property
+    def pinned(self) -> bool:
+        """Whether a commit pins the model (the fetch command's --<model>-revision)."""
+        return self.newest_revision is not None
+
+    def lock_path(self, name: str) -> str:
+        """What a hub name ``name`` resolves to, relative to the models folder."""
+        return self.folder if self.weights is None else f"{self.folder}/{self.weights(name)}"
 
 
 class ModelFilesError(RuntimeError):
@@ -198,33 +216,30 @@ def check_against_lock(path: str | os.PathLike, sha256: str) -> None:
 # ------------------------------------------------------------------------ specs to paths
 
 
-def is_hub_name(model: str, spec: str) -> bool:
+def is_hub_name(source: ModelSource, spec: str) -> bool:
     """Whether ``spec`` names a published model rather than a local file (which it is not)."""
     if spec == "tiny" or Path(spec).expanduser().exists():
         return False
-    if model == "esm":
-        return spec.startswith("esm2_") and "/" not in spec and not spec.endswith(".pt")
-    return spec.count("/") == 1 and not spec.startswith((".", "/", "~"))
+    return source.is_hub_name(spec)
 
 
 def resolve_model_spec(
     model: str,
     spec: str,
-    models_dir: str | os.PathLike | None = None,
+    models_dir: str | os.PathLike | None,
+    source: ModelSource,
     *,
-    dnabert_revision: str | None = None,
+    revision: str | None = None,
 ) -> str:
-    """The local spec a loader gets for the config's ``models.<model>`` (``dnabert`` / ``esm``).
+    """The local spec a loader gets for the config's ``models.<model>`` (its files: ``source``).
 
     ``tiny`` -> ``tiny``; a local path -> itself (its files are hashed when loaded); a hub name
-    (``zhihan1996/DNABERT-S``, ``esm2_t36_3B_UR50D``) -> its copy in the locked ``models_dir``
-    (the DNABERT-S folder, the ESM-2 ``.pt``). A hub name without a models folder, or one the
-    lock does not hold (another name, another DNABERT-S revision), raises ModelFilesError
-    saying what to fetch: runs never download. Cheap: reads the lock only, hashes nothing.
+    -> its copy in the locked ``models_dir`` (a folder, or one file of it). A hub name without a
+    models folder, or one the lock does not hold (another name, another ``revision`` of a model
+    a commit pins), raises ModelFilesError saying what to fetch: runs never download. Cheap:
+    reads the lock only, hashes nothing.
     """
-    if model not in ("dnabert", "esm"):
-        raise ValueError(f"model must be 'dnabert' or 'esm', got {model!r}")
-    if not is_hub_name(model, spec):
+    if not is_hub_name(source, spec):
         return spec
     if models_dir is None:
         raise ModelFilesError(
@@ -236,16 +251,16 @@ def resolve_model_spec(
     fetch = FETCH.format(folder=models_dir)
     if entry is None or entry["name"] != spec:
         held = f"holds {entry['name']!r}" if entry else "holds no such model"
-        flag = f" --esm {spec}" if model == "esm" else ""
+        flag = f" --{model} {spec}" if source.other_names else ""
         raise ModelFilesError(
             f"models.{model} is {spec!r} but the models folder {models_dir} {held}: fetch it "
             f"({fetch}{flag}) or set models.{model} to what the folder holds."
         )
-    if model == "dnabert" and dnabert_revision and entry.get("revision") != dnabert_revision:
+    if source.pinned and revision and entry.get("revision") != revision:
         raise ModelFilesError(
-            f"the config pins {spec} at revision {dnabert_revision}, but {models_dir} holds "
-            f"revision {entry.get('revision')}: fetch that one ({fetch} --dnabert-revision "
-            f"{dnabert_revision}) or change the config's revision."
+            f"the config pins {spec} at revision {revision}, but {models_dir} holds "
+            f"revision {entry.get('revision')}: fetch that one ({fetch} --{model}-revision "
+            f"{revision}) or change the config's revision."
         )
     return str(Path(models_dir) / entry["path"])
 
@@ -253,29 +268,26 @@ def resolve_model_spec(
 # ----------------------------------------------------------------------- fetching (online)
 
 
-def check_revision(revision: str) -> str:
+def check_revision(revision: str, title: str) -> str:
     """``revision`` if it is a full commit id; otherwise ModelFilesError saying what to pass."""
     if not _COMMIT.match(revision or ""):
         raise ModelFilesError(
-            f"DNABERT-S revision {revision!r} is not a 40-hex commit id: a branch or tag can move, "
+            f"{title} revision {revision!r} is not a 40-hex commit id: a branch or tag can move, "
             "so only a commit pins the model (leave it out to take the hub's newest commit, "
             "which the lock then records)"
         )
     return revision
 
 
-def pinned_revision(revision: str | None) -> str:
-    """The commit to fetch: ``revision`` (checked), or the hub's current ``main`` commit."""
+def pinned_revision(source: ModelSource, name: str, revision: str | None) -> str:
+    """The commit to fetch: ``revision`` (checked), or the hub's newest commit of ``name``."""
     if revision is not None:
-        return check_revision(revision)
-    import huggingface_hub  # looked up at call time: tests replace model_info
-
-    commit = huggingface_hub.model_info(DNABERT_S_REPO, revision=DEFAULT_BRANCH).sha
-    log.info("%s: %s is commit %s", DNABERT_S_REPO, DEFAULT_BRANCH, commit)
-    return check_revision(commit)
+        return check_revision(revision, source.title)
+    return check_revision(source.newest_revision(name), source.title)
 
 
-def _entry(folder: Path, path: Path, model: str, name: str, source: str, revision: str | None):
+def lock_entry(folder: Path, path: Path, model: str, name: str, source: str, revision):
+    """The lock's entry of the fetched file ``path`` (hashed here)."""
     return {
         "path": path.relative_to(folder).as_posix(),
         "model": model,
@@ -287,7 +299,7 @@ def _entry(folder: Path, path: Path, model: str, name: str, source: str, revisio
     }
 
 
-def _replace_dir(part: Path, final: Path) -> None:
+def replace_dir(part: Path, final: Path) -> None:
     """Move the finished download ``part`` to ``final``, replacing an older copy."""
     old = final.with_name(f".{final.name}.old")
     shutil.rmtree(old, ignore_errors=True)
@@ -295,53 +307,6 @@ def _replace_dir(part: Path, final: Path) -> None:
         final.rename(old)
     part.rename(final)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def _fetch_dnabert(folder: Path, revision: str) -> list[dict[str, Any]]:
-    """DNABERT-S at ``revision`` into ``folder/dnabert-s`` (downloaded aside, then renamed)."""
-    import huggingface_hub  # looked up at call time: tests replace snapshot_download
-
-    part, final = folder / f".{DNABERT_DIR}.part", folder / DNABERT_DIR
-    log.info("fetching %s at %s", DNABERT_S_REPO, revision)
-    huggingface_hub.snapshot_download(
-        repo_id=DNABERT_S_REPO,
-        revision=revision,
-        allow_patterns=DNABERT_PATTERNS,
-        local_dir=part,
-    )
-    shutil.rmtree(part / ".cache", ignore_errors=True)  # the hub client's resume notes
-    names = {p.name for p in part.iterdir()}
-    weights = {"model.safetensors", "pytorch_model.bin"} | {n for n in names if "index" in n}
-    missing = [n for n in ("config.json", "tokenizer.json") if n not in names]
-    if missing or not names & weights:
-        raise ModelFilesError(
-            f"{DNABERT_S_REPO} at {revision} lacks {missing or 'weights'}: is it the right "
-            f"revision? (got {sorted(names)})"
-        )
-    _replace_dir(part, final)
-    source = f"https://huggingface.co/{DNABERT_S_REPO}"
-    files = sorted(p for p in final.rglob("*") if p.is_file())
-    return [_entry(folder, p, "dnabert", DNABERT_S_REPO, source, revision) for p in files]
-
-
-def _fetch_esm(folder: Path, name: str, good: dict[str, dict]) -> list[dict[str, Any]]:
-    """The ESM-2 checkpoint and its contact-regression file; files in ``good`` are kept."""
-    import torch.hub  # looked up at call time: tests replace download_url_to_file
-
-    entries = []
-    for url in (HUB_MODEL_URL.format(name=name), HUB_REGRESSION_URL.format(name=name)):
-        dest = folder / ESM_DIR / url.rsplit("/", 1)[-1]
-        rel = dest.relative_to(folder).as_posix()
-        if rel in good and good[rel]["source"] == url:
-            entries.append(good[rel])  # there and matching its lock entry: not fetched again
-            continue
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        part = dest.with_name(f".{dest.name}.part")
-        log.info("fetching %s", url)
-        torch.hub.download_url_to_file(url, str(part), progress=True)
-        os.replace(part, dest)  # a reader never sees a partial checkpoint under the real name
-        entries.append(_entry(folder, dest, "esm", name, url, None))
-    return entries
 
 
 def _previous_lock(folder: Path) -> dict[str, Any]:
@@ -356,27 +321,29 @@ def _previous_lock(folder: Path) -> dict[str, Any]:
 
 def fetch_models(
     out: str | os.PathLike,
-    *,
-    dnabert_revision: str | None = None,
-    esm_name: str = ESM2_NAME,
+    sources: Mapping[str, ModelSource],
+    names: Mapping[str, str],
+    revisions: Mapping[str, str | None] | None = None,
 ) -> Path:
-    """Fetch DNABERT-S (at commit ``dnabert_revision``; None: the hub's newest, resolved to its
-    commit) and ESM-2 ``esm_name`` into ``out``; write ``out/models.lock.json`` (which records
-    the commit); return the lock's path.
+    """Fetch every model of ``sources`` (model -> where its files come from), in that order,
+    as ``names[model]`` (at commit ``revisions[model]`` for a model a commit pins; None: the
+    commit the folder's lock holds, else the hub's newest, resolved to its commit) into
+    ``out``; write ``out/models.lock.json`` (which records the commits); return the lock's path.
 
     Needs the network. A model whose locked files are all there and match (size, sha256) is
-    not fetched again, nor is any single ESM-2 file that matches. The lock is rewritten after
-    each model, so an interrupted ESM-2 download keeps DNABERT-S's entries. A failed fetch
-    leaves no partial download (:mod:`virnuc_core.engine.fetch_failure`); offline, it raises
-    ModelFilesError saying so.
+    not fetched again, nor is any single file a fetcher finds matching. The lock is rewritten
+    after each model, so an interrupted download keeps the models fetched before it. A failed
+    fetch leaves no partial download (:mod:`virnuc_core.engine.fetch_failure`); offline, it
+    raises ModelFilesError saying so.
     """
     out = Path(out)
     created = failure.topmost_missing(out)
     before = {p.name for p in out.iterdir()} if out.is_dir() else set()
     out.mkdir(parents=True, exist_ok=True)
-    step = ["DNABERT-S from the Hugging Face hub"]  # what was being fetched, for the message
+    first = next(iter(sources.values()))
+    step = [f"{first.title} from {first.where}"]  # what was being fetched, for the message
     try:
-        return _fetch_into(out, dnabert_revision, esm_name, step)
+        return _fetch_into(out, sources, names, revisions or {}, step)
     except BaseException as e:
         kept = failure.clean_failed_fetch(out, created, before, LOCK_NAME)
         reason = failure.cannot_reach(e)
@@ -385,16 +352,25 @@ def fetch_models(
         raise ModelFilesError(failure.unreachable_message(step[0], reason, out, kept)) from None
 
 
-def _fetch_into(out: Path, dnabert_revision: str | None, esm_name: str, step: list[str]) -> Path:
+def _fetch_into(
+    out: Path,
+    sources: Mapping[str, ModelSource],
+    names: Mapping[str, str],
+    revisions: Mapping[str, str | None],
+    step: list[str],
+) -> Path:
     lock = _previous_lock(out)
-    held = lock["models"].get("dnabert", {}).get("revision")
-    # Repairing a folder keeps its commit unless another one is asked for.
-    revision = pinned_revision(dnabert_revision or held)
-    wanted = {
-        "dnabert": (DNABERT_S_REPO, revision, DNABERT_DIR),
-        "esm": (esm_name, None, f"{ESM_DIR}/{esm_name}.pt"),
-    }
-    for model, (name, rev, path) in wanted.items():
+    wanted = {}
+    for model, source in sources.items():  # every commit decided before any download
+        step[0] = f"{source.title} from {source.where}"
+        rev = None
+        if source.pinned:
+            held = lock["models"].get(model, {}).get("revision")
+            # Repairing a folder keeps its commit unless another one is asked for.
+            rev = pinned_revision(source, names[model], revisions.get(model) or held)
+        wanted[model] = (names[model], rev)
+    for model, (name, rev) in wanted.items():
+        source = sources[model]
         before = lock["models"].get(model, {})
         same = before.get("name") == name and before.get("revision") == rev
         old = [e for e in lock["files"] if e["model"] == model] if same else []
@@ -402,12 +378,22 @@ def _fetch_into(out: Path, dnabert_revision: str | None, esm_name: str, step: li
         if old and len(good) == len(old):
             log.info("%s: %s already there and matching its lock; not fetched", model, name)
             continue
-        if model == "dnabert":
-            entries = _fetch_dnabert(out, revision)
-        else:
-            step[0] = "ESM-2 from fair-esm's download server"
-            entries = _fetch_esm(out, name, good)
-        lock["models"][model] = {"name": name, "revision": rev, "path": path}
+        step[0] = f"{source.title} from {source.where}"
+
+        kept: dict[str, dict] = {}  # the files the fetcher kept as they were: not hashed again
+
+        def matches(path: Path, url: str, good=good, kept=kept) -> bool:
+            rel = path.relative_to(out).as_posix()
+            if rel in good and good[rel]["source"] == url:
+                kept[rel] = good[rel]
+            return rel in kept
+
+        entries = [
+            kept.get(path.relative_to(out).as_posix())
+            or lock_entry(out, path, model, name, url, rev)
+            for path, url in source.fetch(out / source.folder, name, rev, matches)
+        ]
+        lock["models"][model] = {"name": name, "revision": rev, "path": source.lock_path(name)}
         lock["files"] = [e for e in lock["files"] if e["model"] != model] + entries
         write_lock(out, lock)
     return out / LOCK_NAME

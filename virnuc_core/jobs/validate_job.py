@@ -129,13 +129,14 @@ def _agreement(features: str, references: Sequence[str], classifier: str) -> dic
     for path in references:
         with h5py.File(path, "r") as f:
             refs[f.attrs["model"]] = (f["records"][()], f["embeddings"][()])
-    (rec_d, ref_d), (rec_e, ref_e) = refs["dnabert"], refs["esm"]
-    if not np.array_equal(rec_d, rec_e):
+    order = list(FAMILIES)  # the classifier's input: the models' columns in this order
+    records = refs[order[0]][0]
+    if not all(np.array_equal(records, refs[m][0]) for m in order[1:]):
         raise ValueError("the two models' validation samples differ; rerun validate_embeddings")
     with open_features(features) as f:
-        fast = np.concatenate([checked_rows(f[m], rec_d) for m in ("dnabert", "esm")], axis=1)
+        fast = np.concatenate([checked_rows(f[m], records) for m in order], axis=1)
         dims = {m: int(f[m].shape[1]) for m in FAMILIES}  # a wrong width is told per model
     model = classifier_for(classifier, dims)
     v2 = predict_scores(model, fast)
-    v1 = predict_scores(model, np.concatenate([ref_d, ref_e], axis=1))
-    return {"n": int(len(rec_d)), "agreement": verdict_agreement(v2, v1)}
+    v1 = predict_scores(model, np.concatenate([refs[m][1] for m in order], axis=1))
+    return {"n": int(len(records)), "agreement": verdict_agreement(v2, v1)}

@@ -16,6 +16,7 @@ import shlex
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 
+from virnuc_core.registry import FAMILIES
 from virnuc_core.util.files import atomic_writer
 
 NOTICE_NAME = "DEMO_MODELS_README.txt"
@@ -45,13 +46,14 @@ def demo_warning(tiny: Sequence[str]) -> str:
 
 def demo_notice(tiny: Sequence[str]) -> str:
     """The text of ``DEMO_MODELS_README.txt``."""
+    published = ", ".join(f"{name}: {fam.published}" for name, fam in FAMILIES.items())
     return (
         f"{demo_warning(tiny)}\n\n"
         "summary.tsv, prediction_results.tsv, prediction_results_highestscore.tsv and viral.fa\n"
         "in this folder were made with tiny models of random weights, built in code so that the\n"
         "demo runs in minutes on a CPU. Do not read anything into them.\n\n"
         "For real calls, set in your config:\n"
-        "  models: {dnabert: zhihan1996/DNABERT-S, esm: esm2_t36_3B_UR50D}  (the defaults;\n"
+        f"  models: {{{published}}}  (the defaults;\n"
         "      fetch them once with: virnuc-fetch-models --out models)\n"
         "  classifier: VirNucPro's 300_model.pth or 500_model.pth, matching chunk_length\n"
         "See the README, section 'Running on real data'.\n"

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, fields
 import h5py
 
 from virnuc_core.jobs.merge import plain_attr
+from virnuc_core.registry import FAMILIES
 from virnuc_core.report.summary import NA, html_page, html_table, pyplot, save_figure
 from virnuc_core.util.files import atomic_writer
 
@@ -85,6 +86,7 @@ def throughput_rows(rows: Sequence[ShardThroughput]) -> list[list[object]]:
     return [[_fmt(v) for v in (*asdict(r).values(), r.records_per_wall_s)] for r in rows]
 
 
+OTHER = "#8C8C8C"  # a shard of a model the registry does not know (an older run's)
 PLAN_COLUMNS = ("model", "device", "expected_gpu_s", "source", "loop_s", "wall_s")
 
 
@@ -135,7 +137,7 @@ def plot_throughput(rows: Sequence[ShardThroughput], path: str | os.PathLike) ->
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=100)
     labels = [f"{r.model} {r.shard}" for r in rows]
-    colours = ["#4C72B0" if r.model == "dnabert" else "#55A868" for r in rows]
+    colours = [FAMILIES[r.model].colour if r.model in FAMILIES else OTHER for r in rows]
     for ax, key in zip(axes, ("tokens_per_s", "records_per_s"), strict=True):
         values = [getattr(r, key) or 0.0 for r in rows]
         ax.bar(range(len(rows)), values, color=colours)

@@ -9,7 +9,7 @@ import warnings  # noqa: E402
 
 from virnuc_core.engine.models.classifier_check import check_classifier, check_readable  # noqa: E402
 from virnuc_core.util.digests import sampled_fingerprint  # noqa: E402
-from virnuc_core.registry import FAMILIES  # noqa: E402
+from virnuc_core.registry import FAMILIES, local_models  # noqa: E402
 from virnuc_core.engine.model_files import ModelFilesError, locked_paths, quick_check  # noqa: E402
 from virnuc_core.jobs import resources  # noqa: E402
 from virnuc_core.report.run_notes import closing_lines, report_command, results_prefix  # noqa: E402
@@ -39,7 +39,7 @@ for _configfile in workflow.configfiles:
         _refuse(err)
 CONFIGURED = WorkflowSettings.from_config(config)
 try:
-    SETTINGS = CONFIGURED.with_local_models()  # hub names -> the locked models folder
+    SETTINGS = local_models(CONFIGURED)  # hub names -> the locked models folder
 except ModelFilesError as err:
     _refuse(err)
 # The models folder's files, when a hub name uses it: each is an input of verify_models.

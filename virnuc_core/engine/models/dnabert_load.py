@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -211,7 +212,7 @@ def weights_checksum(folder: Path) -> tuple[str, str]:
 
 def resolve_folder(spec: str) -> Path:
     """A local model folder. A hub name is refused (runs never download):
-    :func:`virnuc_core.engine.model_files.resolve_model_spec` maps it to the fetched, locked
+    :func:`virnuc_core.registry.resolve_model_spec` maps it to the fetched, locked
     copy."""
     path = Path(os.path.expanduser(spec))
     if path.is_dir():
@@ -277,3 +278,57 @@ class DnaTokenizer:
                 np.concatenate([[self.cls_id], ids, [self.sep_id]]).astype(np.int64) for ids in out
             ]
         return out
+
+
+# ------------------------------------------------------------------ fetching (online)
+
+# What DNABERT-S needs from the hub (no remote code, no tokenizer_config: see DnaTokenizer)
+DNABERT_PATTERNS = [
+    "config.json",
+    "tokenizer.json",
+    "model.safetensors",
+    "model-*.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model-*.bin",
+    "pytorch_model.bin.index.json",
+]
+# Which commit the fetch takes when none is given: the hub's newest ("main"), resolved to its
+# 40-hex commit id at fetch time and recorded in the lock, which pins it from then on.
+DEFAULT_BRANCH = "main"
+
+
+def newest_commit(repo: str) -> str:
+    """The commit the hub's ``main`` of ``repo`` is now (needs the network)."""
+    import huggingface_hub  # looked up at call time: tests replace model_info
+
+    commit = huggingface_hub.model_info(repo, revision=DEFAULT_BRANCH).sha
+    log.info("%s: %s is commit %s", repo, DEFAULT_BRANCH, commit)
+    return commit
+
+
+def fetch(dest: Path, repo: str, revision: str | None, good) -> list[tuple[Path, str]]:
+    """DNABERT-S (hub repository ``repo``) at ``revision`` into the folder ``dest``, downloaded
+    aside and then renamed; every file with its source. Fetched whole (``good`` unused)."""
+    import huggingface_hub  # looked up at call time: tests replace snapshot_download
+
+    from virnuc_core.engine.model_files import ModelFilesError, replace_dir
+
+    del good
+    part = dest.with_name(f".{dest.name}.part")
+    log.info("fetching %s at %s", repo, revision)
+    huggingface_hub.snapshot_download(
+        repo_id=repo, revision=revision, allow_patterns=DNABERT_PATTERNS, local_dir=part
+    )
+    shutil.rmtree(part / ".cache", ignore_errors=True)  # the hub client's resume notes
+    names = {p.name for p in part.iterdir()}
+    weights = {"model.safetensors", "pytorch_model.bin"} | {n for n in names if "index" in n}
+    missing = [n for n in ("config.json", "tokenizer.json") if n not in names]
+    if missing or not names & weights:
+        raise ModelFilesError(
+            f"{repo} at {revision} lacks {missing or 'weights'}: is it the right "
+            f"revision? (got {sorted(names)})"
+        )
+    replace_dir(part, dest)
+    source = f"https://huggingface.co/{repo}"
+    return [(p, source) for p in sorted(p for p in dest.rglob("*") if p.is_file())]

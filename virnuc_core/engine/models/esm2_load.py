@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import warnings
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -131,7 +132,7 @@ def build_fair_model(spec: str):
 
     The model carries ``virnuc_weights_sha256``: the sha256 of the ``.pt`` file, or for "tiny"
     of its tensors. A fair-esm name (``esm2_t36_3B_UR50D``) is refused: runs never download;
-    :func:`virnuc_core.engine.model_files.resolve_model_spec` maps it to the fetched, locked copy.
+    :func:`virnuc_core.registry.resolve_model_spec` maps it to the fetched, locked copy.
     """
     if spec == "tiny":
         from virnuc_core.util.digests import tensors_sha256
@@ -151,3 +152,32 @@ def build_fair_model(spec: str):
         f"({FETCH.format(folder='models')} --esm {spec}) and resolve the name through the "
         "models folder, or give the path of the .pt checkpoint."
     )
+
+
+# ------------------------------------------------------------------ fetching (online)
+
+# fair-esm's download locations (the fetch command reads them; runs never download)
+HUB_MODEL_URL = "https://dl.fbaipublicfiles.com/fair-esm/models/{name}.pt"
+HUB_REGRESSION_URL = (
+    "https://dl.fbaipublicfiles.com/fair-esm/regression/{name}-contact-regression.pt"
+)
+
+
+def fetch(dest: Path, name: str, revision: str | None, good) -> list[tuple[Path, str]]:
+    """fair-esm model ``name``'s checkpoint and contact-regression file into the folder
+    ``dest``, each with its source; a file ``good(path, url)`` calls matching is kept."""
+    import torch.hub  # looked up at call time: tests replace download_url_to_file
+
+    del revision  # fair-esm's files have no revisions
+    out = []
+    for url in (HUB_MODEL_URL.format(name=name), HUB_REGRESSION_URL.format(name=name)):
+        path = dest / url.rsplit("/", 1)[-1]
+        out.append((path, url))
+        if good(path, url):
+            continue  # there and matching its lock entry: not fetched again
+        dest.mkdir(parents=True, exist_ok=True)
+        part = path.with_name(f".{path.name}.part")
+        log.info("fetching %s", url)
+        torch.hub.download_url_to_file(url, str(part), progress=True)
+        os.replace(part, path)  # a reader never sees a partial checkpoint under the real name
+    return out
