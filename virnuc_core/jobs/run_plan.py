@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from virnuc_core.jobs import resources
-from virnuc_core.registry import family
+from virnuc_core.registry import FAMILIES, family
 from virnuc_core.util.files import atomic_writer
 
 log = logging.getLogger("virnuc.plan")
@@ -146,8 +146,10 @@ def cpu_note(gpus: int, why: str, plans: Mapping[str, str | os.PathLike]) -> str
             for t in p.get("expected_cpu_seconds", [])[:1]
         ]  # fmt: skip
         parts.append(f"sample {sample!r}: " + (", ".join(times) or "no measured CPU time"))
+    starting = sorted(FAMILIES.values(), key=lambda f: -f.embed_priority)  # as the jobs start
+    titles = " and ".join(f.title for f in starting)
     return (
         f"--resources gpu={gpus} asks for GPUs, but none is visible here ({why}): the embed jobs "
-        "will run ESM-2 and DNABERT-S on the CPU, which suits small inputs only. Expected time "
+        f"will run {titles} on the CPU, which suits small inputs only. Expected time "
         f"on one CPU core: {'; '.join(parts)}. To use a GPU, run where one is visible."
     )
