@@ -173,6 +173,17 @@ def test_fetch_command(tmp_path, monkeypatch, remote, capsys):
     verify_models(out)
 
 
+def test_fetch_command_options(capsys):
+    """The command's per-model options: a commit for DNABERT-S, another name for ESM-2."""
+    with pytest.raises(SystemExit) as done:
+        fetch_models_main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert done.value.code == 0
+    assert "--dnabert-revision DNABERT_REVISION DNABERT-S commit id on the hub" in text
+    assert f"--esm ESM fair-esm model name (default: {ESM})" in text
+    assert "--dnabert DNABERT" not in text and "--esm-revision" not in text
+
+
 def test_the_published_names_are_the_hub_names_fetched():
     """The registry's published names are what the fetch takes and the lock records."""
     assert FAMILIES["dnabert"].published == DNABERT_S_REPO and FAMILIES["esm"].published == ESM
