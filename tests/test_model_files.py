@@ -10,9 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import runpy
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,7 @@ import pytest
 pytest.importorskip("esm")
 
 from tests.model_fixtures import FakeHub, offline, save_fair_checkpoint  # noqa: E402
+from virnuc_core.commands import fetch_models_main  # noqa: E402
 from virnuc_core.engine import model_files  # noqa: E402
 from virnuc_core.engine.model_files import (  # noqa: E402  # noqa: E402
     DNABERT_S_REPO,
@@ -165,16 +164,11 @@ def test_no_revision_takes_the_newest_commit_and_locks_it(tmp_path, monkeypatch,
 
 def test_fetch_script(tmp_path, monkeypatch, remote, capsys):
     FakeHub(*remote).install(monkeypatch)
-    script = Path(__file__).resolve().parents[1] / "scripts" / "fetch_models.py"
     out = tmp_path / "m"
-    monkeypatch.setattr(sys, "argv", ["x", "--out", str(out), "--dnabert-revision", "main"])
-    with pytest.raises(SystemExit) as done:
-        runpy.run_path(str(script), run_name="__main__")
-    assert done.value.code == 1 and "40-hex commit" in capsys.readouterr().err
-    monkeypatch.setattr(sys, "argv", ["x", "--out", str(out), "--dnabert-revision", REV])
-    with pytest.raises(SystemExit) as done:
-        runpy.run_path(str(script), run_name="__main__")
-    assert done.value.code == 0 and PT in capsys.readouterr().out
+    code = fetch_models_main(["--out", str(out), "--dnabert-revision", "main"])
+    assert code == 1 and "40-hex commit" in capsys.readouterr().err
+    code = fetch_models_main(["--out", str(out), "--dnabert-revision", REV])
+    assert code == 0 and PT in capsys.readouterr().out
     verify_models(out)
 
 
@@ -212,7 +206,7 @@ def test_verify_fails_naming_the_damaged_file(fetched, rel, damage, words):
         verify_models(out)
     msg = str(err.value)
     assert f"{rel}: {words}" in msg and "1 of the 5" in msg
-    assert "fetch_models.py --out" in msg and "restore" in msg
+    assert "virnuc-fetch-models --out" in msg and "restore" in msg
     others = _files_under(out) - {rel}
     assert not any(f"{o}:" in msg for o in others)
 
@@ -230,7 +224,7 @@ def test_verify_names_every_damaged_file_at_once(fetched):
 
 
 def test_verify_without_or_with_a_broken_lock(tmp_path):
-    with pytest.raises(ModelFilesError, match=r"no models\.lock\.json.*fetch_models\.py"):
+    with pytest.raises(ModelFilesError, match=r"no models\.lock\.json.*virnuc-fetch-models"):
         verify_models(tmp_path)
     (tmp_path / LOCK_NAME).write_text("{not json")
     with pytest.raises(ModelFilesError, match="not a readable lock file"):
@@ -267,9 +261,9 @@ def test_loaded_models_record_the_sha256_of_their_weights_files(fetched, monkeyp
 @pytest.mark.parametrize(
     "model,spec,dir_kind,words",
     [
-        ("dnabert", DNABERT_S_REPO, None, r"never download.*fetch_models\.py"),
-        ("esm", ESM, None, r"never download.*fetch_models\.py"),
-        ("esm", ESM, "empty", r"no models\.lock\.json.*fetch_models\.py"),
+        ("dnabert", DNABERT_S_REPO, None, r"never download.*virnuc-fetch-models"),
+        ("esm", ESM, None, r"never download.*virnuc-fetch-models"),
+        ("esm", ESM, "empty", r"no models\.lock\.json.*virnuc-fetch-models"),
         ("esm", "esm2_t33_650M_UR50D", "fetched", r"holds 'esm2_t36_3B_UR50D'.*--esm"),
     ],
 )
@@ -351,5 +345,5 @@ def test_a_truncated_model_file_is_refused_at_start_before_any_job(tmp_path):
     assert proc.returncode != 0, out
     assert f"{PT}: size changed (truncated or replaced)" in out
     assert f"{REG}:" not in out  # the intact file is not named
-    assert "fetch_models.py --out" in out
+    assert "virnuc-fetch-models --out" in out
     assert "Job stats" not in out and not (tmp_path / "results").exists()
