@@ -13,7 +13,8 @@ child's, such as a reader process); a sampler records the disk high-water mark o
 The result: per rule the slope in bytes per kept frame between sizes, and the projection to
 10 M reads.
 
-    python -m bench.scale --reads 250000 1000000 2000000 --out bench/results/scale_cpu.json
+    python -m bench.scale --reads 250000 1000000 2000000 \
+        --out bench/results/2026-12-02-scale-cpu/scale_cpu.json
 """
 
 from __future__ import annotations

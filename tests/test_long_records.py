@@ -19,7 +19,7 @@ import pytest
 
 from tests.index_helpers import frames_index
 from tests.test_report import expected_summary
-from virnuc_core.data import long_records, reads
+from virnuc_core.data import long_records, reads, records
 from virnuc_core.data.index import index_sample
 from virnuc_core.data.reads import InputError, iter_reads
 from virnuc_core.report import summary
@@ -33,6 +33,7 @@ def small_spill(monkeypatch):
     """Records over 300 bytes go to disk; files are read 64 bytes at a time."""
     monkeypatch.setattr(long_records, "SPILL_BYTES", 300)
     monkeypatch.setattr(reads, "_BLOCK_BYTES", 64)
+    monkeypatch.setattr(records, "_BLOCK_BYTES", 64)  # long records read in blocks too
 
 
 def _bases(n: int, seed: int) -> str:
@@ -121,6 +122,7 @@ def test_index_of_a_long_record_is_the_same_from_disk(tmp_path, monkeypatch):
     in_memory = index("memory")
     monkeypatch.setattr(long_records, "SPILL_BYTES", 4096)
     monkeypatch.setattr(reads, "_BLOCK_BYTES", 1000)
+    monkeypatch.setattr(records, "_BLOCK_BYTES", 1000)  # long records read in blocks too
     spilled = []
     real = long_records.spill_record
     monkeypatch.setattr(long_records, "spill_record", lambda *a: spilled.append(1) or real(*a))
@@ -133,6 +135,7 @@ def test_summary_of_a_long_record_holds_no_row_per_chunk(tmp_path, small_spill, 
     # stream by, and the read's bases are on disk. Before, the read's chunk ids and its rows
     # were held at once (well over 1 MB here).
     monkeypatch.setattr(reads, "_BLOCK_BYTES", 4096)
+    monkeypatch.setattr(records, "_BLOCK_BYTES", 4096)  # long records read in blocks too
     n, chunks = 2_000_000, 4000
     fasta = tmp_path / "reads.fa"
     _write(fasta, [(">big", _wrap("ACGT" * (n // 4), 60)), (">small", ["ACGTT"])])
@@ -204,6 +207,7 @@ def test_a_long_rna_record_gives_the_frames_of_its_dna_spelling(tmp_path, monkey
         _write(tmp_path / f"{name}.fa", [(">r0", ["ACGTACGTTAG"]), (">chr", _wrap(seq, 80))])
     monkeypatch.setattr(long_records, "SPILL_BYTES", 4096)
     monkeypatch.setattr(reads, "_BLOCK_BYTES", 1000)
+    monkeypatch.setattr(records, "_BLOCK_BYTES", 1000)  # long records read in blocks too
 
     def index(name: str) -> dict[str, bytes]:
         out = {k: str(tmp_path / f"{name}.{k}") for k in ("frames", "proteins", "index", "counts")}

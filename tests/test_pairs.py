@@ -12,8 +12,14 @@ from pathlib import Path
 import pytest
 
 from virnuc_core.data.index import index_sample
-from virnuc_core.data.pairs import InterleavedFile, MateFiles, iter_pair_batches
-from virnuc_core.data.reads import InputError, iter_read_batches, iter_reads
+from virnuc_core.data.pairs import (
+    InterleavedFile,
+    MateFiles,
+    iter_pair_batches,
+    iter_sample_batches,
+    iter_sample_reads,
+)
+from virnuc_core.data.records import InputError
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 
@@ -62,7 +68,9 @@ def test_a_real_casava_pair_gives_mate_1_then_mate_2_of_each_pair(tmp_path, real
     assert len(reads) == 200 and len(batches) > 10
     assert reads[0][0] == "HWI-1KL120:88:D0LRBACXX:1:1101:1780:2146/1"
     # the same reads through the reader every stage uses
-    assert [(r.id, r.seq) for r in iter_reads([MateFiles(str(real_pair[0]), str(r2))])] == expected
+    assert [
+        (r.id, r.seq) for r in iter_sample_reads([MateFiles(str(real_pair[0]), str(r2))])
+    ] == expected
 
 
 def test_batches_stay_small_and_numbered_in_sample_order(real_pair):
@@ -79,7 +87,7 @@ def test_mates_out_of_order_are_refused_naming_file_line_and_both_ids(tmp_path):
         tmp_path / "R2.fq", fastq(("a 2:N:0:X", "ACGT"), ("c 2:N:0:X", "ACGT"), ("b 2:N", "AC"))
     )
     with pytest.raises(InputError) as err:
-        list(iter_read_batches([MateFiles(str(r1), str(r2))]))
+        list(iter_sample_batches([MateFiles(str(r1), str(r2))]))
     assert str(err.value) == (
         f"{r2}: line 5, record 'c': mate 2 'c' does not match mate 1 'b' (line 5 of {str(r1)!r}): "
         "mates share the first word of the header (or differ only in a final /1 and /2); mate "
@@ -91,7 +99,7 @@ def test_a_longer_mate_1_file_is_refused_naming_its_extra_read(tmp_path):
     r1 = write(tmp_path / "R1.fq", fastq(("a", "ACGT"), ("b", "ACGT"), ("c", "ACGT")))
     r2 = write(tmp_path / "R2.fq", fastq(("a", "ACGT"), ("b", "ACGT")))
     with pytest.raises(InputError) as err:
-        list(iter_read_batches([MateFiles(str(r1), str(r2))]))
+        list(iter_sample_batches([MateFiles(str(r1), str(r2))]))
     assert str(err.value) == (
         f"{r1}: line 9, record 'c': {str(r1)!r} has more reads than its mate file {str(r2)!r}, "
         "which ends after 2 reads (its last 'b' at line 5): mate files hold the same pairs in "
@@ -103,13 +111,13 @@ def test_a_longer_mate_2_file_is_refused_too(tmp_path):
     r1 = write(tmp_path / "R1.fq", fastq(("a", "ACGT")))
     r2 = write(tmp_path / "R2.fq", fastq(("a", "ACGT"), ("b", "ACGT")))
     with pytest.raises(InputError, match=rf"^{r2}: line 5, record 'b': .* ends after 1 reads"):
-        list(iter_read_batches([MateFiles(str(r1), str(r2))]))
+        list(iter_sample_batches([MateFiles(str(r1), str(r2))]))
 
 
 def test_old_style_ids_lose_their_suffix_in_the_pair_id(tmp_path):
     r1 = write(tmp_path / "R1.fq", fastq(("x/1", "ACGT"), ("y/1 some text", "GG")))
     r2 = write(tmp_path / "R2.fq", fastq(("x/2", "TTTT"), ("y/2", "CC")))
-    reads = list(iter_reads([MateFiles(str(r1), str(r2))]))
+    reads = list(iter_sample_reads([MateFiles(str(r1), str(r2))]))
     assert [(r.id, r.seq) for r in reads] == [
         ("x/1", "ACGT"), ("x/2", "TTTT"), ("y/1", "GG"), ("y/2", "CC")
     ]  # fmt: skip
@@ -122,7 +130,7 @@ def test_old_style_ids_must_be_1_then_2_of_one_word(tmp_path, id1, id2):
     reads = [MateFiles(str(r1), str(r2))]
     copy = "; both name the same mate: is one file a copy of the other" if id1 == id2 else ""
     with pytest.raises(InputError, match=f"mate 2 '{id2}' does not match mate 1 '{id1}'.*{copy}"):
-        list(iter_reads(reads))
+        list(iter_sample_reads(reads))
 
 
 def test_an_interleaved_file_alternates_mate_1_and_mate_2(tmp_path):
@@ -130,7 +138,7 @@ def test_an_interleaved_file_alternates_mate_1_and_mate_2(tmp_path):
         tmp_path / "il.fq",
         fastq(("p 1:N", "AAAA"), ("p 2:N", "CCCC"), ("q/1", "GG"), ("q/2", "TT")),
     )
-    reads = list(iter_reads([InterleavedFile(str(path))]))
+    reads = list(iter_sample_reads([InterleavedFile(str(path))]))
     assert [(r.id, r.seq, r.line) for r in reads] == [
         ("p/1", "AAAA", 1), ("p/2", "CCCC", 5), ("q/1", "GG", 9), ("q/2", "TT", 13)
     ]  # fmt: skip
@@ -139,7 +147,7 @@ def test_an_interleaved_file_alternates_mate_1_and_mate_2(tmp_path):
 def test_an_interleaved_file_out_of_step_is_refused_naming_both_lines(tmp_path):
     path = write(tmp_path / "il.fq", fastq(("p", "AAAA"), ("p", "CCCC"), ("q", "GG"), ("r", "TT")))
     with pytest.raises(InputError) as err:
-        list(iter_reads([InterleavedFile(str(path))]))
+        list(iter_sample_reads([InterleavedFile(str(path))]))
     assert str(err.value).startswith(
         f"{path}: line 13, record 'r': mate 2 'r' does not match mate 1 'q' (line 9): "
     )
@@ -148,7 +156,7 @@ def test_an_interleaved_file_out_of_step_is_refused_naming_both_lines(tmp_path):
 def test_an_interleaved_file_with_an_odd_record_count_is_refused(tmp_path):
     path = write(tmp_path / "il.fq", fastq(("p", "AAAA"), ("p", "CCCC"), ("q", "GG")))
     with pytest.raises(InputError) as err:
-        list(iter_reads([InterleavedFile(str(path))]))
+        list(iter_sample_reads([InterleavedFile(str(path))]))
     assert str(err.value) == (
         f"{path}: line 9, record 'q': the file ends with a mate 1 without its mate 2 (an odd "
         "number of records, 3): an interleaved file alternates mate 1, mate 2"
@@ -161,7 +169,7 @@ def test_a_pair_given_twice_is_a_duplicate_read(tmp_path):
     s1 = write(tmp_path / "S1.fq", fastq(("c", "ACGT"), ("b", "ACGT")))
     s2 = write(tmp_path / "S2.fq", fastq(("c", "ACGT"), ("b", "ACGT")))
     with pytest.raises(InputError) as err:
-        list(iter_read_batches([MateFiles(str(r1), str(r2)), MateFiles(str(s1), str(s2))]))
+        list(iter_sample_batches([MateFiles(str(r1), str(r2)), MateFiles(str(s1), str(s2))]))
     assert str(err.value) == f"{s1}: line 5, record 'b/1': duplicate id (first at line 5 of {r1})"
 
 

@@ -19,7 +19,7 @@ from Bio.SeqIO.QualityIO import FastqGeneralIterator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from virnuc_core.data import reads
+from virnuc_core.data import read_ids, reads
 from virnuc_core.data.frames import select_frames
 from virnuc_core.data.reads import InputError, iter_read_batches, iter_reads, sniff
 
@@ -511,8 +511,8 @@ def test_duplicate_comes_after_the_last_batch(tmp_path):
 def test_hash_collisions_never_give_a_false_error(tmp_path, monkeypatch, confirm_at_once):
     """Every id gets the same hash: only the real ids decide, and the first duplicate in
     sample order is the one named."""
-    monkeypatch.setattr(reads, "hash", lambda _: 7, raising=False)
-    monkeypatch.setattr(reads, "_CONFIRM_AT_ONCE", confirm_at_once)
+    monkeypatch.setattr(read_ids, "hash", lambda _: 7, raising=False)
+    monkeypatch.setattr(read_ids, "_CONFIRM_AT_ONCE", confirm_at_once)
     a = write(tmp_path / "a.fa", "".join(f">r{i}\nAC\n" for i in range(50)))
     assert len(list(iter_reads([a]))) == 50
     b = write(tmp_path / "b.fa", ">s1\nAC\n>r7\nAC\n>s1\nAC\n>r3\nGG\n")

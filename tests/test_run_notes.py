@@ -74,7 +74,7 @@ ALL = {
 def test_a_full_run_lists_each_summary_then_the_report_command():
     lines = _lines(ALL)
     assert lines == [
-        "virnuc finished. Per-read results (one row per read, README 'Reading the results'):",
+        "virnuc finished. Per-read results (one row per read; every column: docs/outputs.md):",
         "  results/gut1/summary.tsv",
         "  results/gut2/summary.tsv",
         f"The report (report.html, one self-contained file): {REPORT}",

@@ -21,7 +21,8 @@ from typing import Any
 
 import yaml
 
-SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
+# workflow/schemas/config.schema.yaml, through the package's link to it (a copy when installed)
+SCHEMA = Path(__file__).resolve().parent / "config.schema.yaml"
 PRECISIONS = ("fp32", "bf16", "fp16", "fp8")  # fp8: ESM-2's matmuls only (DNABERT-S: bf16)
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
 

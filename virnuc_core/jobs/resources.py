@@ -6,8 +6,9 @@ sample sizes, on records of 30 and 300 megabases, and plan_shards alone on index
 and 25 M frames: :data:`SOURCES`) with a margin, so that a SLURM job is never killed for memory it
 needs nor reserves ten times too much. The GPU jobs' constant is the model's host memory while it
 loads (ESM-2 3B: the checkpoint and fair-esm's fp32 build), from the GPU run
-(``bench/results/workflow_gpu_h200.json``). The rules pass these as ``mem_mb``; the run plan
-lists them (``job_memory_mb``) and what they stand on (``job_memory_basis``: :func:`basis`).
+(``bench/results/2026-12-02-workflow-h200/workflow_gpu_h200.json``). The rules pass these as
+``mem_mb``; the run plan lists them (``job_memory_mb``) and what they stand on
+(``job_memory_basis``: :func:`basis`).
 
 Long records cost no more than reads: a FASTA record's bases go to disk while it is read
 (:mod:`virnuc_core.data.long_records`), so index_fasta and summarize_sample peaked at the same 83

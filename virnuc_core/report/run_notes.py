@@ -147,8 +147,8 @@ def closing_lines(
     features = made("results/{sample}/features.h5")
     validated = made("results/{sample}/validation/summary.json")
     if summaries:
-        lines = ["virnuc finished. Per-read results (one row per read, README 'Reading the "
-                 "results'):"]  # fmt: skip
+        lines = ["virnuc finished. Per-read results (one row per read; every column: "
+                 "docs/outputs.md):"]  # fmt: skip
         lines += _listed(summaries, "results/{sample}/summary.tsv", prefix)
     elif features or validated:
         why = "no classifier is set, so the run stopped after" if not classifier else "made"
