@@ -230,7 +230,7 @@ class ESMEncoder:
     name = "esm"
 
     def __init__(
-        self, fair_model, spec: str, device, precision: str, backend: str,
+        self, fair_model, spec: str, device="cpu", precision: str = "fp32", backend: str = "loop",
         repr_layer: int | None = None, truncation: int = 1024, reference_factory=None,
     ):  # fmt: skip
         """``fair_model``: fair-esm's ESM2 (its ``alphabet`` attached, as fair-esm's builder
