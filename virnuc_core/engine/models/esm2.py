@@ -243,12 +243,8 @@ class ESMEncoder:
         if backend not in RESOLVED:
             raise ValueError(f"attention backend must be one of {RESOLVED} (resolved by "
                              f"attention.choose_backend), got {backend!r}")  # fmt: skip
-        self.spec, self.precision, self.dtype, self.backend = (
-            spec,
-            precision,
-            DTYPES[precision],
-            backend,
-        )
+        self.spec, self.precision, self.backend = spec, precision, backend
+        self.dtype = DTYPES[precision]
         self.alphabet, self.truncation = fair_model.alphabet, int(truncation)
         self.num_layers, self.heads = fair_model.num_layers, fair_model.attention_heads
         self.dim = fair_model.embed_dim
