@@ -4,9 +4,9 @@ Benches measure what an embed job runs, through the functions the job calls:
 
 - settings: the config schema's defaults with the bench's changes (:func:`job_settings`, the
   same path as a workflow config: :meth:`WorkflowSettings.embed`);
-- the encoder: :func:`virnuc_core.engine.encoder.load_encoder`, or for an ESM-2 model built in
-  memory (no checkpoint file to load) the constructor the loader calls, with the same switches
-  (:func:`esm_encoder`);
+- the encoder: :func:`virnuc_core.registry.load_encoder`, or for an ESM-2 model built in
+  memory (no checkpoint file to load) the constructor the loader calls, with the same resolved
+  values (:func:`esm_encoder`);
 - batches: the job's packer (:func:`job_batches`, :func:`virnuc_core.engine.runner.packed_batches`)
   and its device loop (:func:`run_batches`, :func:`virnuc_core.engine.runner.embed_batches`: copies
   on a side stream, pooled rows copied back one batch late);
@@ -60,14 +60,14 @@ def add_settings_arg(parser) -> None:
     """``--set KEY=VALUE ...``: config keys for the jobs measured, as in config.yaml."""
     parser.add_argument("--set", nargs="*", type=setting, default=[], metavar="KEY=VALUE",
                         help="config keys of the job, e.g. attention_backend=padded "
-                        "compile.dnabert=true (default: the schema's defaults)")  # fmt: skip
+                        "compile=false (default: the schema's defaults)")  # fmt: skip
 
 
 def job_settings(
     model: str, spec: str, changes: Iterable[tuple[str, object]] = ()
 ) -> EmbedSettings:
     """The settings of an embed job of ``model`` (``model_spec`` = ``spec``): the schema's
-    defaults with ``changes`` (config keys, dotted for nested ones: ``compile.esm``)."""
+    defaults with ``changes`` (config keys, dotted for nested ones: ``token_budget.esm``)."""
     config: dict = {"chunk_length": 500, "shards": 1, "models": {m: spec for m in MODELS}}
     for key, value in dict(changes).items():
         *parents, last = key.split(".")
@@ -92,22 +92,23 @@ def _no_reference():
     raise RuntimeError("this bench does not use the encoder's fp32 reference path")
 
 
-def esm_encoder(fair, alphabet, settings: EmbedSettings, device=DEVICE, reference=None, **levers):
-    """The encoder an ESM-2 job with ``settings`` runs (the constructor and switches of
-    ``virnuc_core.registry``' loader, precision resolved as :func:`load_encoder` does), on a
-    model built in memory. ``levers``: constructor options that are not settings (fp8_layers,
-    gelu_epilogue). ``reference``: builds the fp32 reference model (default: none)."""
+def esm_encoder(fair, settings: EmbedSettings, device=DEVICE, reference=None, **ops):
+    """The encoder an ESM-2 job with ``settings`` runs, on a model built in memory: the values
+    :func:`virnuc_core.registry.load_encoder` resolves (precision, attention backend), the
+    constructor its loader calls. ``ops``: :class:`LinearOps` options (not settings:
+    ``residual_in_matmul``). ``reference``: builds the fp32 reference model (default: none)."""
+    from virnuc_core.engine.attention import choose_backend
     from virnuc_core.engine.models.esm2 import ESMEncoder
+    from virnuc_core.engine.models.esm2_matmuls import LinearOps
 
     device = torch.device(device)
-    return ESMEncoder(
-        fair, alphabet, spec=settings.model_spec, device=device,
-        precision=settings.resolved_precision(device.type), backend=settings.attention_backend,
-        repr_layer=settings.repr_layer, compile=settings.compile,
-        compile_mode=settings.compile_mode, fused=settings.fused_kernels,
-        reference_factory=reference or _no_reference,
-        **{"gelu_epilogue": "cublaslt" if settings.gelu_in_matmul else "", **levers},
-    )  # fmt: skip
+    precision = settings.precision if device.type == "cuda" else "fp32"
+    backend = choose_backend(settings.attention_backend, device.type, False)
+    enc = ESMEncoder(fair, settings.model_spec, device, precision, backend, settings.repr_layer,
+                     reference_factory=reference or _no_reference)  # fmt: skip
+    if ops:
+        enc.ops = LinearOps(**ops)
+    return enc
 
 
 def job_batches(tokens: Sequence[np.ndarray], budget: int, device=DEVICE) -> list:

@@ -20,7 +20,7 @@ Modes, all in one run:
     defaults, ``--set`` changes), the job's packer and its device loop (batches copied from
     pinned memory on a side stream, so every batch's layout is built afresh), once per
     ``--backends`` label (``padded-auto``: the padded backend with SDPA choosing its kernel,
-    as before round 2) and, for ``--compile-backends``, with ``compile.dnabert: true`` (compiled
+    as before round 2) and, for ``--compile-backends``, with ``compile: true`` (compiled
     as a job compiles it). Every pass is timed: the first meets every batch shape for the first
     time, as a job does; the first pass and the fastest are both reported.
 
@@ -69,7 +69,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--orig-frames", type=int, default=500, help="frames for (a) (slow)")
     p.add_argument("--batch-size", type=int, default=256, help="(b) frames per padded batch")
     p.add_argument("--token-budget", type=int, default=65536, help="(c) tokens per packed batch")
-    p.add_argument("--backends", nargs="*", help="(c) default: auto (the job's) padded flex")
+    p.add_argument("--backends", nargs="*", help="(c) default: auto (the job's) padded")
     p.add_argument("--compile-backends", nargs="*", help="(c) also compiled (default: auto)")
     p.add_argument("--precision", default="bf16", choices=["bf16", "fp16", "fp32"])
     p.add_argument("--repeats", type=int, default=2, help="timed passes; the fastest is kept")
@@ -85,7 +85,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         a.frames, a.orig_frames, a.batch_size, a.token_budget, a.repeats = 64, 16, 16, 2048, 1
         a.tokenizer_bases = 100_000
     if a.backends is None:
-        a.backends = ["auto", "padded", "flex"] if h.CUDA else ["auto", "padded"]
+        a.backends = ["auto", "padded"]
     if a.compile_backends is None:
         a.compile_backends = ["auto"] if h.CUDA else []
     return a
@@ -117,7 +117,7 @@ class Bench:
 
     def settings(self, backend: str | None = None, compiled: bool = False):
         """A DNABERT-S job's settings for this run (``--set``, then this mode's changes)."""
-        changes = [*self.a.set, ("precision", self.a.precision), ("compile.dnabert", compiled),
+        changes = [*self.a.set, ("precision", self.a.precision), ("compile", compiled),
                    ("token_budget.dnabert", self.a.token_budget)]  # fmt: skip
         changes += [("attention_backend", backend)] if backend else []
         return h.job_settings("dnabert", str(self.folder), changes)
@@ -184,7 +184,7 @@ def padded_forward(w: dict, cfg, slopes, ids: torch.Tensor, mask: torch.Tensor) 
 
 def run_padded(b: Bench) -> None:
     """(b) plain padded batches in input order through :func:`padded_forward`."""
-    precision = b.settings().resolved_precision(h.DEVICE.type)
+    precision = b.settings().precision if h.CUDA else "fp32"  # as load_encoder resolves it
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     w = {k: v.to(h.DEVICE, dtype) for k, v in b.weights.items()}
     slopes = alibi_slopes(b.cfg.num_attention_heads).to(h.DEVICE)
@@ -217,7 +217,7 @@ def run_packed(b: Bench, label: str, compiled: bool) -> None:
         enc = load_encoder(b.settings(backend, compiled), h.DEVICE)
         batches = h.job_batches(b.toks, b.a.token_budget)
         t0 = time.perf_counter()
-        h.run_batches(enc.embed_packed, batches[:2])  # warm-up (flex and compile compile here)
+        h.run_batches(enc.embed_packed, batches[:2])  # warm-up (compile compiles here)
         warm = time.perf_counter() - t0
         passes = [h.run_batches(enc.embed_packed, batches, keep=True) for _ in range(b.a.repeats)]
     times = [t.seconds for t in passes]

@@ -9,24 +9,24 @@ like translated 500-base chunks, one table:
              after ``model.half()``; hf-sdpa: transformers' ``EsmModel`` (sdpa, bf16) on padded
              ~128k-token batches in random order, masked mean on the GPU.
   ours       what an embed job runs (the job's encoder, packer and device loop) with the
-             schema's defaults (row ``job``) or with the settings one lever changes (``ROWS``):
-             token budget, precision, attention backend, torch.compile and its mode, the fused
-             kernels, fp8; and two constructor options that are not settings (the GELU
-             epilogue; fp8 for fc1 and fc2 only). ``--rows round1`` / ``round2`` / ``all``.
+             schema's defaults (row ``job``: the ESM-2 job's bare rate) or with the settings
+             one lever changes (``ROWS``): token budget, precision, attention backend, and
+             which matmuls add into the residual stream (an engine option, not a setting).
+             The levers measured and removed in issue 36 (torch.compile and its modes, fp8,
+             flex, the Triton GELU matmul, rotary in the attention kernel) are in
+             bench/results/README.md; this file as it was, with their rows, in commit eafe23c.
 
 Every row: tokens/s, MFU (model FLOPs of the real tokens, 2 x non-embedding parameters a token
 + 4 x L^2 x dim a protein and layer, over the bf16 8192^3 matmul rate measured here), packing
-efficiency (real tokens / (batches x budget)); ours also compile time (first batch - steady
-batch), dynamo's compile seconds, frames compiled and recompilations. Round-2 rows carry the
-tokens/s predicted for an H200 before measuring (``PREDICTED_H200``, derived in
-bench/results/README.md). Baselines: host token tensors -> device -> forward -> pooled rows on
+efficiency (real tokens / (batches x budget)); ours also the first batch's extra time.
+Baselines: host token tensors -> device -> forward -> pooled rows on
 the host, tokenizing not timed. Rows run in order, ours first (fair16 halves the shared
 model); each row runs warm-up batches, then batches for >= --seconds; a row that fails is
 recorded as failed, none starts after --deadline s, and the JSON is rewritten after every row.
 
-    python -m bench.esm2_levers --out bench/results/esm2_levers.json              # ~6 min, H100
-    python -m bench.esm2_levers --rows round2 --baselines --seconds 5 --out ...   # round 2
-    python -m bench.esm2_levers --model-size 8M --quick                           # CPU smoke
+    python -m bench.esm2_levers --rows job --baselines none --out ...  # the job's bare rate
+    python -m bench.esm2_levers --out bench/results/esm2_levers.json   # every row, baselines
+    python -m bench.esm2_levers --model-size 8M --quick                # CPU smoke
 """
 
 from __future__ import annotations
@@ -43,86 +43,25 @@ from bench import _harness as h
 from virnuc_core.engine.models.esm2 import REFERENCE_TOKENS_PER_BATCH, Tokenizer
 from virnuc_core.engine.models.esm2_load import ESM2_ARCH
 
-EAGER = {"compile.esm": False, "fused_kernels": False, "attention_backend": "varlen"}
-COMPILED = {**EAGER, "compile.esm": True}
-FUSED = {"fused_kernels": True, "attention_backend": "varlen"}
-FP8 = {**FUSED, "precision": "fp8"}
-TRITON = {"attention_backend": "triton"}
-# the engine before round 3
-ROUND2 = {"residual_in_matmul": (), "rotary_in_attention": False, "gelu_epilogue": ""}
-# name -> (lever, setting, config changes, constructor options that are not settings, budget x)
+# name -> (lever, setting, config changes, LinearOps options (not settings), budget x)
 ROWS = {
     "job": ("job default", "the workflow's settings", {}, {}, 1),
-    "eager": ("engine", "bf16, eager, varlen", EAGER, {}, 1),
-    "budget/4": ("token budget", "1/4 of --token-budget", EAGER, {}, 0.25),
-    "budget/2": ("token budget", "1/2 of --token-budget", EAGER, {}, 0.5),
-    "budget*2": ("token budget", "2 x --token-budget", EAGER, {}, 2),
-    "padded": ("backend", "padded", {**EAGER, "attention_backend": "padded"}, {}, 1),
-    "fp16": ("precision", "fp16", {**EAGER, "precision": "fp16"}, {}, 1),
-    "control": ("control", "eager again: run-to-run spread", EAGER, {}, 1),
-    "flex": ("backend", "flex", {**EAGER, "attention_backend": "flex"}, {}, 1),
-    "compiled": ("torch.compile", "bf16, compiled, varlen", COMPILED, {}, 1),
-    "compiled*2": ("torch.compile", "compiled, 2 x --token-budget", COMPILED, {}, 2),
-    "autotune": ("compile mode", "max-autotune-no-cudagraphs",
-                 {**COMPILED, "compile_mode": "max-autotune-no-cudagraphs"}, {}, 1),
-    "compiled-triton": ("attention", "bf16, compiled, triton", {**COMPILED, **TRITON}, {}, 1),
-    "fused": ("fused kernels", "bf16, Triton add+LN / rotary / GELU, varlen", FUSED, {}, 1),
-    "fused-triton": ("+ Triton attention", "bf16, fused, triton", {**FUSED, **TRITON}, {}, 1),
-    "fused-epilogue": ("+ GELU epilogue", "bf16, fused, fc1+GELU one Triton matmul, varlen",
-                       FUSED, {"gelu_epilogue": "triton"}, 1),
-    "fused-epilogue-triton": ("+ both", "bf16, fused, GELU epilogue, triton",
-                              {**FUSED, **TRITON}, {"gelu_epilogue": "triton"}, 1),
-    "fp8": ("precision fp8", "fp8 matmuls (fast accum), fused, varlen", FP8, {}, 1),
-    "fp8-triton": ("fp8 + Triton attention", "fp8, fused, triton", {**FP8, **TRITON}, {}, 1),
-    "fp8-ffn": ("fp8 fc1/fc2 only", "fp8 fc1 and fc2, bf16 q/k/v and out, fused, triton",
-                {**FP8, **TRITON}, {"fp8_layers": ("fc1", "fc2")}, 1),
-    "round2-job": ("engine before round 3", "the job's settings, rotary pass and residual+LN",
-                   {}, ROUND2, 1),
-    "rotary": ("+ rotary in attention", "job + rotary inside the Triton attention kernel",
-               {}, {"rotary_in_attention": True}, 1),
+    "budget/4": ("token budget", "1/4 of --token-budget", {}, {}, 0.25),
+    "budget/2": ("token budget", "1/2 of --token-budget", {}, {}, 0.5),
+    "budget*2": ("token budget", "2 x --token-budget", {}, {}, 2),
+    "varlen": ("backend", "PyTorch's varlen flash attention", {"attention_backend": "varlen"},
+               {}, 1),
+    "padded": ("backend", "padded", {"attention_backend": "padded"}, {}, 1),
+    "fp16": ("precision", "fp16", {"precision": "fp16"}, {}, 1),
     "residual-out": ("only out adds into the stream", "job, fc2 adding its output to the LN",
                      {}, {"residual_in_matmul": ("out",)}, 1),
-    "gelu-cublaslt": ("+ cuBLASLt GELU epilogue", "job + fc1 with GELU in cuBLASLt's epilogue",
-                      {}, {"gelu_epilogue": "cublaslt"}, 1),
-    "gelu-erf": ("erf GELU pass", "job with gelu_in_matmul: false (erf GELU, one pass)",
-                 {"gelu_in_matmul": False}, {}, 1),
+    "residual-ln": ("no matmul adds into the stream", "job, residual + LayerNorm kernels only",
+                    {}, {"residual_in_matmul": ()}, 1),
     "job-again": ("control", "the job's settings again: run-to-run spread", {}, {}, 1),
 }  # fmt: skip
-GROUPS = {
-    "round1": ["job", "eager", "budget/4", "budget/2", "budget*2", "padded", "fp16", "control",
-               "flex", "compiled", "compiled*2", "autotune"],
-    "round2": ["job", "compiled", "eager", "fused", "fused-epilogue", "fused-triton",
-               "fused-epilogue-triton", "compiled-triton", "fp8", "fp8-triton", "fp8-ffn"],
-    # as run on 2026-12-03 (gelu_in_matmul then false: "job" was today's gelu-erf), and now
-    "round3": ["round2-job", "job", "gelu-erf", "residual-out", "rotary", "job-again"],
-    "all": list(ROWS),
-}  # fmt: skip
-# tokens/s predicted for one H200 (H100 compute, 1.4x its bandwidth) before measuring; derived
-# per 65,536-token batch in bench/results/README.md ("Round 2: predictions"; "job" and
-# "fp8-ffn" after the smoke run, from its kernel times)
-PREDICTED_H200 = {
-    "compiled": 100_800, "eager": 90_500, "fused": 105_700, "fused-epilogue": 108_000,
-    "fused-triton": 108_000, "fused-epilogue-triton": 110_500, "compiled-triton": 103_000,
-    "fp8": 157_500, "fp8-triton": 163_000, "job": 104_500, "fp8-ffn": 142_000,
-}  # fmt: skip
-# round 3 (bench/results/README.md, "Round 3: predictions"): from the round-2 kernel times per
-# layer (17.28 ms a 65,536-token batch): the rotary pass (0.39 ms) gone for ~0.10 ms more in
-# attention; each LayerNorm 4 -> 2 passes (0.36 -> 0.18 ms) for ~0.05 ms of C reads in out/fc2
-PREDICTED_H200.update({"round2-job": 105_300, "job": 108_800, "job-again": 108_800,
-                       "residual": 106_900, "rotary": 107_100})  # fmt: skip
-# residual-out, after kernels_check's first round-3 run: out with beta = 1 0.05 ms faster, the
-# second LayerNorm 0.357 -> 0.319 ms (it does not reach bandwidth without a y)
-PREDICTED_H200["residual-out"] = 105_850
-# second round-3 run, from the first (fused_sweep_h200.json, esm2_levers_round3a_h200.json):
-# the job 103,500 x 1.006 (LayerNorm and GELU launch settings); cuBLASLt GELU: the 0.87 ms pass
-# gone for ~0.1 ms in fc1's epilogue (17.5 ms a layer); rotary in the kernel -1.3% as measured.
-# That run's "job" (gelu_in_matmul not yet a setting) is today's gelu-erf; today's job is its
-# gelu-cublaslt row.
-PREDICTED_H200.update({"gelu-erf": 104_100, "gelu-cublaslt": 108_900, "job": 108_900,
-                       "job-again": 108_900, "rotary": 102_800,
-                       "residual-out": 103_700})  # fmt: skip
+GROUPS = {"all": list(ROWS)}
 BASELINES = ("original", "fair16", "hf-sdpa")
-COLUMNS = ["method", "row", "setting", "predicted", "tokens/s", "MFU", "packing", "vs job", "notes"]
+COLUMNS = ["method", "row", "setting", "tokens/s", "MFU", "packing", "vs job", "notes"]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -133,7 +72,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--n", type=int, default=20000, help="proteins in the set")
     ap.add_argument("--seconds", type=float, default=10.0, help="timed seconds per row")
     ap.add_argument("--token-budget", type=int, default=65536, help="ours: the rows' budget")
-    ap.add_argument("--rows", nargs="*", default=["round1"], choices=[*ROWS, *GROUPS])
+    ap.add_argument("--rows", nargs="*", default=["all"], choices=[*ROWS, *GROUPS])
     ap.add_argument(
         "--baselines",
         nargs="*",
@@ -188,8 +127,7 @@ class Levers:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
         self.name, self.arch = ESM2_ARCH[a.model_size]
         self.peak = h.measure_matmul_tflops(torch.bfloat16, n=8192 if h.CUDA else 512)
-        self.fp8_peak = fp8_peak()
-        print(f"bf16 matmul rate: {self.peak:.1f} TFLOP/s; fp8 {self.fp8_peak}", flush=True)
+        print(f"bf16 matmul rate: {self.peak:.1f} TFLOP/s", flush=True)
         t0 = time.perf_counter()
         self.fair, self.alphabet = h.random_esm(a.model_size, a.seed)
         print(f"{self.name}: random weights on {h.DEVICE} in {time.perf_counter() - t0:.1f} s")
@@ -228,9 +166,9 @@ class Levers:
         """One row of ours: the job's encoder with the row's settings, its packer and loop."""
         lever, setting, changes, options, factor = ROWS[name]
         budget = int(self.a.token_budget * factor)
-        cuda_only = changes.get("compile.esm") or changes.get("precision") in ("fp16", "fp8")
-        reserve = 150 if "compile_mode" in changes else 60 if cuda_only else 20
-        if not h.CUDA and (cuda_only or changes.get("attention_backend") == "flex"):
+        cuda_only = changes.get("precision") == "fp16"
+        reserve = 60 if cuda_only else 20
+        if not h.CUDA and cuda_only:
             return self.skip("ours", name, setting, "skipped: needs CUDA")
         if self.late(reserve):
             return self.skip("ours", name, setting, f"skipped: --deadline {self.a.deadline:.0f}")
@@ -243,7 +181,7 @@ class Levers:
 
     def measure(self, name: str, setting: str, changes: dict, options: dict, budget: int) -> None:
         settings = h.job_settings("esm", self.name, changes)
-        enc = h.esm_encoder(self.fair, self.alphabet, settings, **options)
+        enc = h.esm_encoder(self.fair, settings, **options)
         if budget not in self.batches:
             self.batches = {budget: h.job_batches(self.tokens, budget)}  # one budget at a time
         batches = self.batches[budget]
@@ -255,14 +193,13 @@ class Levers:
         d = enc.describe()
         frames = h.frames_compiled() - before
         steady = timed.seconds / timed.batches
-        engine = "compiled" if d["compiled"] else "fused" if d["fused_kernels"] else "eager"
-        notes = f"{d['precision']} {d['attention_backend']} {engine}; {len(batches)} batches; "
+        engine = d["kernels"]
+        notes = f"{d['precision']} {d['attention_backend']}; {len(batches)} batches; "
         notes += f"compile {first - steady:.1f} s, {frames} frames" if frames else (
             f"first batch {first - steady:+.2f} s")  # fmt: skip
-        predicted = PREDICTED_H200.get(name) if self.a.model_size == "3B" else None
         eff = self.lengths.sum() / (len(batches) * budget)
         self.result("ours", name, setting, timed.seconds, self.lengths[timed.records],
-                    timed.batches, budget, packing_eff=eff, predicted_h200=predicted,
+                    timed.batches, budget, packing_eff=eff,
                     precision=d["precision"], backend=d["attention_backend"], engine=engine,
                     first_batch_s=first, steady_batch_s=steady, compile_s=first - steady,
                     frames_compiled=frames, recompiles=frames - first_frames,
@@ -274,7 +211,7 @@ class Levers:
         h.write_json(self.a.out, {
             "bench": "esm2_levers", "machine": h.machine_info(), "model": name,
             "architecture": arch, "weights": f"random, seed {self.a.seed}",
-            "bf16_matmul_tflops": self.peak, "fp8_matmul_tflops": self.fp8_peak,
+            "bf16_matmul_tflops": self.peak,
             "settings": {k: v for k, v in vars(self.a).items() if k != "out"},
             "definitions": {
                 "flops": "2 * nonembedding_parameters * real_tokens + sum over proteins and "
@@ -286,7 +223,7 @@ class Levers:
                 "compile_s": "first-batch time - steady time per batch",
                 "recompiles": "frames compiled after the row's first batch",
                 "vs_job": "tokens/s / the job row's"},
-            "predicted_h200": PREDICTED_H200, "rows": self.rows,
+            "rows": self.rows,
             "elapsed_s": time.perf_counter() - self.start,
         })  # fmt: skip
 
@@ -296,17 +233,6 @@ def dynamo_seconds() -> float:
 
     return float(sum(getattr(dyn, "compilation_time_metrics", {}).get(
         "_compile.compile_inner", [])))  # fmt: skip
-
-
-def fp8_peak() -> float | None:
-    """The fp8 row-wise-scaled 8192^3 matmul rate here (None without a Hopper/Ada GPU)."""
-    from virnuc_core.engine.fp8 import measure_fp8_tflops
-
-    try:
-        return measure_fp8_tflops() if h.CUDA else None
-    except Exception as e:  # noqa: BLE001 - the bf16 rows still count
-        print(f"fp8 matmul rate: failed ({type(e).__name__}: {e})")
-        return None
 
 
 def free_memory() -> None:
@@ -434,11 +360,10 @@ def table(rows: list[dict]) -> list[dict]:
     base = next((r for r in rows if r["row"] == "job" and r.get("tokens_per_s")), None)
     out = []
     for r in rows:
-        tps, pred = r.get("tokens_per_s"), r.get("predicted_h200")
+        tps = r.get("tokens_per_s")
         if base and tps:
             r["vs_job"] = tps / base["tokens_per_s"]
         out.append({"method": r["method"], "row": r["row"], "setting": r["setting"],
-                    "predicted": "-" if pred is None else f"{pred:,.0f}",
                     "tokens/s": "-" if tps is None else f"{tps:,.0f}",
                     "MFU": "-" if r.get("mfu") is None else f"{100 * r['mfu']:.1f}%",
                     "packing": f"{100 * r['packing_eff']:.1f}%" if "packing_eff" in r else "-",

@@ -29,7 +29,7 @@ parameters counted in MFU's FLOPs). On the CPU (smoke run) the "kernels" are the
 times and idle is wall minus their sum.
 
     python -m bench.profile_layers --out bench/results/profile_layers_h200.json    # ~1.5 min
-    python -m bench.profile_layers --set fused_kernels=false attention_backend=varlen --out ...
+    python -m bench.profile_layers --set attention_backend=varlen --out ...
     python -m bench.profile_layers --model-size 8M --quick                       # CPU smoke run
 """
 
@@ -111,7 +111,7 @@ def build(args):
                                              if n.startswith(("layers.", "emb_layer_norm_after"))),
               "layers": arch["num_layers"], "dim": arch["embed_dim"]}  # fmt: skip
     settings = h.job_settings("esm", name, [*args.set, ("token_budget.esm", args.token_budget)])
-    enc = h.esm_encoder(fair, alphabet, settings)
+    enc = h.esm_encoder(fair, settings)
     del fair, params
     tokens = enc.tokenize(h.chunk_proteins(args.n, args.seed))
     batches = h.job_batches(tokens, args.token_budget)[: args.warmup + args.batches]

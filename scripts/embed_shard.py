@@ -17,7 +17,7 @@ from virnuc_core.settings import EmbedSettings
 
 
 def main(sm) -> int:
-    settings = EmbedSettings(**sm.params.settings).replace_budget(sm.resources.token_budget)
+    settings = EmbedSettings(**sm.params.settings, token_budget=sm.resources.token_budget)
     shard = ShardInput.read(
         settings.model, sm.input.sequences, sm.input.index, sm.input.sources, sm.input.plan,
         int(sm.wildcards.i),

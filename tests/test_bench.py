@@ -36,7 +36,7 @@ def test_every_bench_imports_and_answers_help():
 def test_job_settings_take_config_keys():
     from bench._harness import job_settings
 
-    s = job_settings("dnabert", "tiny", {"compile.dnabert": True, "attention_backend": "padded"})
+    s = job_settings("dnabert", "tiny", {"compile": True, "attention_backend": "padded"})
     assert (s.model, s.model_spec, s.compile, s.attention_backend) == (
         "dnabert", "tiny", True, "padded",
     )  # fmt: skip
@@ -45,8 +45,7 @@ def test_job_settings_take_config_keys():
 
 @pytest.mark.parametrize(
     "changes",
-    [{}, {"fused_kernels": False}, {"gelu_in_matmul": False},
-     {"attention_backend": "padded", "precision": "fp16"}],
+    [{}, {"attention_backend": "padded", "precision": "fp16"}],
 )  # fmt: skip
 def test_esm_encoder_is_the_loaders(changes):
     """The bench's in-memory ESM-2 encoder describes itself as the job's loaded one does."""
@@ -55,14 +54,11 @@ def test_esm_encoder_is_the_loaders(changes):
     from virnuc_core.registry import load_encoder
 
     settings = job_settings("esm", "tiny", changes)
-    fair, alphabet = build_fair_model("tiny")
+    fair, _ = build_fair_model("tiny")
     described = load_encoder(settings, "cpu").describe()
-    assert esm_encoder(fair, alphabet, settings, "cpu").describe() == described
-    # the GELU epilogue is recorded with the embeddings, on by default with the fused engine
-    assert ("cuBLASLt" in described["kernels"]) is settings.gelu_in_matmul
-    assert settings.gelu_in_matmul is (
-        "fused_kernels" not in changes and changes.get("gelu_in_matmul") is not False
-    )
+    assert esm_encoder(fair, settings, "cpu").describe() == described
+    # the one engine, recorded with the embeddings: fused kernels, GELU in fc1's epilogue
+    assert described["fused_kernels"] == 1 and "cuBLASLt" in described["kernels"]
 
 
 def test_run_batches_is_the_job_loop():
@@ -80,8 +76,12 @@ def test_run_batches_is_the_job_loop():
 
 
 def test_levers_baselines_flag_alone_means_all():
-    """gpu_round2.sh passes a bare --baselines: it must run them, not skip them."""
+    """A bare --baselines runs them, not skips them; ``--rows job --baselines none`` is the
+    ESM-2 job's bare rate alone."""
     from bench.esm2_levers import BASELINES, parse_args
+
+    bare = parse_args(["--rows", "job", "--baselines", "none"])
+    assert (bare.rows, bare.baselines) == (["job"], [])
 
     assert parse_args(["--baselines"]).baselines == list(BASELINES)
     assert parse_args([]).baselines == list(BASELINES)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import logging
 
-import pytest
 import torch
 
 from virnuc_core.engine.compiling import TokenwiseCompiled
-from virnuc_core.engine.models.esm2 import post_attention
+from virnuc_core.engine.models.dnabert import _post_attention as post_attention
 
 
 def dynamo_frames() -> int:
@@ -17,12 +16,14 @@ def dynamo_frames() -> int:
     return counters["frames"]["ok"]
 
 
-def layer_inputs(tokens: int, dim: int = 16, heads: int = 2, seed: int = 0):
+def layer_inputs(tokens: int, dim: int = 16, inter: int = 32, seed: int = 0):
+    """DNABERT-S's post-attention work (the compiled one): attention output, residual, the
+    layer's weights, its intermediate size and LayerNorm eps."""
     g = torch.Generator().manual_seed(seed)
     r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
-    x, attn = r(tokens, dim), r(tokens, heads, dim // heads)
-    weights = (r(dim, dim), r(dim), r(dim), r(dim), r(4 * dim, dim), r(4 * dim), r(dim, 4 * dim))
-    return (x, attn, *weights, r(dim), 1e-5)
+    attn, x = r(tokens, dim), r(tokens, dim)
+    weights = (r(dim, dim), r(dim), r(dim), r(dim), r(2 * inter, dim), r(dim, inter), r(dim))
+    return (attn, x, (*weights, r(dim), r(dim)), inter, 1e-5)
 
 
 def test_one_graph_serves_every_token_count():
@@ -50,8 +51,3 @@ def test_compile_failure_falls_back_to_eager(monkeypatch, caplog):
     assert op.failed and "no C compiler" in op.failed
     assert "running eagerly" in caplog.text
     torch.testing.assert_close(op(*args), post_attention(*args))  # stays eager
-
-
-def test_unknown_mode_is_refused():
-    with pytest.raises(ValueError, match="compile_mode"):
-        TokenwiseCompiled(post_attention, token_args=(0,), mode="fastest")

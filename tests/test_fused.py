@@ -1,4 +1,4 @@
-"""Fused kernels' references, fp8 maths and the fused ESM-2 engine, on the CPU (and the GPU)."""
+"""Fused kernels' references and ESM-2's one engine, on the CPU (and the GPU)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,7 @@ import torch.nn.functional as F
 
 from virnuc_core.engine import fused
 from virnuc_core.engine.attention import alibi_slopes, varlen_attention
-from virnuc_core.engine.fp8 import ScaledMM, dequantize, quantize_weight
 from virnuc_core.engine.packing import make_batch
-from virnuc_core.settings import EmbedSettings, WorkflowSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -45,37 +43,10 @@ def test_add_layer_norm_reference_is_residual_then_layer_norm():
     torch.testing.assert_close(h2, F.layer_norm(x0, (40,), w, b, 1e-5))
 
 
-def test_quantize_rows_error_is_within_one_e4m3_step():
-    g = torch.Generator().manual_seed(1)
-    a = torch.randn(64, 300, generator=g) * torch.logspace(-3, 3, 64)[:, None]
-    a[5] = 0.0  # an all-zero row: scale floor, values 0
-    q, scale = fused.quantize_rows_reference(a)
-    assert q.dtype == torch.float8_e4m3fn and scale.shape == (64, 1)
-    back = dequantize(q, scale)
-    # e4m3: 3 mantissa bits (relative step 2^-3, rounding error <= 2^-4), subnormals below
-    # 2^-6 of the scale-normalised range (absolute error <= 2^-10 * scale)
-    bound = torch.maximum(a.abs() * 2**-4, scale * 2**-9)
-    assert torch.all((back - a).abs() <= bound * 1.0001)
-    assert torch.all(back[5] == 0) and torch.allclose(
-        q.float().abs().amax(1)[torch.arange(64) != 5], torch.tensor(448.0)
-    )
-
-
-def test_scaled_mm_emulation_is_the_dequantised_product():
-    g = torch.Generator().manual_seed(2)
-    a, w, bias = torch.randn(33, 64, generator=g), torch.randn(48, 64, generator=g), torch.randn(48)
-    a8, a_s = fused.quantize_rows_reference(a)
-    w8, w_s = quantize_weight(w)
-    assert w8.shape == (48, 64) and w_s.shape == (1, 48)
-    out = ScaledMM()(a8, a_s, w8, w_s, bias, out_dtype=torch.float32)
-    want = dequantize(a8, a_s) @ dequantize(w8, w_s.reshape(-1, 1)).T + bias
-    torch.testing.assert_close(out, want)
-    rel = (out - (a @ w.T + bias)).norm() / (a @ w.T + bias).norm()
-    assert rel < 0.06  # fp8 on both operands: a few percent
-
-
 def test_rotary_reference_matches_esm2_formula():
-    from virnuc_core.engine.models.esm2 import rotate_half
+    def rotate_half(x):  # fair-esm's rotary convention: (x1, x2) -> (-x2, x1)
+        x1, x2 = x.chunk(2, dim=-1)
+        return torch.cat((-x2, x1), dim=-1)
 
     g = torch.Generator().manual_seed(3)
     tokens, heads, hd = 21, 2, 8
@@ -90,10 +61,8 @@ def test_rotary_reference_matches_esm2_formula():
     torch.testing.assert_close(v, t[:, 2])
 
 
-def test_linear_gelu_reference_and_triton_backend_fallback():
+def test_triton_backend_falls_back_to_the_loop_on_the_cpu():
     g = torch.Generator().manual_seed(4)
-    h, w, b = torch.randn(10, 64, generator=g), torch.randn(32, 64, generator=g), torch.randn(32)
-    torch.testing.assert_close(fused.linear_gelu(h, w, b), F.gelu(h @ w.T + b))
     lengths = [3, 1, 12]
     batch = make_batch([np.zeros(n, dtype=np.int64) for n in lengths])
     q, k, v = (torch.randn(16, 4, 8, generator=g) for _ in range(3))
@@ -121,16 +90,17 @@ SEQS = ["MKV", "A" * 40, "LAGVSERTIDPKQNFYMHWC" * 3, "M", "<mask>KLV" * 5]
 def test_fused_engine_matches_fair_esm(residual_in_matmul):
     from virnuc_core.engine.models.esm2 import ESMEncoder
     from virnuc_core.engine.models.esm2_load import random_model
+    from virnuc_core.engine.models.esm2_matmuls import LinearOps
 
-    fair, alphabet = random_model(seed=2, num_layers=3, embed_dim=64, attention_heads=4)
+    fair, _ = random_model(seed=2, num_layers=3, embed_dim=64, attention_heads=4)
     with torch.no_grad():  # biases large enough that leaving one out would show
         for layer in fair.layers:
             layer.fc2.bias.normal_(0, 0.5)
             layer.self_attn.out_proj.bias.normal_(0, 0.5)
     for repr_layer in (3, 1, 0):  # 3: final LayerNorm; 1: the raw stream after one layer
-        enc = ESMEncoder(fair, alphabet, spec="tiny3", fused=True, repr_layer=repr_layer,
-                         residual_in_matmul=residual_in_matmul)  # fmt: skip
-        assert enc.ops.residual_in_matmul == residual_in_matmul and not enc.compiled
+        enc = ESMEncoder(fair, "tiny3", repr_layer=repr_layer)
+        enc.ops = LinearOps(residual_in_matmul)  # production: both (a bench compares)
+        assert enc.ops.residual_in_matmul == residual_in_matmul
         assert ("add into the residual" in enc.ops.describe()) is bool(residual_in_matmul)
         cos = cosines(enc.embed(SEQS, token_budget=64), enc.reference_embed(SEQS))
         assert cos.min() >= 0.99999, (repr_layer, cos)
@@ -165,85 +135,19 @@ def test_cublaslt_gelu_epilogue_on_the_cpu_is_the_erf_form():
     lin = torch.nn.Linear(48, 96)
     h = torch.randn(33, 48, generator=g) * 3
     with torch.no_grad():
-        got = LinearOps(gelu_epilogue="cublaslt").fc1_gelu(h, lin)
+        got = LinearOps().fc1_gelu(h, lin)
         u = F.linear(h, lin.weight, lin.bias)
     torch.testing.assert_close(got, F.gelu(u))
     assert (F.gelu(u, approximate="tanh") - F.gelu(u)).abs().max() > 1e-4  # the forms differ
-    assert "cuBLASLt" in LinearOps(gelu_epilogue="cublaslt").describe()
-    with pytest.raises(ValueError, match="gelu_epilogue"):
-        LinearOps(gelu_epilogue="cuda")
+    assert "cuBLASLt" in LinearOps().describe()
 
 
-def test_fp8_out_or_fc2_keeps_the_residual_out_of_the_matmul():
+def test_out_and_fc2_add_into_the_residual_stream_by_default():
     from virnuc_core.engine.models.esm2_matmuls import LinearOps
 
     assert LinearOps().residual_in_matmul == ("out", "fc2")
-    assert LinearOps(fp8=True).residual_in_matmul == ()  # torch._scaled_mm cannot accumulate
-    assert LinearOps(fp8=True, fp8_layers=("qkv", "fc1")).residual_in_matmul == ("out", "fc2")
-    assert LinearOps(fp8=True, fp8_layers=("fc1", "fc2")).residual_in_matmul == ("out",)
     with pytest.raises(ValueError, match="residual_in_matmul"):
         LinearOps(residual_in_matmul=("qkv",))
-
-
-@pytest.mark.parametrize("layers", [("qkv", "out", "fc1", "fc2"), ("fc1", "fc2")])
-def test_fp8_maths_close_to_fp32_reference(layers):
-    from virnuc_core.engine.models.esm2 import ESMEncoder, PackedESM2
-    from virnuc_core.engine.models.esm2_load import random_model
-    from virnuc_core.engine.models.esm2_matmuls import LinearOps
-
-    fair, alphabet = random_model(seed=3, num_layers=3, embed_dim=64, attention_heads=4)
-    model = PackedESM2.from_fair(fair, "cpu", torch.float32, fp8=True, fp8_layers=layers)
-    lin = model.layers[0].fc1
-    assert lin.weight.numel() == 0 and lin.weight_fp8.dtype == torch.float8_e4m3fn
-    qkv = model.layers[0].qkv  # kept in full precision unless quantised
-    assert (qkv.weight.numel() == 0) == ("qkv" in layers) and hasattr(qkv, "weight_fp8") == (
-        "qkv" in layers
-    )
-    ref = ESMEncoder(fair, alphabet, spec="tiny3")
-    batch = make_batch(ref.tokenize(SEQS))
-    ops = LinearOps(fp8=True, fp8_layers=layers)
-    assert ops.describe().startswith("fused kernels; fp8") and "/".join(layers) in ops.describe()
-    with torch.inference_mode():
-        hidden = model(batch, 3, "loop", None, ops)
-    from virnuc_core.engine.packing import segment_mean
-
-    got = segment_mean(hidden, batch.seq_ids, ref.pool_weight(batch), batch.num_seqs)
-    cos = cosines(got.numpy(), ref.reference_embed(SEQS))
-    assert cos.min() >= 0.99, cos
-
-
-# -- settings ----------------------------------------------------------------------------------
-def test_schema_defaults_and_fp8_kept_out_of_the_config():
-    import yaml
-
-    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
-    props = schema["properties"]
-    base = {"samples": {"s": "x"}, "chunk_length": 500}
-    assert props["fused_kernels"]["default"] is True
-    assert WorkflowSettings.from_config(base).fused_kernels is True
-    assert props["gelu_in_matmul"]["default"] is True  # measured: round 3
-    assert WorkflowSettings.from_config(base).gelu_in_matmul is True
-    assert "fp8" not in props["precision"]["enum"]  # until it passes its gates (round 2)
-    assert "triton" in props["attention_backend"]["enum"]
-
-
-def test_fp8_and_fused_kernels_settings():
-    base = {"samples": {"s": "x"}, "chunk_length": 500, "shards": 1,
-            "models": {"dnabert": "tiny", "esm": "tiny"}}  # fmt: skip
-    s = WorkflowSettings.from_config({**base, "precision": "fp8", "fused_kernels": True})
-    esm_s, dna_s = s.embed("esm"), s.embed("dnabert")
-    assert esm_s.fused_kernels and not dna_s.fused_kernels
-    assert esm_s.resolved_precision("cuda") == "fp8" and dna_s.resolved_precision("cuda") == "bf16"
-    assert esm_s.resolved_precision("cpu") == "fp32"
-    assert WorkflowSettings.from_config(base).embed("esm").fused_kernels is True  # measured
-    off = WorkflowSettings.from_config({**base, "fused_kernels": False})
-    assert off.embed("esm").fused_kernels is False
-    # the GELU epilogue belongs to the fused engine, and to ESM-2 only
-    assert esm_s.gelu_in_matmul and not dna_s.gelu_in_matmul
-    assert off.embed("esm").gelu_in_matmul is False
-    erf = WorkflowSettings.from_config({**base, "gelu_in_matmul": False})
-    assert erf.embed("esm").gelu_in_matmul is False and erf.embed("esm").fused_kernels
-    assert EmbedSettings.from_json(esm_s.to_json()) == esm_s
 
 
 # -- GPU (skipped without one) -----------------------------------------------------------------
@@ -254,60 +158,51 @@ def test_gpu_kernels_match_references():
     x = torch.randn(300, 2560, device="cuda", generator=g).bfloat16()
     y = torch.randn(300, 2560, device="cuda", generator=g).bfloat16()
     w, b = torch.rand(2560, device="cuda") + 0.5, torch.randn(2560, device="cuda") * 0.1
-    for fp8 in (False, True):
-        got = fused.add_layer_norm(x.clone(), y, w, b, 1e-5, fp8)
-        want = fused.add_layer_norm_reference(x.clone(), y, w, b, 1e-5, fp8)
+    shift = torch.randn(2560, device="cuda")
+    for s in (None, shift):
+        got = fused.add_layer_norm(x.clone(), y, w, b, 1e-5, s)
+        want = fused.add_layer_norm_reference(x.clone(), y, w, b, 1e-5, s)
         torch.testing.assert_close(got[0], want[0])
-        if fp8:
-            torch.testing.assert_close(got[1][1], want[1][1])
-            assert (got[1][0].float() != want[1][0].float()).float().mean() < 0.01
-        else:
-            torch.testing.assert_close(got[1], want[1], rtol=2e-2, atol=2e-2)
-    h, wt = x[:, :512].contiguous(), (torch.randn(1024, 512, device="cuda") / 23).bfloat16()
-    bias = torch.randn(1024, device="cuda").bfloat16()
-    got = fused.linear_gelu(h, wt, bias)
-    torch.testing.assert_close(
-        got, F.gelu(F.linear(h, wt, bias).float()).bfloat16(), rtol=2e-2, atol=2e-2
-    )
+        torch.testing.assert_close(got[1], want[1], rtol=2e-2, atol=2e-2)
+    qkv = torch.randn(300, 3 * 40 * 64, device="cuda", generator=g).bfloat16()
+    cos, sin = fused.rotary_tables(torch.arange(300, device="cuda") % 77, torch.rand(32).cuda())
+    got = fused.rotary_qkv(qkv.clone(), cos, sin, 40)
+    want = fused.rotary_qkv_reference(qkv.clone(), cos, sin, 40)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-2)
 
 
 @pytest.mark.gpu
 @gpu
-@pytest.mark.parametrize("precision", ["bf16", "fp8"])
-def test_gpu_fused_engine_close_to_reference(precision):
+def test_gpu_fused_engine_close_to_reference():
     from virnuc_core.engine.models import esm2
 
-    enc = esm2.load("tiny", device="cuda", precision=precision, fused=True, backend="triton")
+    enc = esm2.load("tiny", device="cuda", precision="bf16", backend="triton")
     seqs = SEQS * 20
     cos = cosines(enc.embed(seqs), enc.reference_embed(seqs))
-    assert cos.mean() >= 0.999 and cos.min() >= (0.99 if precision == "bf16" else 0.98)
+    assert cos.mean() >= 0.999 and cos.min() >= 0.99
 
 
 @pytest.mark.gpu
 @gpu
-def test_gpu_rotary_and_residual_options_match_the_engine_without_them():
-    """The residual added by cuBLAS (bf16), with rotary inside the Triton kernel or the
-    cuBLASLt GELU epilogue, against the round-2 engine (rotary pass, residual+LayerNorm) and
-    fair-esm's fp32 forward."""
+def test_gpu_residual_in_matmul_matches_the_engine_without_it():
+    """The residual added by cuBLAS (bf16) and the cuBLASLt GELU epilogue, against the engine
+    with residual+LayerNorm and fair-esm's fp32 forward."""
     from virnuc_core.engine.models.esm2 import ESMEncoder
     from virnuc_core.engine.models.esm2_load import random_model
+    from virnuc_core.engine.models.esm2_matmuls import LinearOps
 
-    fair, alphabet = random_model(seed=6, num_layers=4, embed_dim=256, attention_heads=4)
+    fair, _ = random_model(seed=6, num_layers=4, embed_dim=256, attention_heads=4)
     seqs = SEQS * 20
-
-    def encoder(**options):
-        return ESMEncoder(fair, alphabet, spec="tiny4", device="cuda", precision="bf16",
-                          backend="triton", fused=True, **options)  # fmt: skip
-
-    old = encoder(residual_in_matmul=())
+    old = ESMEncoder(fair, "tiny4", "cuda", "bf16", "triton")
+    old.ops = LinearOps(residual_in_matmul=())
     before, reference = old.embed(seqs), old.reference_embed(seqs)
-    for options in ({}, {"rotary_in_attention": True}, {"gelu_epilogue": "cublaslt"}):
-        new = encoder(**options)
-        assert new.ops.residual_in_matmul == ("out", "fc2")
-        got = new.embed(seqs)
-        assert cosines(got, before).min() >= 0.9999, options
-        cos = cosines(got, reference)
-        assert cos.mean() >= 0.999 and cos.min() >= 0.99, options
+    new = ESMEncoder(fair, "tiny4", "cuda", "bf16", "triton")
+    assert new.ops.residual_in_matmul == ("out", "fc2")
+    got = new.embed(seqs)
+    assert cosines(got, before).min() >= 0.9999
+    cos = cosines(got, reference)
+    assert cos.mean() >= 0.999 and cos.min() >= 0.99
 
 
 def test_heads_too_small_for_the_triton_kernel_take_the_per_sequence_path(monkeypatch):

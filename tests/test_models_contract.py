@@ -44,3 +44,16 @@ def test_the_registry_says_what_each_model_reads():
     assert family("esm").architecture("tiny") is None
     with pytest.raises(ValueError, match="unknown model 'x'"):
         family("x")
+
+
+@pytest.mark.parametrize("model", sorted(FAMILIES))
+def test_the_registry_resolves_what_the_engine_runs_on_the_cpu(model):
+    """GPU settings on the CPU: the registry gives the engine fp32, the per-sequence attention
+    and no compiling (the engine itself takes only resolved values), and the outputs'
+    attributes say so."""
+    config = {"samples": {"s": "x"}, "chunk_length": 300, "models": {model: "tiny"},
+              "precision": "bf16", "compile": True, "attention_backend": "auto"}  # fmt: skip
+    enc = load_encoder(WorkflowSettings.from_config(config).embed(model), "cpu")
+    d = enc.describe()
+    assert (d["precision"], d["attention_backend"], d["compiled"]) == ("fp32", "loop", 0)
+    assert str(enc.embed_packed(make_batch(enc.tokenize(SEQS[model]))).dtype) == "torch.float32"

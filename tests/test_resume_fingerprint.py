@@ -70,8 +70,8 @@ def test_an_edit_to_the_shards_last_sequence_is_not_resumed(sample, tmp_path, mo
 def _esm_settings(spec: str) -> EmbedSettings:
     return EmbedSettings(
         model="esm", model_spec=spec, precision="fp32", token_budget=1024,
-        attention_backend="auto", compile=False, compile_mode="default", fused_kernels=False,
-        gelu_in_matmul=False, repr_layer=None, checkpoint_every=10, checkpoint_seconds=60.0,
+        attention_backend="auto", compile=False, repr_layer=None, checkpoint_every=10,
+        checkpoint_seconds=60.0,
         progress_seconds=60.0, keep_stale=False,
     )  # fmt: skip
 

@@ -17,7 +17,6 @@ EMBED_KEYS = {
     "token_budget": "token_budget",
     "attention_backend": "attention_backend",
     "compile": "compile",
-    "compile_mode": "compile_mode",
     "checkpoint_every": "checkpoint_every",
     "checkpoint_seconds": "checkpoint_seconds",
     "progress_seconds": "progress_seconds",
@@ -39,8 +38,6 @@ def test_every_schema_default_reaches_every_job():
             want = defaults[key][model] if isinstance(defaults[key], dict) else defaults[key]
             assert getattr(job, field) == want, (model, field)
         assert job.repr_layer == (defaults["esm_repr_layer"] if model == "esm" else None)
-        assert job.fused_kernels is (defaults["fused_kernels"] and model == "esm")
-        assert job.gelu_in_matmul is (defaults["gelu_in_matmul"] and model == "esm")
     assert dataclasses.asdict(s.validate) == defaults["validate"]
     for key in ("shards", "dedupe", "reader_workers", "embed_retries", "classifier",
                 "viral_fasta", "models_dir", "dnabert_revision", "min_score"):  # fmt: skip
@@ -60,12 +57,10 @@ def test_partial_nested_values_keep_the_other_defaults():
 
 
 def test_config_values_reach_each_job():
-    config = {**BASE, "compile": {"dnabert": True, "esm": False}, "checkpoint_every": 7}
-    config["compile_mode"] = "max-autotune-no-cudagraphs"
+    config = {**BASE, "compile": False, "checkpoint_every": 7}
     s = WorkflowSettings.from_config({**config, "dedupe": False, "reader_workers": 1})
     dna, esm = s.embed("dnabert"), s.embed("esm")
-    assert (dna.compile, esm.compile) == (True, False)
-    assert dna.compile_mode == esm.compile_mode == "max-autotune-no-cudagraphs"
+    assert dna.compile is esm.compile is False
     assert dna.checkpoint_every == esm.checkpoint_every == 7
     assert EmbedSettings.from_json(dna.to_json()) == dna
     assert (s.dedupe, s.reader_workers) == (False, 1)
@@ -85,13 +80,45 @@ def test_sharing_a_gpu_is_per_model_and_does_not_change_what_resumes():
     assert "share_gpu" not in s.embed("dnabert").as_dict()
 
 
-def test_one_boolean_compiles_both_and_values_are_checked():
-    s = WorkflowSettings.from_config({**BASE, "compile": True})
-    assert s.embed("dnabert").compile is s.embed("esm").compile is True
-    with pytest.raises(ValueError, match="compile_mode"):
-        dataclasses.replace(s.embed("esm"), compile_mode="fastest")
-    with pytest.raises(ValueError, match="precision"):
-        dataclasses.replace(s.embed("esm"), precision="int8")
+@pytest.mark.parametrize("value, dnabert", [
+    ({"dnabert": False, "esm": True}, False), ({"dnabert": True, "esm": False}, True),
+    ({"esm": True}, True), (False, False), (True, True),
+])  # fmt: skip
+def test_compile_is_read_per_model(value, dnabert):
+    """compile per model or one boolean (a model left out takes the default, true for
+    DNABERT-S); ESM-2's loader never compiles, whatever its value (registry._load_esm)."""
+    s = WorkflowSettings.from_config({**BASE, "compile": value})
+    assert s.embed("dnabert").compile is dnabert
+
+
+@pytest.mark.parametrize("key, value", [
+    ("fused_kernels", False), ("gelu_in_matmul", True), ("compile_mode", "default"),
+])  # fmt: skip
+def test_keys_of_removed_levers_are_refused_saying_why(key, value):
+    with pytest.raises(ValueError) as e:
+        WorkflowSettings.from_config({**BASE, key: value})
+    msg = str(e.value)
+    assert repr(key) in msg and "no longer exist" in msg and "Delete them" in msg
+    # and the schema (Snakemake's validate, before any of this) refuses them as unknown keys
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    assert key not in schema["properties"] and schema["additionalProperties"] is False
+
+
+def test_precision_values_are_checked():
+    s = WorkflowSettings.from_config(BASE)
+    for bad in ("int8", "fp8"):  # fp8 left the library
+        with pytest.raises(ValueError, match="precision"):
+            dataclasses.replace(s.embed("esm"), precision=bad)
+
+
+def test_the_embed_rule_passes_the_token_budget_once():
+    """The rule's params carry every setting but the budget; its resource (halved per retry)
+    is the budget's one channel, joined without a second value to override."""
+    s = WorkflowSettings.from_config(BASE)
+    params = s.embed("esm").rule_params()
+    assert "token_budget" not in params
+    job = EmbedSettings(**params, token_budget=s.embed("esm", attempt=2).token_budget)
+    assert job == dataclasses.replace(s.embed("esm"), token_budget=65536 // 2)
 
 
 def test_the_snakefile_starts_without_importing_torch():

@@ -159,7 +159,7 @@ def embed_job(
         },
         "output": {"rows": str(out), "reference": str(out) + ".reference.h5"},
         "log": [str(log)],
-        "params": {"settings": settings.as_dict(), "work": str(work)},
+        "params": {"settings": settings.rule_params(), "work": str(work)},
         "wildcards": {"sample": sample, "model": model, "i": str(i)},
         "resources": {"token_budget": settings.token_budget, "gpu": 1, "shared_gpus": 0},
         "threads": 1,

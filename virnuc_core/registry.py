@@ -44,32 +44,36 @@ def _dnabert_cost(lengths: np.ndarray) -> np.ndarray:
     return -(-lengths // 4) + 2
 
 
+def _backend(settings: EmbedSettings, device: torch.device, alibi: bool) -> str:
+    """The attention backend ``auto`` (or the one asked for) is on this device."""
+    from virnuc_core.engine.attention import choose_backend
+
+    return choose_backend(settings.attention_backend, device.type, alibi)
+
+
 def _load_esm(
     settings: EmbedSettings, device: torch.device, precision: str, reference: bool
 ) -> Encoder:
+    """ESM-2: fused Triton kernels on CUDA with Triton, their eager PyTorch twins elsewhere
+    (decided per tensor by the engine: :func:`virnuc_core.engine.fused.triton_ok`); never
+    compiled."""
     from virnuc_core.engine.models import esm2
 
-    return esm2.load(
-        settings.model_spec, device=device, precision=precision,
-        backend=settings.attention_backend, repr_layer=settings.repr_layer,
-        compile=settings.compile, compile_mode=settings.compile_mode,
-        fused=settings.fused_kernels, keep_reference=reference,
-        gelu_epilogue="cublaslt" if settings.gelu_in_matmul else "",
-    )  # fmt: skip
+    backend = _backend(settings, device, alibi=False)
+    return esm2.load(settings.model_spec, device, precision, backend,
+                     repr_layer=settings.repr_layer, keep_reference=reference)  # fmt: skip
 
 
 def _load_dnabert(
     settings: EmbedSettings, device: torch.device, precision: str, reference: bool
 ) -> Encoder:
+    """DNABERT-S: compiled on CUDA (``compile``), eager elsewhere."""
     from virnuc_core.engine.models import dnabert
 
     del reference  # its reference path reads the weights the encoder already holds
-
-    return dnabert.load(
-        settings.model_spec, device=device, precision=precision,
-        backend=settings.attention_backend, compile=settings.compile,
-        compile_mode=settings.compile_mode,
-    )  # fmt: skip
+    backend = _backend(settings, device, alibi=True)
+    compiled = settings.compile and device.type == "cuda"
+    return dnabert.load(settings.model_spec, device, precision, backend, compiled)
 
 
 def _is_3b(spec: str) -> bool:
@@ -181,8 +185,10 @@ def load_encoder(
     reference: bool = False,
     keep_reference: bool = False,
 ) -> Encoder:
-    """The encoder ``settings`` names, on ``device``, with its precision decided here once:
-    the settings' (``fp32`` off CUDA), or fp32 for the reference path (``reference=True``).
+    """The encoder ``settings`` names, on ``device``, built from values resolved here once:
+    the precision (the settings', ``fp32`` off CUDA and for the reference path,
+    ``reference=True``), and in the family's loader the attention backend and compiling. The
+    engine never sees the settings.
 
     ``keep_reference``: the settings' precision, and keep what the reference path needs from
     this load (an embed job making its shard's validation references first; then
@@ -190,7 +196,7 @@ def load_encoder(
     import torch
 
     device = torch.device(device)
-    precision = "fp32" if reference else settings.resolved_precision(device.type)
+    precision = "fp32" if reference or device.type != "cuda" else settings.precision
     if settings.model_spec == "standin":  # bench/scale.py only: random rows, not a model
         from virnuc_core.engine.models.standin import StandInEncoder
 

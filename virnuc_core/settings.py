@@ -15,7 +15,7 @@ import functools
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,14 @@ import yaml
 
 # workflow/schemas/config.schema.yaml, through the package's link to it (a copy when installed)
 SCHEMA = Path(__file__).resolve().parent / "config.schema.yaml"
-PRECISIONS = ("fp32", "bf16", "fp16", "fp8")  # fp8: ESM-2's matmuls only (DNABERT-S: bf16)
-COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
+PRECISIONS = ("fp32", "bf16", "fp16")  # on GPUs; CPU jobs run fp32 (registry.load_encoder)
+# Config keys of levers that left the library in issue 36 (their figures: bench/results/README.md,
+# "Levers removed from the library"), refused with what to do instead.
+REMOVED_KEYS = {
+    "fused_kernels": "the fused Triton kernels are the one GPU path (eager PyTorch on CPUs)",
+    "gelu_in_matmul": "fc1 always takes its GELU in cuBLASLt's matmul epilogue on GPUs",
+    "compile_mode": "torch.compile runs in its default mode (the only one measured)",
+}
 
 # Environment variables: test hooks and a lock-directory override, never tuning knobs.
 ENV_LOCK_DIR = "VIRNUC_GPU_LOCK_DIR"
@@ -62,17 +68,12 @@ MODELS = tuple(schema()["properties"]["models"]["properties"])  # registry.FAMIL
 class EmbedSettings:
     """Settings of one embedding job (one model, one shard); see the schema for each key."""
 
-    model: str  # "dnabert" or "esm"
+    model: str  # a family of virnuc_core.registry
     model_spec: str  # a hub name, a local path, or "tiny"
     precision: str  # on CPU, fp32 is always used (see resolved_precision)
     token_budget: int
     attention_backend: str
-    compile: bool  # CUDA only; see virnuc_core/engine/compiling.py
-    compile_mode: str
-    fused_kernels: (
-        bool  # ESM-2 only: Triton kernels instead of compile (virnuc_core/engine/fused.py)
-    )
-    gelu_in_matmul: bool  # ESM-2 fused engine: cuBLASLt's GELU epilogue (tanh form) for fc1
+    compile: bool  # torch.compile on CUDA, for a model whose loader compiles (the registry's)
     repr_layer: int | None  # ESM-2 only; None = the model's last layer
     checkpoint_every: int  # records between commits
     checkpoint_seconds: float  # and at least this often
@@ -87,17 +88,6 @@ class EmbedSettings:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.token_budget < 64:
             raise ValueError(f"token_budget must be >= 64, got {self.token_budget}")
-        if self.compile_mode not in COMPILE_MODES:
-            raise ValueError(
-                f"compile_mode must be one of {COMPILE_MODES}, got {self.compile_mode!r}"
-            )
-
-    def resolved_precision(self, device_type: str) -> str:
-        """The precision actually used: reduced precision only on CUDA; fp8 is ESM-2's alone
-        (DNABERT-S then runs bf16)."""
-        if device_type != "cuda":
-            return "fp32"
-        return "bf16" if self.precision == "fp8" and self.model != "esm" else self.precision
 
     def attrs(self) -> dict[str, Any]:
         """Flat attributes for HDF5 outputs (None becomes -1 / '' so h5py can store it)."""
@@ -108,13 +98,15 @@ class EmbedSettings:
             out[key] = value
         return out
 
-    def replace_budget(self, token_budget: int) -> EmbedSettings:
-        """The same settings with another token budget."""
-        return replace(self, token_budget=int(token_budget))
-
     def as_dict(self) -> dict[str, Any]:
-        """Plain values, how the workflow hands settings to a step script."""
+        """Plain values."""
         return asdict(self)
+
+    def rule_params(self) -> dict[str, Any]:
+        """Plain values but the token budget: how the embed rule hands settings to its script.
+        The budget travels alone, as the rule's resource (halved on each retry; changing it
+        reruns nothing): ``EmbedSettings(**params, token_budget=resources.token_budget)``."""
+        return {k: v for k, v in asdict(self).items() if k != "token_budget"}
 
     def to_json(self) -> str:
         """One-line JSON of :meth:`as_dict`."""
@@ -153,11 +145,8 @@ class WorkflowSettings:
     precision: str
     token_budget: Mapping[str, int]
     attention_backend: str
-    compile: Mapping[str, bool]
+    compile: Mapping[str, bool]  # per model; a loader that never compiles ignores it
     share_gpu: Mapping[str, bool]  # scheduling only: the rule's resources, not a job setting
-    compile_mode: str
-    fused_kernels: bool
-    gelu_in_matmul: bool
     esm_repr_layer: int | None
     checkpoint_every: int
     checkpoint_seconds: float
@@ -174,6 +163,7 @@ class WorkflowSettings:
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> WorkflowSettings:
         """Build from a config mapping (schema defaults filled in for missing keys)."""
+        refuse_removed_keys(config)
         c = with_defaults(config)
         per = ("compile", "share_gpu")
         names = {f for f in cls.__dataclass_fields__ if f not in ("validate", *per)}
@@ -198,26 +188,13 @@ class WorkflowSettings:
             token_budget=budget,
             attention_backend=self.attention_backend,
             compile=bool(self.compile[model]),
-            compile_mode=self.compile_mode,
-            fused_kernels=self.fused_kernels and model == "esm",
-            gelu_in_matmul=self.gelu_in_matmul and self.fused_kernels and model == "esm",
-            repr_layer=self.esm_repr_layer if model == "esm" else None,
+            # a model with a representation-layer knob has the key <model>_repr_layer
+            repr_layer=getattr(self, f"{model}_repr_layer", None),
             checkpoint_every=self.checkpoint_every,
             checkpoint_seconds=self.checkpoint_seconds,
             progress_seconds=self.progress_seconds,
             keep_stale=self.keep_stale,
         )
-
-    def with_local_models(self) -> WorkflowSettings:
-        """The same settings with hub names in ``models`` replaced by their files in the locked
-        ``models_dir`` (runs never download); raises ModelFilesError saying what to fetch."""
-        from virnuc_core.engine.model_files import resolve_model_spec
-
-        local = {
-            m: resolve_model_spec(m, spec, self.models_dir, dnabert_revision=self.dnabert_revision)
-            for m, spec in self.models.items()
-        }
-        return replace(self, models=local)
 
     def validate_dict(self) -> dict[str, Any]:
         """The validation settings as plain values (for the step script)."""
@@ -230,6 +207,19 @@ def per_model(value: bool | Mapping[str, bool], default: Mapping[str, bool]) -> 
     if isinstance(value, bool):
         return dict.fromkeys(MODELS, value)
     return {m: bool(value.get(m, default[m])) for m in MODELS}
+
+
+def refuse_removed_keys(config: Mapping[str, Any]) -> None:
+    """ValueError naming each config key of a removed lever that ``config`` still sets, and
+    what runs instead (the schema refuses them too, without saying why)."""
+    found = [k for k in REMOVED_KEYS if k in config]
+    if found:
+        lines = "; ".join(f"{k!r}: {REMOVED_KEYS[k]}" for k in found)
+        raise ValueError(
+            f"config key(s) {', '.join(repr(k) for k in found)} no longer exist ({lines}). "
+            "Delete them from the config file; their measurements are in "
+            "bench/results/README.md, 'Levers removed from the library'."
+        )
 
 
 def lock_dir() -> str:

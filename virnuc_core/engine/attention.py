@@ -8,7 +8,6 @@ order ``triton``, ``flash``, then ``padded`` for ALiBi or ``varlen``; CPU: ``loo
 - ``triton``: this project's Triton kernel over the packed tokens
   (:mod:`virnuc_core.engine.triton_attention`; CUDA with Triton; ALiBi computed inside the kernel,
   no bias tensor, no padding, nothing planned per batch shape).
-- ``flex``: PyTorch FlexAttention with a document mask and, for ALiBi, a score modification.
 - ``padded``: unpack to a dense (n, max_len) batch and run SDPA with an additive bias; exact,
   and fast where sequences are short and of similar length. SDPA is held to its
   memory-efficient kernel (``PADDED_SDPA``): left to choose, it may take cuDNN's, which plans
@@ -35,7 +34,8 @@ from virnuc_core.engine.packing import PackedBatch
 
 log = logging.getLogger("virnuc.attention")
 
-BACKENDS = ("auto", "flash", "varlen", "triton", "flex", "padded", "loop")
+BACKENDS = ("auto", "flash", "varlen", "triton", "padded", "loop")
+RESOLVED = BACKENDS[1:]  # what choose_backend returns: the encoders take one of these
 # SDPA kernels the padded backend may use, in order; None lets SDPA choose (benches compare).
 PADDED_SDPA_DEFAULT = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 PADDED_SDPA: list | None = PADDED_SDPA_DEFAULT
@@ -62,7 +62,7 @@ def choose_backend(requested: str, device_type: str, alibi: bool) -> str:
     if requested not in BACKENDS:
         raise ValueError(f"attention_backend must be one of {BACKENDS}, got {requested!r}")
     if device_type != "cuda":
-        chosen = "loop" if requested in ("auto", "flash", "varlen", "triton", "flex") else requested
+        chosen = "loop" if requested in ("auto", "flash", "varlen", "triton") else requested
     elif requested != "auto":
         chosen = requested
     elif importlib.util.find_spec("triton") is not None:
@@ -75,7 +75,7 @@ def choose_backend(requested: str, device_type: str, alibi: bool) -> str:
         chosen = "padded" if alibi else "varlen"
     if chosen == "varlen" and alibi:
         raise ValueError(
-            "the 'varlen' backend has no bias input; use flash, flex or padded for ALiBi"
+            "the 'varlen' backend has no bias input; use flash, triton or padded for ALiBi"
         )
     log.info(
         "attention backend: %s (requested %s, device %s, alibi %s)",
@@ -107,8 +107,6 @@ def varlen_attention(
         return varlen_attn(q, k, v, cu, cu, batch.max_seqlen, batch.max_seqlen, scale=scale)
     if backend == "triton":
         return _triton(q, k, v, batch, slopes, scale)
-    if backend == "flex":
-        return _flex(q, k, v, batch, slopes, scale)
     if backend == "padded":
         return _padded(q, k, v, batch, slopes, scale)
     if backend == "loop":
@@ -187,39 +185,3 @@ def _padded(q, k, v, batch, slopes, scale):
         with sdpa_kernel(PADDED_SDPA):
             out = F.scaled_dot_product_attention(qd, kd, vd, attn_mask=bias, scale=scale)
     return out.transpose(1, 2).reshape(n * m, heads, dim).index_select(0, index)
-
-
-def _flex(q, k, v, batch, slopes, scale):
-    seq_ids, pos = batch.seq_ids, batch.positions
-    score_mod = None
-    if slopes is not None:
-        s = slopes.to(q.device, torch.float32)
-
-        def score_mod(score, b, h, qi, ki):
-            return score - s[h] * (pos[qi] - pos[ki]).abs()
-
-    if "flex" not in batch.cache:  # one block mask per batch, built compiled (no dense T x T)
-        from torch.nn.attention.flex_attention import create_block_mask
-
-        def same_sequence(b, h, qi, ki):
-            return seq_ids[qi] == seq_ids[ki]
-
-        total = q.shape[0]
-        compiled = q.device.type == "cuda"
-        batch.cache["flex"] = create_block_mask(
-            same_sequence, None, None, total, total, device=q.device, _compile=compiled
-        )
-    qf, kf, vf = (t.transpose(0, 1)[None] for t in (q, k, v))  # (1, H, T, D)
-    out = _compiled_flex()(
-        qf, kf, vf, score_mod=score_mod, block_mask=batch.cache["flex"], scale=scale
-    )
-    return out[0].transpose(0, 1)
-
-
-@functools.cache
-def _compiled_flex():
-    from torch.nn.attention.flex_attention import flex_attention
-
-    if torch.cuda.is_available():
-        return torch.compile(flex_attention, dynamic=True)
-    return flex_attention

@@ -20,20 +20,15 @@ from collections.abc import Callable, Sequence
 import torch
 
 log = logging.getLogger("virnuc.compile")
-COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")  # as the config schema's enum
 
 
 class TokenwiseCompiled:
-    """``fn`` compiled with only dimension 0 of the arguments at ``token_args`` dynamic."""
+    """``fn`` compiled (torch.compile's default mode) with only dimension 0 of the arguments at
+    ``token_args`` dynamic."""
 
-    def __init__(
-        self, fn: Callable, token_args: Sequence[int], mode: str = "default", backend="inductor"
-    ):
-        if mode not in COMPILE_MODES:
-            raise ValueError(f"compile_mode must be one of {COMPILE_MODES}, got {mode!r}")
-        self.fn, self.token_args, self.mode = fn, tuple(token_args), mode
-        mode_arg = None if mode == "default" or backend != "inductor" else mode
-        self.compiled = torch.compile(fn, mode=mode_arg, backend=backend)
+    def __init__(self, fn: Callable, token_args: Sequence[int], backend="inductor"):
+        self.fn, self.token_args = fn, tuple(token_args)
+        self.compiled = torch.compile(fn, backend=backend)
         self.failed: str | None = None  # why compilation failed, once it has
 
     def __call__(self, *args):

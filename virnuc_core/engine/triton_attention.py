@@ -7,12 +7,6 @@ the sequence when slopes are given, and writes its block of the output. No paddi
 layout, no bias tensor, nothing planned per batch shape: one compiled kernel (per head size,
 dtype and ALiBi or not) serves every batch, which is what the DNABERT-S jobs need (every batch
 of a job has a new shape; the ``padded`` backend paid per new shape).
-
-With ``rotary`` tables (ESM-2) the kernel applies the rotary embedding to q and k as it loads
-them, from cos/sin tables indexed by the position inside the sequence (a few KB, cached), so the
-separate in-place rotary pass over q and k (a read and a write of two thirds of the q/k/v
-projection) is not needed. Each rotated value is rounded to the input dtype before its matrix
-product, as that pass stores it.
 """
 
 from __future__ import annotations
@@ -44,15 +38,11 @@ def varlen_attention_triton(
     max_seqlen: int,
     scale: float,
     slopes: torch.Tensor | None = None,
-    rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """softmax(q k^T * scale - slope * |i - j|) v within each sequence; (T, heads, hd) in and out.
 
     q, k, v may be strided views (e.g. of one fused q/k/v projection); the last dim must be
-    contiguous and its size a power of two (16..256). ``rotary``: (cos, sin), each
-    (positions, hd / 2) fp32 with a row for every position up to ``max_seqlen``
-    (:func:`virnuc_core.engine.fused.rotary_tables`); q and k are then rotated inside the kernel
-    (fair-esm's rotate-half form).
+    contiguous and its size a power of two (16..256).
     """
     tokens, heads, hd = q.shape
     if not head_dim_fits(hd):
@@ -65,19 +55,15 @@ def varlen_attention_triton(
         return out
     alibi = slopes is not None
     s = slopes.to(q.device, torch.float32).contiguous() if alibi else cu_seqlens
-    cos, sin = rotary if rotary is not None else (cu_seqlens, cu_seqlens)  # unused without
-    if rotary is not None:
-        assert cos.is_contiguous() and sin.is_contiguous() and cos.shape == (cos.shape[0], hd // 2)
-        assert cos.shape[0] >= max_seqlen, "a rotary table row for every position"
 
     def grid(meta):
         return (n, triton.cdiv(max_seqlen, meta["BLOCK_M"]), heads)
 
     _attention_kernel[grid](
-        q, k, v, out, cu_seqlens, s, cos, sin,
+        q, k, v, out, cu_seqlens, s,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         out.stride(0), out.stride(1), float(scale) * LOG2E,
-        HAS_ALIBI=alibi, ROTARY=rotary is not None, HEAD_DIM=hd, FP32=q.dtype == torch.float32,
+        HAS_ALIBI=alibi, HEAD_DIM=hd, FP32=q.dtype == torch.float32,
     )  # fmt: skip
     return out
 
@@ -96,28 +82,17 @@ def _configs() -> list:
 if triton is not None:
 
     @triton.jit
-    def _load_rotated(ptr, table, mask, COS, SIN, HALF: tl.constexpr):
-        # fair-esm's rotate-half of the two halves at ptr, ptr + HALF: (x1 c - x2 s,
-        # x2 c + x1 s), computed in fp32 and rounded to the input's dtype
-        x1 = tl.load(ptr, mask=mask, other=0.0)
-        x2 = tl.load(ptr + HALF, mask=mask, other=0.0)
-        c = tl.load(COS + table, mask=mask, other=0.0)
-        s = tl.load(SIN + table, mask=mask, other=0.0)
-        a, b = x1.to(tl.float32), x2.to(tl.float32)
-        return (a * c - b * s).to(x1.dtype), (b * c + a * s).to(x1.dtype)
-
-    @triton.jit
     def _dot(a, b, FP32: tl.constexpr):
         if FP32:
             return tl.dot(a, b, input_precision="ieee")
         return tl.dot(a, b)
 
-    @triton.autotune(configs=_configs(), key=["HEAD_DIM", "HAS_ALIBI", "ROTARY", "FP32"])
+    @triton.autotune(configs=_configs(), key=["HEAD_DIM", "HAS_ALIBI", "FP32"])
     @triton.jit
     def _attention_kernel(
-        Q, K, V, Out, CU, SLOPES, COS, SIN,
+        Q, K, V, Out, CU, SLOPES,
         sqt, sqh, skt, skh, svt, svh, sot, soh, qk_scale,
-        HAS_ALIBI: tl.constexpr, ROTARY: tl.constexpr, HEAD_DIM: tl.constexpr,
+        HAS_ALIBI: tl.constexpr, HEAD_DIM: tl.constexpr,
         FP32: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     ):  # fmt: skip
         # Branches on constexprs are resolved when compiling: a kernel has one of them.
@@ -131,15 +106,8 @@ if triton is not None:
         rows = m0 + tl.arange(0, BLOCK_M)
         offs_n = tl.arange(0, BLOCK_N)
         d = tl.arange(0, HEAD_DIM)
-        HALF: tl.constexpr = HEAD_DIM // 2
-        e = tl.arange(0, HALF)
         qm = rows[:, None] < length
-        if ROTARY:  # q in two rotated halves (k likewise in the loop): two half-width products
-            q_ptr = Q + (start + rows)[:, None] * sqt + head * sqh + e[None, :]
-            qa, qb = _load_rotated(q_ptr, rows[:, None] * HALF + e[None, :], qm, COS, SIN, HALF)
-        else:
-            q = tl.load(Q + (start + rows)[:, None] * sqt + head * sqh + d[None, :], mask=qm,
-                        other=0.0)  # fmt: skip
+        q = tl.load(Q + (start + rows)[:, None] * sqt + head * sqh + d[None, :], mask=qm, other=0.0)
         m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
         l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
         acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
@@ -150,14 +118,9 @@ if triton is not None:
             cols = n0 + offs_n
             valid = cols < length
             km = valid[None, :]
-            if ROTARY:
-                k_ptr = K + (start + cols)[None, :] * skt + head * skh + e[:, None]
-                ka, kb = _load_rotated(k_ptr, cols[None, :] * HALF + e[:, None], km, COS, SIN, HALF)
-                s = (_dot(qa, ka, FP32) + _dot(qb, kb, FP32)) * qk_scale
-            else:
-                k = tl.load(K + (start + cols)[None, :] * skt + head * skh + d[:, None], mask=km,
-                            other=0.0)  # fmt: skip
-                s = _dot(q, k, FP32) * qk_scale
+            k = tl.load(K + (start + cols)[None, :] * skt + head * skh + d[:, None], mask=km,
+                        other=0.0)  # fmt: skip
+            s = _dot(q, k, FP32) * qk_scale
             if HAS_ALIBI:
                 s -= slope * tl.abs(rows[:, None] - cols[None, :]).to(tl.float32)
             s = tl.where(valid[None, :], s, float("-inf"))

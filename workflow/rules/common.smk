@@ -3,7 +3,7 @@ import os
 import re
 import sys
 
-# This file's own imports; the step scripts find virnuc_core through scripts/_repo.py.
+# This file's own imports (this checkout's library); the step scripts import the installed one.
 sys.path.insert(0, workflow.basedir)
 import warnings  # noqa: E402
 

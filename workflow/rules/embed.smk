@@ -12,7 +12,8 @@ rule embed_shard:
         # weights the job loads anyway (validate_embeddings then need not load the model)
         reference="results/{sample}/embeddings/{model}/shard_{i}.reference.h5",
     params:
-        settings=lambda wc: SETTINGS.embed(wc.model).as_dict(),
+        # Every setting but the token budget, which is the resource below (one channel).
+        settings=lambda wc: SETTINGS.embed(wc.model).rule_params(),
         # Resume state lives outside the declared outputs: Snakemake never deletes it.
         work="results/{sample}/work/{model}/shard_{i}",
     # one thread runs the GPU loop, the others read and tokenize
@@ -27,7 +28,9 @@ rule embed_shard:
         # Not a param: changing it reruns nothing.
         gpu=lambda wc: 0 if SETTINGS.share_gpu[wc.model] and workflow.local_exec else 1,
         shared_gpus=lambda wc: run_gpus(),
-        # Halved on every retry, so a CUDA out-of-memory failure is retried with a smaller batch.
+        # The job's token budget (its only channel): halved on every retry, so a CUDA
+        # out-of-memory failure is retried with a smaller batch. Not a param either: a budget
+        # changes batch composition only (float rounding), and changing it reruns nothing.
         token_budget=lambda wc, attempt: SETTINGS.embed(wc.model, attempt).token_budget,
     retries: SETTINGS.embed_retries
     log:

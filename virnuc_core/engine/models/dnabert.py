@@ -67,7 +67,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from virnuc_core.engine.attention import alibi_slopes, choose_backend, varlen_attention
+from virnuc_core.engine.attention import RESOLVED, alibi_slopes, varlen_attention
 from virnuc_core.engine.compiling import TokenwiseCompiled
 from virnuc_core.engine.models.building import no_weight_init
 from virnuc_core.engine.models.dnabert_load import (
@@ -235,30 +235,28 @@ class DnabertEncoder:
         backend: str,
         source: str = "",
         compile: bool = False,
-        compile_mode: str = "default",
         weights_checksum: tuple[str, str] | None = None,  # [models] (sha256, of what)
     ):
+        """``precision``, ``backend`` (one of :data:`~virnuc_core.engine.attention.RESOLVED`
+        that takes ALiBi) and ``compile`` as the caller resolved them for ``device``
+        (:func:`virnuc_core.registry.load_encoder`: fp32 and eager on the CPU)."""
+        if precision not in DTYPES:
+            raise ValueError(f"precision must be one of {tuple(DTYPES)}, got {precision!r}")
+        if backend not in RESOLVED or backend == "varlen":
+            raise ValueError(f"DNABERT-S's attention backend must be one of {RESOLVED} but "
+                             f"'varlen' (no ALiBi), resolved, got {backend!r}")  # fmt: skip
         self.spec, self.cfg, self.tokenizer, self.source = spec, cfg, tokenizer, source
         self.device = device
         self.dim = cfg.hidden_size
-        self.precision = precision if device.type == "cuda" else "fp32"
-        if self.precision != precision:
-            log.info("precision %s requested on %s: using fp32", precision, device.type)
-        self.dtype = DTYPES[self.precision]
-        self.backend = choose_backend(backend, device.type, alibi=True)
+        self.precision, self.dtype, self.backend = precision, DTYPES[precision], backend
         with no_weight_init():  # every parameter is set from ``weights`` (strict)
             self.model = DnabertModel(cfg)
         self.model.load_state_dict(weights, strict=True)  # a copy: nothing maps the file later
         self.model.to(device=device, dtype=self.dtype).eval().requires_grad_(False)
         self.model.slopes = alibi_slopes(cfg.num_attention_heads).to(device)  # stays fp32
-        self.compiled = bool(compile) and device.type == "cuda"
-        if compile and not self.compiled:
-            log.info("compile requested on %s: running eagerly", device.type)
-        self.compile_mode = compile_mode
+        self.compiled = bool(compile)
         if self.compiled:  # fuses GELU * gate, residual adds and LayerNorms; attention stays eager
-            self.model.post = TokenwiseCompiled(
-                _post_attention, token_args=(0, 1), mode=compile_mode
-            )
+            self.model.post = TokenwiseCompiled(_post_attention, token_args=(0, 1))
         # The fp32 reference reuses the packed model's tensors when those are fp32 already.
         self._cpu_weights = None if self.dtype == torch.float32 else weights
         self._ref_weights: dict[str, torch.Tensor] | None = None
@@ -331,7 +329,6 @@ class DnabertEncoder:
             "precision": self.precision,
             "attention_backend": self.backend,
             "compiled": int(self.compiled and not getattr(self.model.post, "failed", None)),
-            "compile_mode": self.compile_mode if self.compiled else "",
             "pooling": "mean over all tokens incl. [CLS] and [SEP]",
             "weights_sha256": self.weights_sha256,  # [models] the same keys as ESM-2's
             "weights_sha256_of": self.weights_of,
@@ -343,16 +340,16 @@ def load(
     spec: str,
     device: str | torch.device = "cpu",
     precision: str = "fp32",
-    backend: str = "auto",
+    backend: str = "loop",
     compile: bool = False,
-    compile_mode: str = "default",
 ) -> DnabertEncoder:
     """DNABERT-S from ``"tiny"`` or a local Hugging Face-layout folder. A hub name is refused
     (runs never download): :func:`virnuc_core.engine.model_files.resolve_model_spec` maps
-    ``"zhihan1996/DNABERT-S"`` to the fetched, locked folder.
+    ``"zhihan1996/DNABERT-S"`` to the fetched, locked folder. ``precision``, ``backend``,
+    ``compile`` resolved for ``device`` by the caller (see :class:`DnabertEncoder`).
 
-    ``compile`` (CUDA only) compiles the layers' post-attention part (one graph shared by all
-    layers and batches, see :mod:`virnuc_core.engine.compiling`) in ``compile_mode``."""
+    ``compile`` compiles the layers' post-attention part (one graph shared by all layers and
+    batches, see :mod:`virnuc_core.engine.compiling`); the registry asks for it on CUDA only."""
     if precision not in DTYPES:
         raise ValueError(f"precision must be one of {tuple(DTYPES)}, got {precision!r}")
     device = torch.device(device)
@@ -385,7 +382,6 @@ def load(
         backend,
         source,
         compile,
-        compile_mode,
         weights_checksum=checksum,
     )
 
@@ -394,7 +390,7 @@ def random_encoder(
     cfg: DnabertConfig | None = None,
     device: str | torch.device = "cpu",
     precision: str = "fp32",
-    backend: str = "auto",
+    backend: str = "loop",
     seed: int = 0,
     tokenizer_bases: int = 2_000_000,
 ):
