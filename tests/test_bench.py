@@ -40,7 +40,8 @@ def test_job_settings_take_config_keys():
     assert (s.model, s.model_spec, s.compile, s.attention_backend) == (
         "dnabert", "tiny", True, "padded",
     )  # fmt: skip
-    assert job_settings("esm", "tiny").compile  # the schema's default reaches the bench
+    # the schema's per-model defaults reach the bench
+    assert job_settings("dnabert", "tiny").compile and not job_settings("esm", "tiny").compile
 
 
 @pytest.mark.parametrize(
