@@ -3,11 +3,11 @@
 import json
 
 from virnuc_core.jobs.step import run_step
-from virnuc_core.report import summary, throughput
+from virnuc_core.report import figures, throughput
 
 
 def main(sm) -> None:
-    summary.plot_scores(sm.input.predictions, sm.input.summary, sm.output.scores)
+    figures.plot_scores(sm.input.predictions, sm.input.summary, sm.output.scores)
     rows = [throughput.shard_throughput(path) for path in sm.input.shards]
     with open(sm.input.plan) as handle:
         plan = json.load(handle)

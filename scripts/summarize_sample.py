@@ -5,7 +5,7 @@ from pathlib import Path
 from virnuc_core.data.pairs import read_sources
 from virnuc_core.jobs.step import run_step
 from virnuc_core.report.run_notes import NOTICE_NAME, write_demo_notice
-from virnuc_core.report.summary import summarize_sample
+from virnuc_core.report.run_summary import summarize_sample
 
 
 def main(sm) -> None:

@@ -22,8 +22,9 @@ from virnuc_core.jobs.merge import write_features
 from virnuc_core.jobs.plan import model_plan, plan_shards, read_plan
 from virnuc_core.jobs.references import read_sample, write_sample
 from virnuc_core.jobs.validate_job import validate_model
+from virnuc_core.report.figures import plot_scores
 from virnuc_core.report.predictions import predict_sample
-from virnuc_core.report.summary import plot_scores, summarize_sample
+from virnuc_core.report.run_summary import summarize_sample
 from virnuc_core.settings import WorkflowSettings
 
 BUDGET = 50  # bytes of peak memory per added kept frame

@@ -19,7 +19,7 @@ from virnuc_core.jobs import embed_job, reference_task
 from virnuc_core.jobs.embed_job import ReferenceOutput, ShardInput, run_embed_job
 from virnuc_core.jobs.plan import plan_shards
 from virnuc_core.jobs.references import read_sample, write_sample
-from virnuc_core.jobs.store import ShardRows
+from virnuc_core.jobs.shard_rows import ShardRows
 from virnuc_core.settings import WorkflowSettings
 
 SENSE = [a + b + c for a in "ACGT" for b in "ACGT" for c in "ACGT"]

@@ -27,7 +27,7 @@ from PIL import Image
 
 from tests.index_helpers import frames_index, index_rows, write_index
 from tests.workflow_helpers import DEMO_READS, run_snakemake, write_config
-from virnuc_core.report import summary, throughput
+from virnuc_core.report import figures, run_summary, summary, throughput
 from virnuc_core.report.predictions import write_predictions
 from virnuc_core.report.run_notes import NOTICE_NAME
 
@@ -160,7 +160,7 @@ def _summarize(tmp_path, fasta, pred, high, chunks, min_score=None, regions=Fals
     names = ("summary", "html", "viral") + (("regions",) if regions else ())
     exts = {"summary": "tsv", "html": "html", "viral": "fa", "regions": "tsv"}
     outs = {k: tmp_path / f"{k}.{exts[k]}" for k in names}
-    summary.summarize_sample("s", [str(fasta)], 500, "tiny", ins, outs, "", min_score)
+    run_summary.summarize_sample("s", [str(fasta)], 500, "tiny", ins, outs, "", min_score)
     return outs
 
 
@@ -205,7 +205,7 @@ def test_viral_fraction_is_the_last_column_and_follows_the_rule(tmp_path):
                 int(r["viral_chunks"]) / int(r["chunks"]), abs=1e-6
             )
         # the score histogram still reads max_virus_score, not the last column
-        assert list(summary.read_scores(tmp_path / "s.tsv")) == ["0.8", "0.5"]
+        assert list(figures.read_scores(tmp_path / "s.tsv")) == ["0.8", "0.5"]
 
 
 def test_summary_refuses_predictions_of_other_reads(tmp_path):

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from virnuc_core.jobs import store
+from virnuc_core.jobs.shard_rows import ShardRows
 from virnuc_core.jobs.store import (
     BLOCKS_NAME,
     META_NAME,
@@ -26,7 +27,6 @@ from virnuc_core.jobs.store import (
     ROWS_NAME,
     CorruptRows,
     ShardCheckpoint,
-    ShardRows,
     row_dtype,
 )
 

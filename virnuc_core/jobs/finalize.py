@@ -1,7 +1,7 @@
 """A shard's finished HDF5 file, from its embed job's rows and, for copies, earlier shards.
 
 The embed job leaves its rows (distinct sequences only, in commit order, checksummed: see
-:class:`virnuc_core.jobs.store.ShardRows`). :func:`finalize_shard` writes the shard's embeddings for
+`virnuc_core.jobs.shard_rows.ShardRows`). :func:`finalize_shard` writes the shard's embeddings for
 every record of its range, in record order, a block at a time: a distinct record takes its own
 row; a copy takes its source's row, from this job's rows or from the finished file of the earlier
 shard holding the source. Rows are checked against their checksums before any is used. The file
@@ -24,7 +24,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from virnuc_core.jobs.store import ShardRows
+from virnuc_core.jobs.shard_rows import ShardRows
 from virnuc_core.util.files import atomic_path
 from virnuc_core.util.npyfile import NpyReader
 

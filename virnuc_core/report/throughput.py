@@ -17,7 +17,9 @@ import h5py
 
 from virnuc_core.jobs.merge import plain_attr
 from virnuc_core.registry import FAMILIES
-from virnuc_core.report.summary import NA, html_page, html_table, pyplot, save_figure
+from virnuc_core.report.figures import pyplot, save_figure
+from virnuc_core.report.run_summary import html_page, html_table
+from virnuc_core.report.summary import NA
 from virnuc_core.util.files import atomic_writer
 
 
