@@ -262,19 +262,13 @@ def iter_pair_batches(
     if batch_bases < 1:
         raise ValueError(f"batch_bases must be at least 1, got {batch_bases}")
     sources = list(sources)
-    hashes = read_ids.IdHashes() if check_duplicates else None
-    first = 0
-    for source in sources:
-        for batch in _source_batches(source, batch_bases, first, each_file):
-            if hashes is not None:
-                hashes.add(batch.ids)
-            first += len(batch)
-            yield batch
-    if hashes is not None:
-        read_ids.check_duplicates(  # its second pass reads the pairs again
-            hashes.array(),
-            lambda: iter_pair_batches(sources, batch_bases, check_duplicates=False),
-        )
+    batches = read_ids.numbered(
+        lambda source, first: _source_batches(source, batch_bases, first, each_file), sources
+    )
+    if check_duplicates:  # the second pass, if any, reads the pairs again
+        again = lambda: iter_pair_batches(sources, batch_bases, check_duplicates=False)  # noqa: E731
+        batches = read_ids.unique(batches, again)
+    yield from batches
 
 
 def iter_sample_batches(

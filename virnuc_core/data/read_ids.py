@@ -8,11 +8,36 @@ the first read (in sample order) whose id an earlier read has, and where that ea
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from virnuc_core.data.records import InputError, ReadBatch
+
+
+def numbered(
+    batches_of: Callable[[object, int], Iterable[ReadBatch]], sources: Sequence
+) -> Iterator[ReadBatch]:
+    """The batches of each source in turn, ``batches_of(source, first)`` told the sample-wide
+    number of its first read."""
+    first = 0
+    for source in sources:
+        for batch in batches_of(source, first):
+            first += len(batch)
+            yield batch
+
+
+def unique(
+    batches: Iterable[ReadBatch], reread: Callable[[], Iterable[ReadBatch]]
+) -> Iterator[ReadBatch]:
+    """``batches`` as they come, their ids hashed; once they end, :func:`check_duplicates`
+    (``reread``: the same stream again, for a second pass when two hashes are equal)."""
+    hashes = IdHashes()
+    for batch in batches:
+        hashes.add(batch.ids)
+        yield batch
+    check_duplicates(hashes.array(), reread)
+
 
 # Duplicate-id candidates confirmed per extra pass (only hash collisions need a second one).
 _CONFIRM_AT_ONCE = 1024

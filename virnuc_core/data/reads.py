@@ -404,18 +404,11 @@ def iter_read_batches(
     if batch_bases < 1:
         raise ValueError(f"batch_bases must be at least 1, got {batch_bases}")
     files = _as_paths(paths)
-    hashes = read_ids.IdHashes() if check_duplicates else None
-    first = 0
-    for path in files:
-        for batch in _file_batches(path, batch_bases, first):
-            if hashes is not None:
-                hashes.add(batch.ids)
-            first += len(batch)
-            yield batch
-    if hashes is not None:
-        read_ids.check_duplicates(
-            hashes.array(), lambda: iter_read_batches(files, batch_bases, check_duplicates=False)
-        )
+    batches = read_ids.numbered(lambda path, first: _file_batches(path, batch_bases, first), files)
+    if check_duplicates:
+        again = lambda: iter_read_batches(files, batch_bases, check_duplicates=False)  # noqa: E731
+        batches = read_ids.unique(batches, again)
+    yield from batches
 
 
 def iter_reads(
