@@ -1,8 +1,12 @@
 # virnuc: VirNucPro-style viral sequence detection (chunk, six-frame, embed, validate, classify).
 # The rules live in workflow/rules/, one file per stage; every algorithm lives in virnuc_core.
+import sys
+
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
+sys.path.insert(0, workflow.basedir)  # this checkout's library, as in common.smk
+from virnuc_core.settings import refuse_removed_keys  # noqa: E402
 
 
 # config/config.yaml unless the user gave --configfile (merging the two would mix their samples).
@@ -11,6 +15,11 @@ if not config:
     configfile: "config/config.yaml"
 
 
+# Keys of levers that left the library: say why and what to do, before the schema's refusal.
+try:
+    refuse_removed_keys(config)
+except ValueError as e:
+    raise WorkflowError(str(e)) from None
 validate(config, "workflow/schemas/config.schema.yaml")
 
 

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import yaml
 
-from tests.workflow_helpers import REPO
+from tests.workflow_helpers import REPO, run_snakemake, write_config
 from virnuc_core.settings import EmbedSettings, WorkflowSettings, with_defaults
 
 BASE = {"samples": {"s": "r.fa"}, "chunk_length": 500, "models": {"dnabert": "tiny", "esm": "tiny"}}
@@ -158,3 +158,14 @@ def test_min_score_is_null_or_a_number_in_0_1(value, ok):
     else:
         with pytest.raises(jsonschema.ValidationError, match="min_score|0.9|True"):
             jsonschema.validate(config, schema())
+
+
+@pytest.mark.workflow
+def test_a_dry_run_refuses_a_removed_key_saying_why(tmp_path):
+    """Before any job, and before the schema's generic 'Additional properties' error."""
+    write_config(tmp_path, fused_kernels=True)
+    proc = run_snakemake(tmp_path, "-n", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "'fused_kernels'" in out and "no longer exist" in out and "Delete them" in out
+    assert "Additional properties" not in out
