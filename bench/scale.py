@@ -4,9 +4,8 @@ Each size is a fresh run of the real Snakefile (every rule, through predict, the
 the report figures) on 500-base reads with a realistic frame mix (``bench/make_reads.py``,
 kind ``realistic``, 10% of the reads repeated under new ids). The embedding models are the
 documented stand-in (``models: standin``, :mod:`virnuc_core.engine.models.standin`): rows of the
-real
-widths (768 DNABERT-S, 2560 ESM-2 3B) written through the real reader, packer, checkpoint store,
-finalize and features code; everything else is the real rule. Per rule, Snakemake's own
+real widths (768 DNABERT-S, 2560 ESM-2 3B) written through the real reader, packer, checkpoint
+store, finalize and merge code; everything else is the real rule. Per rule, Snakemake's own
 benchmark files give CPU seconds and a sampled RSS; the exact peaks come from the kernel
 (``bench/peaks/sitecustomize.py``: each job's own high-water mark at exit, and its largest
 child's, such as a reader process); a sampler records the disk high-water mark of the run folder.

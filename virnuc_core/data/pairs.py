@@ -266,8 +266,9 @@ def iter_pair_batches(
         lambda source, first: _source_batches(source, batch_bases, first, each_file), sources
     )
     if check_duplicates:  # the second pass, if any, reads the pairs again
-        again = lambda: iter_pair_batches(sources, batch_bases, check_duplicates=False)  # noqa: E731
-        batches = read_ids.unique(batches, again)
+        batches = read_ids.unique(
+            batches, lambda: iter_pair_batches(sources, batch_bases, check_duplicates=False)
+        )
     yield from batches
 
 

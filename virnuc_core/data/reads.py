@@ -406,8 +406,9 @@ def iter_read_batches(
     files = _as_paths(paths)
     batches = read_ids.numbered(lambda path, first: _file_batches(path, batch_bases, first), files)
     if check_duplicates:
-        again = lambda: iter_read_batches(files, batch_bases, check_duplicates=False)  # noqa: E731
-        batches = read_ids.unique(batches, again)
+        batches = read_ids.unique(
+            batches, lambda: iter_read_batches(files, batch_bases, check_duplicates=False)
+        )
     yield from batches
 
 
