@@ -1,6 +1,7 @@
 """The samples of a run (virnuc_core.data.samples): names that are safe folder names, a
-sample's files in order, a file or config key given twice refused, inputs that are not files named
-for what they are (issues 33 and 34). Two dry runs show the refusals reach the user before any job."""
+sample's files in order, a file or config key given twice refused, inputs that are not files
+named for what they are (issues 33 and 34). Two dry runs show the refusals reach the user before
+any job."""
 
 from __future__ import annotations
 

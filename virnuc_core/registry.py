@@ -3,12 +3,13 @@
 A :class:`Family` says everything the workflow needs to know about a model besides its encoder
 (:mod:`virnuc_core.engine.encoder`): which file of the index stage it reads (nucleotides or
 proteins) and which index columns point into it, how many tokens a sequence costs (for the
-shard plan), its published name, architecture and width (for the run plan), how it loads, where its files
-come from and go in the models folder (:class:`~virnuc_core.engine.model_files.ModelSource`),
-and its colour in the figures. The order of :data:`FAMILIES` is the order of the models
-everywhere: features.h5's columns (the classifier's input), tables and figures. Nothing
-outside this module and the model files (``engine/models/``) tests a model's name to decide
-what to do (tests/test_model_facts.py). Light: no torch at import.
+shard plan), its published name, architecture and width (for the run plan), how it loads,
+where its files come from and go in the models folder
+(:class:`~virnuc_core.engine.model_files.ModelSource`), and its colour in the figures. The
+order of :data:`FAMILIES` is the order of the models everywhere: features.h5's columns (the
+classifier's input), tables and figures. Nothing outside this module and the model files
+(``engine/models/``) tests a model's name to decide what to do (tests/test_model_facts.py).
+Light: no torch at import.
 """
 
 from __future__ import annotations
